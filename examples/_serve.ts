@@ -1,0 +1,54 @@
+// Static assets and downloads for the example servers. Uses Web APIs plus node:fs so it also runs
+// under Bun.
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import type { UploadStorage } from "../mod.ts";
+
+const ASSETS: Record<string, { path: string; type: string }> = {
+  "/": { path: new URL("./public/index.html", import.meta.url).href, type: "text/html; charset=utf-8" },
+  "/app.js": {
+    path: new URL("./public/app.js", import.meta.url).href,
+    type: "text/javascript; charset=utf-8",
+  },
+  "/style.css": {
+    path: new URL("./public/style.css", import.meta.url).href,
+    type: "text/css; charset=utf-8",
+  },
+  // The client libraries come from the npm packages, never from a CDN.
+  "/vendor/resumable.js": {
+    path: import.meta.resolve("resumablejs/resumable.js"),
+    type: "text/javascript; charset=utf-8",
+  },
+  "/vendor/flow.js": {
+    path: import.meta.resolve("@flowjs/flow.js/dist/flow.js"),
+    type: "text/javascript; charset=utf-8",
+  },
+};
+
+/** Serves the demo page and the client libraries. */
+export async function serveStatic(pathname: string): Promise<Response> {
+  const asset = ASSETS[pathname];
+  if (!asset) return new Response("Not found", { status: 404 });
+  try {
+    const body = await readFile(fileURLToPath(asset.path));
+    return new Response(body, { headers: { "content-type": asset.type, "cache-control": "no-cache" } });
+  } catch {
+    return new Response("Not found", { status: 404 });
+  }
+}
+
+/** Streams a completed file with its original name as the download name. */
+export async function serveFileDownload(storage: UploadStorage, id: string): Promise<Response> {
+  const opened = await storage.openFile(id);
+  if (!opened) return new Response("Not found", { status: 404 });
+  const { file, body } = opened;
+  return new Response(body, {
+    headers: {
+      "content-type": "application/octet-stream",
+      "content-length": String(file.size),
+      // RFC 6266 with an RFC 5987 UTF-8 name; the file is always a download, never rendered inline.
+      "content-disposition": `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}`,
+      "x-content-type-options": "nosniff",
+    },
+  });
+}

@@ -1,0 +1,54 @@
+/**
+ * Exactly-once assembly: claim the upload, stream its chunks in order into the storage's commit,
+ * then remove the chunks. Losers of the claim return at once; nobody waits on a lock.
+ *
+ * @module
+ */
+
+import { concatLazily, expectTotalSize } from "./_concat.ts";
+import type { Lease, StoredFile, UploadRecord, UploadStorage } from "./storage/types.ts";
+
+/** Outcome of an assembly attempt. */
+export type AssemblyResult =
+  | { kind: "completed"; file: StoredFile }
+  | { kind: "busy" };
+
+/**
+ * Assembles `record` from chunks `1..chunkCount` unless another live claim holds it. While
+ * assembling, the claim is renewed every third of the lease so a slow but alive assembler is never
+ * taken over. Resolves `busy` when someone else holds or won the claim.
+ */
+export async function assembleOnce(
+  storage: UploadStorage,
+  record: UploadRecord,
+  chunkCount: number,
+  leaseMs: number,
+): Promise<AssemblyResult> {
+  const lease: Lease = { owner: crypto.randomUUID(), ttlMs: leaseMs };
+  const claim = await storage.claim(record.key, lease);
+  if (!claim) return { kind: "busy" };
+  const renewal = setInterval(() => {
+    storage.renewClaim(claim, lease).catch(() => {});
+  }, Math.max(1, Math.floor(leaseMs / 3)));
+  try {
+    const data = expectTotalSize(
+      concatLazily(chunkCount, (index) => storage.openChunk(record.key, index)),
+      record.totalSize,
+    );
+    const file: StoredFile = {
+      id: record.fileId,
+      name: record.fileName,
+      size: record.totalSize,
+      type: record.type,
+      identifier: record.identifier,
+      relativePath: record.relativePath,
+      uploadKey: record.key,
+      completedAt: Date.now(),
+    };
+    const stored = await storage.commit(claim, data, file);
+    if (!stored) return { kind: "busy" };
+    return { kind: "completed", file: stored };
+  } finally {
+    clearInterval(renewal);
+  }
+}

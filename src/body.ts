@@ -1,0 +1,125 @@
+/**
+ * Gets a chunk's bytes out of a request: the raw body in octet mode, or the file part of a
+ * multipart body. Limits apply before anything is buffered: first `Content-Length`, then a count of
+ * the streamed bytes.
+ *
+ * @module
+ */
+
+import { ResumableError } from "./errors.ts";
+import { limitStream } from "./_limit_stream.ts";
+
+/** True when the request body is `multipart/form-data`. */
+export function isMultipart(request: Request): boolean {
+  return (request.headers.get("content-type") ?? "").toLowerCase().startsWith(
+    "multipart/form-data",
+  );
+}
+
+/** The declared body length, or `undefined` when absent (chunked) or malformed. */
+export function contentLength(request: Request): number | undefined {
+  const header = request.headers.get("content-length");
+  if (header === null || !/^[0-9]+$/.test(header.trim())) return undefined;
+  return Number(header.trim());
+}
+
+/** Rejects a body whose declared length is above `limit`, before reading any of it. */
+export function checkDeclaredLength(request: Request, limit: number): void {
+  const length = contentLength(request);
+  if (length !== undefined && length > limit) {
+    throw new ResumableError(
+      "body_too_large",
+      `Request body is ${length} bytes, the limit is ${limit}`,
+    );
+  }
+}
+
+/**
+ * Parses a multipart body with the platform parser, reading at most `limit` bytes.
+ *
+ * @throws {ResumableError} `body_too_large`, `body_incomplete` or `malformed_body`.
+ */
+export async function readMultipart(
+  request: Request,
+  limit: number,
+): Promise<FormData> {
+  checkDeclaredLength(request, limit);
+  if (!request.body) {
+    throw new ResumableError("malformed_body", "Multipart request has no body");
+  }
+  const failure: { error?: ResumableError } = {};
+  const limited = limitStream(request.body, limit, failure);
+  try {
+    const contentType = request.headers.get("content-type") ?? "";
+    return await new Response(limited, {
+      headers: { "content-type": contentType },
+    }).formData();
+  } catch (cause) {
+    if (failure.error) throw failure.error;
+    if (request.signal.aborted) {
+      throw new ResumableError("body_incomplete", "Request was aborted", {
+        cause,
+      });
+    }
+    throw new ResumableError(
+      "malformed_body",
+      "Multipart body cannot be parsed",
+      { cause },
+    );
+  }
+}
+
+/** The bytes of a chunk taken from a form, with their length. */
+export interface FormChunk {
+  stream: ReadableStream<Uint8Array>;
+  size: number;
+}
+
+/**
+ * Takes the chunk out of the form field `name`: a file part, or the `data:` URL string resumable.js
+ * sends with `chunkFormat: "base64"`. `undefined` when the field is absent (a test request).
+ */
+export function chunkFromForm(
+  form: FormData,
+  name: string,
+): FormChunk | undefined {
+  const values = form.getAll(name);
+  if (values.length === 0) return undefined;
+  if (values.length > 1) {
+    throw new ResumableError(
+      "malformed_body",
+      `Field "${name}" appears ${values.length} times`,
+    );
+  }
+  const value = values[0]!;
+  if (typeof value !== "string") {
+    return { stream: value.stream(), size: value.size };
+  }
+  const bytes = decodeDataUrl(value, name);
+  return { stream: new Blob([bytes]).stream(), size: bytes.byteLength };
+}
+
+function decodeDataUrl(value: string, name: string): Uint8Array<ArrayBuffer> {
+  const comma = value.indexOf(",");
+  if (
+    !value.startsWith("data:") || comma < 0 ||
+    !value.slice(0, comma).endsWith(";base64")
+  ) {
+    throw new ResumableError(
+      "malformed_body",
+      `Field "${name}" must be a file or a base64 data: URL`,
+    );
+  }
+  try {
+    const binary = atob(value.slice(comma + 1));
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return bytes;
+  } catch (cause) {
+    throw new ResumableError(
+      "malformed_body",
+      `Field "${name}" is not valid base64`,
+      { cause },
+    );
+  }
+}

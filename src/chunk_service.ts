@@ -1,0 +1,209 @@
+/**
+ * What the handler does once a request is parsed: answer a chunk test, store a chunk, and assemble
+ * the upload when its last chunk is in. Knows storage and protocol, not HTTP.
+ *
+ * @module
+ */
+
+import { assembleOnce } from "./assemble.ts";
+import { exactSizeStream } from "./_limit_stream.ts";
+import { ResumableError } from "./errors.ts";
+import { newFileId, uploadKey } from "./identifier.ts";
+import type { ResolvedOptions } from "./options.ts";
+import { readProgress } from "./progress.ts";
+import { completedStatus, type UploadStatus, viaStorage } from "./response.ts";
+import type { StoredFile, UploadRecord, UploadStorage } from "./storage/types.ts";
+import type { ChunkRequest } from "./validate.ts";
+
+/** Outcome of a test: `present` answers 200 with the status, `missing` answers 204. */
+export type TestOutcome = { present: true; status: UploadStatus } | {
+  present: false;
+};
+
+/** Test and upload logic over one storage. */
+export class ChunkService {
+  #storage: UploadStorage;
+  #options: ResolvedOptions;
+
+  /**
+   * @param storage Where chunks are.
+   * @param options Resolved handler options.
+   */
+  constructor(storage: UploadStorage, options: ResolvedOptions) {
+    this.#storage = storage;
+    this.#options = options;
+  }
+
+  async #key(request: Request, chunk: ChunkRequest): Promise<string> {
+    const scope = await this.#options.scope(request);
+    if (typeof scope !== "string") {
+      throw new TypeError("Option scope must return a string");
+    }
+    return uploadKey(scope, chunk.identifier);
+  }
+
+  #completed(file: StoredFile, totalChunks: number): UploadStatus {
+    return completedStatus(file, totalChunks, this.#options.fileUrl?.(file));
+  }
+
+  /** Answers a chunk test: present only when that chunk is completely stored, or the upload is done. */
+  async test(request: Request, chunk: ChunkRequest): Promise<TestOutcome> {
+    const storage = this.#storage;
+    const key = await this.#key(request, chunk);
+    const completed = await viaStorage(() => storage.getCompleted(key));
+    if (completed) {
+      return {
+        present: true,
+        status: this.#completed(completed, chunk.layout.floorCount),
+      };
+    }
+    const size = await viaStorage(() => storage.chunkSize(key, chunk.chunkNumber));
+    if (size === undefined || !chunk.allowedSizes.includes(size)) {
+      return { present: false };
+    }
+    const record = await viaStorage(() => storage.getUpload(key));
+    if (!record || disagreement(record, chunk)) return { present: false };
+    // Finishing here recovers uploads whose assembler crashed: the client re-tests after a reload.
+    return {
+      present: true,
+      status: await this.#advance(request, record, chunk),
+    };
+  }
+
+  /** Stores one chunk from `body` and assembles the upload if it is now complete. */
+  async store(
+    request: Request,
+    chunk: ChunkRequest,
+    body: ReadableStream<Uint8Array>,
+  ): Promise<UploadStatus> {
+    const storage = this.#storage;
+    const key = await this.#key(request, chunk);
+    const completed = await viaStorage(() => storage.getCompleted(key));
+    if (completed) {
+      // A duplicate or late chunk of a finished upload: nothing to store.
+      await body.cancel().catch(() => {});
+      return this.#completed(completed, chunk.layout.floorCount);
+    }
+    const record = await viaStorage(() => storage.createUpload(newRecord(key, chunk)));
+    const conflict = disagreement(record, chunk);
+    if (conflict) {
+      await body.cancel().catch(() => {});
+      throw new ResumableError(
+        "upload_mismatch",
+        `Chunk ${chunk.chunkNumber} does not match upload "${clip(chunk.identifier)}": ${conflict}`,
+      );
+    }
+    const label = `chunk ${chunk.chunkNumber} of "${clip(chunk.identifier)}"`;
+    const checked = exactSizeStream(body, chunk.allowedSizes, label);
+    try {
+      await viaStorage(() => storage.putChunk(key, chunk.chunkNumber, checked, request.signal));
+    } catch (error) {
+      // The upload may have completed (and its chunk folder been removed) while this duplicate was
+      // in flight; that is a success for the client.
+      const done = await storage.getCompleted(key).catch(() => undefined);
+      if (
+        done &&
+        !(error instanceof ResumableError &&
+          error.code !== "storage_unavailable")
+      ) {
+        return this.#completed(done, chunk.layout.floorCount);
+      }
+      throw error;
+    }
+    return this.#advance(request, record, chunk);
+  }
+
+  async #advance(
+    request: Request,
+    record: UploadRecord,
+    chunk: ChunkRequest,
+  ): Promise<UploadStatus> {
+    const storage = this.#storage;
+    const progress = await viaStorage(() => readProgress(storage, record, chunk.declaredTotalChunks));
+    const status: UploadStatus = {
+      identifier: record.identifier,
+      fileName: record.fileName,
+      totalSize: record.totalSize,
+      chunksReceived: Math.min(progress.received, progress.total),
+      totalChunks: progress.total,
+      status: "uploading",
+      complete: false,
+    };
+    if (!progress.ready) return status;
+    const result = await viaStorage(() =>
+      assembleOnce(
+        storage,
+        record,
+        progress.total,
+        this.#options.assemblyLeaseMs,
+      )
+    );
+    if (result.kind === "busy") {
+      const done = await viaStorage(() => storage.getCompleted(record.key));
+      return done ? this.#completed(done, progress.total) : { ...status, status: "assembling" };
+    }
+    await this.#finish(request, result.file);
+    return this.#completed(result.file, progress.total);
+  }
+
+  async #finish(request: Request, file: StoredFile): Promise<void> {
+    const storage = this.#storage;
+    try {
+      await storage.removeChunks(file.uploadKey);
+    } catch (error) {
+      this.#options.onError(error, request);
+    }
+    const onComplete = this.#options.onComplete;
+    if (!onComplete) return;
+    try {
+      await onComplete({
+        file,
+        request,
+        async open() {
+          const opened = await storage.openFile(file.id);
+          if (!opened) {
+            throw new Error(`Stored file "${file.id}" cannot be opened`);
+          }
+          return opened.body;
+        },
+      });
+    } catch (error) {
+      this.#options.onError(error, request);
+    }
+  }
+}
+
+function newRecord(key: string, chunk: ChunkRequest): UploadRecord {
+  return {
+    key,
+    fileId: newFileId(),
+    identifier: chunk.identifier,
+    fileName: chunk.fileName,
+    relativePath: chunk.relativePath,
+    type: chunk.type,
+    totalSize: chunk.totalSize,
+    chunkSize: chunk.chunkSize,
+    createdAt: Date.now(),
+  };
+}
+
+/** Why a chunk cannot belong to an upload, or `undefined` when it agrees. */
+function disagreement(
+  record: UploadRecord,
+  chunk: ChunkRequest,
+): string | undefined {
+  if (record.totalSize !== chunk.totalSize) {
+    return `total size ${chunk.totalSize} differs from ${record.totalSize}`;
+  }
+  if (record.chunkSize !== chunk.chunkSize) {
+    return `chunk size ${chunk.chunkSize} differs from ${record.chunkSize}`;
+  }
+  if (record.fileName !== chunk.fileName) {
+    return `file name "${clip(chunk.fileName)}" differs from "${clip(record.fileName)}"`;
+  }
+  return undefined;
+}
+
+function clip(text: string): string {
+  return text.length > 60 ? `${text.slice(0, 60)}…` : text;
+}

@@ -1,0 +1,208 @@
+/**
+ * `createResumableHandler`: routes a `Request` to a chunk test or upload, and maps every error to a
+ * response in one place.
+ *
+ * @module
+ */
+
+import { checkDeclaredLength, chunkFromForm, contentLength, isMultipart, readMultipart } from "./body.ts";
+import { ChunkService } from "./chunk_service.ts";
+import { ResumableError } from "./errors.ts";
+import { largestLegalChunk } from "./layout.ts";
+import { type ResolvedOptions, resolveOptions, type ResumableHandlerOptions } from "./options.ts";
+import { type Dialect, hasAnyParam, paramSource, readParams } from "./params.ts";
+import { asResumableError, defaultStatus, emptyResponse, errorResponse, jsonResponse } from "./response.ts";
+import type { UploadStorage } from "./storage/types.ts";
+import { maxChunkBytes, validateChunkRequest } from "./validate.ts";
+
+interface RequestContext {
+  dialect: Dialect;
+}
+
+/**
+ * Creates the server side of resumable.js and flow.js uploads as a fetch-style handler.
+ *
+ * It answers chunk tests (200 when the chunk is stored, 204 when not), stores uploaded chunks
+ * (multipart or raw octet bodies; `resumable*` and `flow*` parameters), and assembles each upload
+ * exactly once when its last chunk arrives, streaming, even with concurrent final chunks and
+ * several processes on one storage. Every success carries a JSON {@linkcode UploadStatus}.
+ *
+ * @param options Storage, limits and hooks; see {@linkcode ResumableHandlerOptions}.
+ * @returns A function from `Request` to `Response` for `Deno.serve`, `Bun.serve`, Hono and others.
+ * @throws {TypeError} or {RangeError} when an option makes no sense.
+ *
+ * @example Mounting under Deno.serve
+ * ```ts ignore
+ * import { createResumableHandler } from "@resumable/server";
+ *
+ * const upload = createResumableHandler({ maxFileSize: 2 * 1024 ** 3 });
+ * Deno.serve((request) => new URL(request.url).pathname === "/upload"
+ *   ? upload(request)
+ *   : new Response("Not found", { status: 404 }));
+ * ```
+ *
+ * @example A complete one-chunk upload, in memory
+ * ```ts
+ * import { createResumableHandler } from "@resumable/server";
+ * import { MemoryStorage } from "@resumable/server/memory";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = createResumableHandler({ storage: new MemoryStorage() });
+ * const query = "resumableChunkNumber=1&resumableChunkSize=1048576&resumableCurrentChunkSize=5" +
+ *   "&resumableTotalSize=5&resumableIdentifier=5-hellotxt&resumableFilename=hello.txt";
+ * const response = await handler(new Request(`http://localhost/upload?${query}`, {
+ *   method: "POST",
+ *   headers: { "content-type": "application/octet-stream" },
+ *   body: "hello",
+ * }));
+ * assert.equal(response.status, 200);
+ * assert.equal((await response.json()).complete, true);
+ * ```
+ */
+export function createResumableHandler(
+  options: ResumableHandlerOptions = {},
+): (request: Request) => Promise<Response> {
+  const resolved = resolveOptions(options);
+  let service: Promise<ChunkService> | undefined;
+  // The file-system storage is loaded only when used, so hosts without a file system (Deno Deploy,
+  // workers) can import the handler.
+  const getService = () =>
+    service ??= (resolved.storage ? Promise.resolve(resolved.storage) : defaultStorage())
+      .then((storage) => new ChunkService(storage, resolved));
+  const allow = [
+    ...new Set([resolved.testMethod, resolved.uploadMethod, "OPTIONS"]),
+  ].join(", ");
+
+  return async function resumableHandler(request: Request): Promise<Response> {
+    const context: RequestContext = { dialect: "resumable" };
+    try {
+      const method = request.method.toUpperCase();
+      if (method === "OPTIONS") return emptyResponse(204, { allow });
+      if (method === resolved.uploadMethod) {
+        return await upload(request, await getService(), resolved, context);
+      }
+      if (method === resolved.testMethod) {
+        return await test(request, await getService(), resolved, context);
+      }
+      throw new ResumableError(
+        "method_not_allowed",
+        `Method ${method} is not allowed; use ${allow}`,
+      );
+    } catch (thrown) {
+      const error = asResumableError(thrown);
+      if (
+        error.code === "internal_error" || error.code === "storage_unavailable"
+      ) {
+        resolved.onError(error.cause ?? error, request);
+      }
+      await request.body?.cancel().catch(() => {});
+      const status = resolved.statusFor?.(error, context.dialect) ??
+        defaultStatus(error.code, context.dialect);
+      return errorResponse(
+        error,
+        status,
+        error.code === "method_not_allowed" ? { allow } : undefined,
+      );
+    }
+  };
+}
+
+async function defaultStorage(): Promise<UploadStorage> {
+  const { FileSystemStorage } = await import("./storage/fs.ts");
+  return new FileSystemStorage();
+}
+
+function readFromQuery(
+  url: URL,
+  options: ResolvedOptions,
+  context: RequestContext,
+) {
+  const raw = readParams(paramSource(url), {
+    namespace: options.parameterNamespace,
+    custom: options.parameterNames,
+  });
+  context.dialect = raw.dialect;
+  return raw;
+}
+
+async function test(
+  request: Request,
+  service: ChunkService,
+  options: ResolvedOptions,
+  context: RequestContext,
+  form?: FormData,
+): Promise<Response> {
+  const url = new URL(request.url);
+  const raw = readParams(paramSource(url, form), {
+    namespace: options.parameterNamespace,
+    custom: options.parameterNames,
+  });
+  context.dialect = raw.dialect;
+  const chunk = validateChunkRequest(raw, options.limits);
+  const outcome = await service.test(request, chunk);
+  // 204, not 404: 404 is fatal to flow.js (protocol.md §4.1).
+  return outcome.present ? jsonResponse(200, outcome.status) : emptyResponse(204);
+}
+
+async function upload(
+  request: Request,
+  service: ChunkService,
+  options: ResolvedOptions,
+  context: RequestContext,
+): Promise<Response> {
+  const url = new URL(request.url);
+  const fromQuery = readFromQuery(url, options, context);
+  const canBeTest = request.method.toUpperCase() === options.testMethod;
+  if (isMultipart(request)) {
+    // resumable.js also puts every parameter in the URL: refuse a bad chunk before reading its body.
+    const early = hasAnyParam(fromQuery) ? validateChunkRequest(fromQuery, options.limits) : undefined;
+    const overhead = 64 * 1024 +
+      8 * (options.limits.maxNameLength + options.limits.maxIdentifierLength);
+    const limit = (early ? maxChunkBytes(early) : largestLegalChunk(options.limits.maxChunkSize)) + overhead;
+    const form = await readMultipart(request, limit);
+    const part = chunkFromForm(
+      form,
+      options.parameterNamespace + options.fileParameterName,
+    );
+    if (!part) {
+      if (canBeTest) {
+        return test(request, service, options, context, form);
+      }
+      throw new ResumableError(
+        "unsupported_media_type",
+        `Multipart body has no file field "${options.parameterNamespace + options.fileParameterName}"`,
+      );
+    }
+    const raw = readParams(paramSource(url, form), {
+      namespace: options.parameterNamespace,
+      custom: options.parameterNames,
+    });
+    context.dialect = raw.dialect;
+    const chunk = validateChunkRequest(raw, options.limits);
+    if (!chunk.allowedSizes.includes(part.size)) {
+      throw new ResumableError(
+        "chunk_size_mismatch",
+        `Received ${part.size} bytes for chunk ${chunk.chunkNumber}, expected ${
+          chunk.allowedSizes.join(" or ")
+        }`,
+      );
+    }
+    return jsonResponse(200, await service.store(request, chunk, part.stream));
+  }
+  const chunk = validateChunkRequest(fromQuery, options.limits);
+  const length = contentLength(request);
+  const empty = length === 0 || request.body === null;
+  // A test sent with the upload method carries no body (resumable.js/flow.js `testMethod`).
+  if (empty && canBeTest && !chunk.allowedSizes.includes(0)) {
+    return test(request, service, options, context);
+  }
+  checkDeclaredLength(request, maxChunkBytes(chunk));
+  if (length !== undefined && !chunk.allowedSizes.includes(length)) {
+    throw new ResumableError(
+      "chunk_size_mismatch",
+      `Body of chunk ${chunk.chunkNumber} is ${length} bytes, expected ${chunk.allowedSizes.join(" or ")}`,
+    );
+  }
+  const body = request.body ?? new Blob([]).stream();
+  return jsonResponse(200, await service.store(request, chunk, body));
+}

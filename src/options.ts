@@ -1,0 +1,274 @@
+/**
+ * Options of {@linkcode createResumableHandler}, their defaults, and their validation. Mistakes in
+ * options throw when the handler is created, never per request.
+ *
+ * @module
+ */
+
+import type { ResumableError } from "./errors.ts";
+import { type ParameterNames, RESUMABLE_NAMES } from "./params.ts";
+import type { Dialect } from "./params.ts";
+import type { StoredFile, UploadStorage } from "./storage/types.ts";
+import type { Limits } from "./validate.ts";
+
+/** What {@linkcode ResumableHandlerOptions.onComplete} receives: the stored file and a way to read it. */
+export interface CompletedUpload {
+  /** Metadata of the stored file. */
+  file: StoredFile;
+  /** The request whose chunk completed the upload. */
+  request: Request;
+  /** Opens the file's bytes; cancel the stream if you stop early. */
+  open(): Promise<ReadableStream<Uint8Array>>;
+}
+
+/** Options of {@linkcode createResumableHandler}. All are optional. */
+export interface ResumableHandlerOptions {
+  /**
+   * Where chunks and files go.
+   * @default {new FileSystemStorage({ directory: "./uploads" })}
+   */
+  storage?: UploadStorage;
+  /**
+   * Largest file accepted, in bytes.
+   * @default {1073741824} (1 GiB)
+   */
+  maxFileSize?: number;
+  /**
+   * Largest nominal chunk size accepted, in bytes. The last chunk may be up to twice this, less one.
+   * @default {33554432} (32 MiB)
+   */
+  maxChunkSize?: number;
+  /**
+   * Most chunks one upload may have; bounds files and requests per upload.
+   * @default {10000}
+   */
+  maxChunks?: number;
+  /**
+   * Longest identifier accepted, in characters.
+   * @default {1000}
+   */
+  maxIdentifierLength?: number;
+  /**
+   * Longest file name or relative path accepted, in characters.
+   * @default {4096}
+   */
+  maxNameLength?: number;
+  /**
+   * HTTP method of chunk tests (the client's `testMethod`).
+   * @default {"GET"}
+   */
+  testMethod?: string;
+  /**
+   * HTTP method of chunk uploads (the client's `uploadMethod`): `POST`, `PUT` or `PATCH`.
+   * @default {"POST"}
+   */
+  uploadMethod?: string;
+  /**
+   * Name of the multipart field holding the chunk (the client's `fileParameterName`).
+   * @default {"file"}
+   */
+  fileParameterName?: string;
+  /**
+   * Prefix of every parameter name (resumable.js `parameterNamespace`).
+   * @default {""}
+   */
+  parameterNamespace?: string;
+  /**
+   * Custom parameter names (resumable.js `*ParameterName` options). When given, only these names
+   * (over the resumable.js defaults) are read; otherwise both `resumable*` and `flow*` are recognised.
+   */
+  parameterNames?: Partial<ParameterNames>;
+  /**
+   * Derives a namespace from the request, e.g. the user id, so that equal identifiers of different
+   * users never share chunks.
+   * @default {() => ""}
+   */
+  scope?: (request: Request) => string | Promise<string>;
+  /** Builds the URL a completed file is served at; it is included in the JSON as `file.url`. */
+  fileUrl?: (file: StoredFile) => string | undefined;
+  /**
+   * Called once per upload, after the file is assembled and stored, before the response is sent.
+   * An error thrown here is reported to `onError`; the upload stays complete.
+   */
+  onComplete?: (upload: CompletedUpload) => void | Promise<void>;
+  /**
+   * Receives unexpected errors (storage failures, bugs, hook errors).
+   * @default {console.error}
+   */
+  onError?: (error: unknown, request: Request) => void;
+  /** Overrides the HTTP status of an error; return `undefined` to keep the default. */
+  statusFor?: (error: ResumableError, dialect: Dialect) => number | undefined;
+  /**
+   * How long an assembly claim lasts without renewal before another request may take over a crashed
+   * assembler's work. Renewed every third of this while assembling.
+   * @default {30000}
+   */
+  assemblyLeaseMs?: number;
+}
+
+/** Options after defaults and checks. */
+export interface ResolvedOptions {
+  storage?: UploadStorage;
+  limits: Limits;
+  testMethod: string;
+  uploadMethod: string;
+  fileParameterName: string;
+  parameterNamespace: string;
+  parameterNames?: ParameterNames;
+  scope: (request: Request) => string | Promise<string>;
+  fileUrl?: (file: StoredFile) => string | undefined;
+  onComplete?: (upload: CompletedUpload) => void | Promise<void>;
+  onError: (error: unknown, request: Request) => void;
+  statusFor?: (error: ResumableError, dialect: Dialect) => number | undefined;
+  assemblyLeaseMs: number;
+}
+
+function positiveInteger(
+  value: number | undefined,
+  name: string,
+  fallback: number,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(
+      `Option ${name} must be a positive integer, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+function method(
+  value: string | undefined,
+  name: string,
+  fallback: string,
+  allowed: string[],
+): string {
+  if (value === undefined) return fallback;
+  const upper = String(value).toUpperCase();
+  if (!allowed.includes(upper)) {
+    throw new TypeError(
+      `Option ${name} must be one of ${allowed.join(", ")}, got "${value}"`,
+    );
+  }
+  return upper;
+}
+
+function callback<T>(value: T | undefined, name: string): T | undefined {
+  if (value !== undefined && typeof value !== "function") {
+    throw new TypeError(`Option ${name} must be a function`);
+  }
+  return value;
+}
+
+function nonEmptyName(
+  value: string | undefined,
+  name: string,
+  fallback: string,
+): string {
+  if (value === undefined) return fallback;
+  if (typeof value !== "string" || value === "") {
+    throw new TypeError(`Option ${name} must be a non-empty string`);
+  }
+  return value;
+}
+
+/**
+ * Applies defaults and checks every option.
+ *
+ * @throws {TypeError} for an option of the wrong kind.
+ * @throws {RangeError} for a number out of range.
+ */
+export function resolveOptions(
+  options: ResumableHandlerOptions = {},
+): ResolvedOptions {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError("Options must be an object");
+  }
+  const storage = options.storage;
+  if (
+    storage !== undefined &&
+    (storage === null || typeof storage.putChunk !== "function")
+  ) {
+    throw new TypeError("Option storage must implement UploadStorage");
+  }
+  const limits: Limits = {
+    maxFileSize: positiveInteger(options.maxFileSize, "maxFileSize", 1024 ** 3),
+    maxChunkSize: positiveInteger(
+      options.maxChunkSize,
+      "maxChunkSize",
+      32 * 1024 ** 2,
+    ),
+    maxChunks: positiveInteger(options.maxChunks, "maxChunks", 10_000),
+    maxIdentifierLength: positiveInteger(
+      options.maxIdentifierLength,
+      "maxIdentifierLength",
+      1000,
+    ),
+    maxNameLength: positiveInteger(
+      options.maxNameLength,
+      "maxNameLength",
+      4096,
+    ),
+  };
+  const testMethod = method(options.testMethod, "testMethod", "GET", [
+    "GET",
+    "POST",
+    "PUT",
+    "PATCH",
+  ]);
+  const uploadMethod = method(options.uploadMethod, "uploadMethod", "POST", [
+    "POST",
+    "PUT",
+    "PATCH",
+  ]);
+  let parameterNames: ParameterNames | undefined;
+  if (options.parameterNames !== undefined) {
+    if (
+      options.parameterNames === null ||
+      typeof options.parameterNames !== "object"
+    ) {
+      throw new TypeError("Option parameterNames must be an object");
+    }
+    parameterNames = { ...RESUMABLE_NAMES };
+    for (const [key, value] of Object.entries(options.parameterNames)) {
+      if (!(key in RESUMABLE_NAMES)) {
+        throw new TypeError(
+          `Option parameterNames has an unknown key "${key}"`,
+        );
+      }
+      parameterNames[key as keyof ParameterNames] = nonEmptyName(
+        value,
+        `parameterNames.${key}`,
+        "",
+      );
+    }
+  }
+  const parameterNamespace = options.parameterNamespace ?? "";
+  if (typeof parameterNamespace !== "string") {
+    throw new TypeError("Option parameterNamespace must be a string");
+  }
+  return {
+    storage,
+    limits,
+    testMethod,
+    uploadMethod,
+    fileParameterName: nonEmptyName(
+      options.fileParameterName,
+      "fileParameterName",
+      "file",
+    ),
+    parameterNamespace,
+    parameterNames,
+    scope: callback(options.scope, "scope") ?? (() => ""),
+    fileUrl: callback(options.fileUrl, "fileUrl"),
+    onComplete: callback(options.onComplete, "onComplete"),
+    onError: callback(options.onError, "onError") ??
+      ((error) => console.error(error)),
+    statusFor: callback(options.statusFor, "statusFor"),
+    assemblyLeaseMs: positiveInteger(
+      options.assemblyLeaseMs,
+      "assemblyLeaseMs",
+      30_000,
+    ),
+  };
+}

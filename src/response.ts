@@ -1,0 +1,160 @@
+/**
+ * The only place error codes become HTTP statuses, and the JSON bodies of every response.
+ *
+ * Why these statuses (protocol.md §4): resumable.js 1.1.0 gives up on 400/404/415/500/501 and
+ * retries everything else up to 100 times at once; flow.js gives up on 404/413/415/500/501 and, with
+ * its default `maxChunkRetries: 0`, on anything that is not 200/201/202. So a refusal is 400 for
+ * resumable.js (413 would be retried 100 times) and 413/415 for flow.js (400 is retried once the app
+ * turns retries on). Storage trouble is 503: resumable.js retries it, and so does flow.js when the
+ * app enabled retries.
+ *
+ * @module
+ */
+
+import { type ErrorCode, ResumableError } from "./errors.ts";
+import type { Dialect } from "./params.ts";
+import type { StoredFile } from "./storage/types.ts";
+
+const RESUMABLE_STATUS: Record<ErrorCode, number> = {
+  invalid_parameters: 400,
+  invalid_identifier: 400,
+  chunk_out_of_range: 400,
+  chunk_size_mismatch: 400,
+  upload_mismatch: 400,
+  file_too_large: 400,
+  too_many_chunks: 400,
+  chunk_too_large: 400,
+  body_too_large: 400,
+  // The client has gone, or a proxy cut the body: worth a retry, never a stored chunk.
+  body_incomplete: 408,
+  malformed_body: 400,
+  unsupported_media_type: 415,
+  method_not_allowed: 405,
+  storage_unavailable: 503,
+  internal_error: 500,
+};
+
+const FLOW_STATUS: Record<ErrorCode, number> = {
+  invalid_parameters: 415,
+  invalid_identifier: 415,
+  chunk_out_of_range: 415,
+  chunk_size_mismatch: 415,
+  upload_mismatch: 415,
+  file_too_large: 413,
+  too_many_chunks: 413,
+  chunk_too_large: 413,
+  body_too_large: 413,
+  body_incomplete: 408,
+  malformed_body: 415,
+  unsupported_media_type: 415,
+  method_not_allowed: 405,
+  storage_unavailable: 503,
+  internal_error: 500,
+};
+
+/** Default HTTP status of an error code for a client dialect. */
+export function defaultStatus(code: ErrorCode, dialect: Dialect): number {
+  return (dialect === "flow" ? FLOW_STATUS : RESUMABLE_STATUS)[code];
+}
+
+/** Headers on every response: chunk tests must never be answered from a cache (protocol.md §10). */
+function baseHeaders(extra?: HeadersInit): Headers {
+  const headers = new Headers(extra);
+  headers.set("cache-control", "no-store");
+  return headers;
+}
+
+/** A JSON response. */
+export function jsonResponse(
+  status: number,
+  body: unknown,
+  extra?: HeadersInit,
+): Response {
+  const headers = baseHeaders(extra);
+  headers.set("content-type", "application/json; charset=utf-8");
+  return new Response(JSON.stringify(body), { status, headers });
+}
+
+/** A response without a body (204 may not have one). */
+export function emptyResponse(status: number, extra?: HeadersInit): Response {
+  return new Response(null, { status, headers: baseHeaders(extra) });
+}
+
+/** The error body: `{ "error": { "code", "message" } }`. */
+export function errorResponse(
+  error: ResumableError,
+  status: number,
+  extra?: HeadersInit,
+): Response {
+  return jsonResponse(status, {
+    error: { code: error.code, message: error.message },
+  }, extra);
+}
+
+/** Where an upload stands; the body of every successful test and upload response. */
+export interface UploadStatus {
+  /** The client's identifier. */
+  identifier: string;
+  /** The client's file name. */
+  fileName: string;
+  /** File size in bytes. */
+  totalSize: number;
+  /** Chunks stored so far. */
+  chunksReceived: number;
+  /** Chunks the upload has (as far as the server can tell yet). */
+  totalChunks: number;
+  /** `uploading`, `assembling` (all chunks are here, another request is assembling), or `complete`. */
+  status: "uploading" | "assembling" | "complete";
+  /** `true` once the file is assembled and stored. */
+  complete: boolean;
+  /** The stored file, once complete. */
+  file?: { id: string; name: string; size: number; type: string; url?: string };
+}
+
+/** The status of a completed upload. */
+export function completedStatus(
+  file: StoredFile,
+  totalChunks: number,
+  url: string | undefined,
+): UploadStatus {
+  return {
+    identifier: file.identifier,
+    fileName: file.name,
+    totalSize: file.size,
+    chunksReceived: totalChunks,
+    totalChunks,
+    status: "complete",
+    complete: true,
+    file: {
+      id: file.id,
+      name: file.name,
+      size: file.size,
+      type: file.type,
+      ...(url ? { url } : {}),
+    },
+  };
+}
+
+/** Maps anything thrown while handling a request to a `ResumableError`; anything else is a bug. */
+export function asResumableError(error: unknown): ResumableError {
+  if (error instanceof ResumableError) return error;
+  return new ResumableError(
+    "internal_error",
+    "Internal error while handling the upload",
+    { cause: error },
+  );
+}
+
+/** Runs a storage operation, turning its failures into retryable `storage_unavailable` errors. */
+export async function viaStorage<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (error instanceof ResumableError) throw error;
+    throw new ResumableError(
+      "storage_unavailable",
+      "Storage failed, please retry",
+      { cause: error },
+    );
+  }
+}

@@ -1,0 +1,104 @@
+// Web streams over node:fs file handles, shared by the file-system storage.
+import type { FileHandle } from "node:fs/promises";
+
+const READ_SIZE = 256 * 1024;
+const WRITE_BATCH = 256 * 1024;
+
+/** A pull-based stream of a file's bytes that closes the handle when done or cancelled. */
+export function readableFromHandle(
+  handle: FileHandle,
+): ReadableStream<Uint8Array> {
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await handle.close();
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const buffer = new Uint8Array(READ_SIZE);
+        const { bytesRead } = await handle.read(buffer, 0, READ_SIZE, null);
+        if (bytesRead === 0) {
+          await close();
+          controller.close();
+        } else {
+          controller.enqueue(
+            bytesRead === READ_SIZE ? buffer : buffer.subarray(0, bytesRead),
+          );
+        }
+      } catch (error) {
+        await close().catch(() => {});
+        controller.error(error);
+      }
+    },
+    cancel: close,
+  }, { highWaterMark: 0 });
+}
+
+async function writeFully(
+  handle: FileHandle,
+  bytes: Uint8Array,
+  position: number | null,
+): Promise<void> {
+  let written = 0;
+  while (written < bytes.byteLength) {
+    const { bytesWritten } = await handle.write(
+      bytes,
+      written,
+      bytes.byteLength - written,
+      position === null ? null : position + written,
+    );
+    written += bytesWritten;
+  }
+}
+
+/**
+ * Writes a stream into a handle, batching small network reads into larger writes.
+ * Returns the number of bytes written. Rejects (and cancels the stream) when `signal` aborts.
+ */
+export async function writeStreamToHandle(
+  handle: FileHandle,
+  data: ReadableStream<Uint8Array>,
+  signal?: AbortSignal,
+): Promise<number> {
+  const reader = data.getReader();
+  let batch: Uint8Array[] = [];
+  let batchBytes = 0;
+  let total = 0;
+  const flush = async () => {
+    if (batchBytes === 0) return;
+    const bytes = batch.length === 1 ? batch[0]! : concat(batch, batchBytes);
+    batch = [];
+    batchBytes = 0;
+    await writeFully(handle, bytes, null);
+  };
+  try {
+    while (true) {
+      signal?.throwIfAborted();
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      batch.push(value);
+      batchBytes += value.byteLength;
+      if (batchBytes >= WRITE_BATCH) await flush();
+    }
+    await flush();
+    return total;
+  } catch (error) {
+    await reader.cancel(error).catch(() => {});
+    throw error;
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+function concat(parts: Uint8Array[], length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    bytes.set(part, offset);
+    offset += part.byteLength;
+  }
+  return bytes;
+}

@@ -1,0 +1,209 @@
+/**
+ * An in-memory {@linkcode UploadStorage}: for tests, demos and ephemeral hosts. Everything is lost
+ * when the process exits, and only one process can use it.
+ *
+ * @example
+ * ```ts
+ * import { createResumableHandler } from "@resumable/server";
+ * import { MemoryStorage } from "@resumable/server/memory";
+ *
+ * const handler = createResumableHandler({ storage: new MemoryStorage() });
+ * ```
+ *
+ * @module
+ */
+
+import type { Claim, Lease, OpenedFile, StoredFile, UploadRecord, UploadStorage } from "./types.ts";
+
+export type { Claim, Lease, OpenedFile, StoredFile, UploadRecord, UploadStorage } from "./types.ts";
+
+interface UploadState {
+  record: UploadRecord;
+  chunks: Map<number, Uint8Array>;
+  claim?: { claim: Claim; expiresAt: number };
+  completed?: StoredFile;
+}
+
+async function collect(data: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for await (const part of data) {
+    parts.push(part);
+    length += part.byteLength;
+  }
+  const bytes = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    bytes.set(part, offset);
+    offset += part.byteLength;
+  }
+  return bytes;
+}
+
+function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(controller) {
+      if (bytes.byteLength > 0) controller.enqueue(bytes.slice());
+      controller.close();
+    },
+  });
+}
+
+/**
+ * Keeps uploads in process memory. Operations are atomic because no `await` separates a check from
+ * the update that depends on it.
+ *
+ * @example Storing a chunk
+ * ```ts
+ * import { MemoryStorage } from "@resumable/server/memory";
+ * import assert from "node:assert/strict";
+ *
+ * const storage = new MemoryStorage();
+ * await storage.createUpload({
+ *   key: "0".repeat(32), fileId: "1".repeat(24), identifier: "id", fileName: "a.txt",
+ *   relativePath: "a.txt", type: "", totalSize: 3, chunkSize: 3, createdAt: Date.now(),
+ * });
+ * await storage.putChunk("0".repeat(32), 1, new Blob(["abc"]).stream());
+ * assert.equal(await storage.chunkSize("0".repeat(32), 1), 3);
+ * ```
+ */
+export class MemoryStorage implements UploadStorage {
+  #uploads = new Map<string, UploadState>();
+  #files = new Map<string, { file: StoredFile; bytes: Uint8Array }>();
+
+  /** Creates the upload record if absent. */
+  createUpload(record: UploadRecord): Promise<UploadRecord> {
+    const existing = this.#uploads.get(record.key);
+    if (existing) return Promise.resolve(existing.record);
+    this.#uploads.set(record.key, { record, chunks: new Map() });
+    return Promise.resolve(record);
+  }
+
+  /** The upload record, or `undefined`. */
+  getUpload(key: string): Promise<UploadRecord | undefined> {
+    return Promise.resolve(this.#uploads.get(key)?.record);
+  }
+
+  /** Stores a chunk once its stream has ended without error. */
+  async putChunk(
+    key: string,
+    index: number,
+    data: ReadableStream<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const bytes = await collect(data);
+    signal?.throwIfAborted();
+    const state = this.#uploads.get(key);
+    if (!state) {
+      throw new Error(
+        `Cannot store chunk ${index}: upload "${key}" does not exist`,
+      );
+    }
+    state.chunks.set(index, bytes);
+  }
+
+  /** Size of a stored chunk, or `undefined`. */
+  chunkSize(key: string, index: number): Promise<number | undefined> {
+    return Promise.resolve(
+      this.#uploads.get(key)?.chunks.get(index)?.byteLength,
+    );
+  }
+
+  /** Number of stored chunks. */
+  countChunks(key: string): Promise<number> {
+    return Promise.resolve(this.#uploads.get(key)?.chunks.size ?? 0);
+  }
+
+  /** Streams a stored chunk. */
+  openChunk(key: string, index: number): Promise<ReadableStream<Uint8Array>> {
+    const bytes = this.#uploads.get(key)?.chunks.get(index);
+    if (!bytes) {
+      return Promise.reject(
+        new Error(`Chunk ${index} of upload "${key}" is not stored`),
+      );
+    }
+    return Promise.resolve(streamOf(bytes));
+  }
+
+  /** Takes the right to assemble unless a live claim holds it. */
+  claim(key: string, lease: Lease): Promise<Claim | undefined> {
+    const state = this.#uploads.get(key);
+    if (!state || state.completed) return Promise.resolve(undefined);
+    const now = Date.now();
+    if (state.claim && state.claim.expiresAt > now) {
+      return Promise.resolve(undefined);
+    }
+    const claim = {
+      key,
+      owner: lease.owner,
+      generation: (state.claim?.claim.generation ?? 0) + 1,
+    };
+    state.claim = { claim, expiresAt: now + lease.ttlMs };
+    return Promise.resolve(claim);
+  }
+
+  /** Extends a claim unless it was taken over. */
+  renewClaim(claim: Claim, lease: Lease): Promise<boolean> {
+    const held = this.#uploads.get(claim.key)?.claim;
+    if (
+      !held || held.claim.generation !== claim.generation ||
+      held.claim.owner !== claim.owner
+    ) {
+      return Promise.resolve(false);
+    }
+    held.expiresAt = Date.now() + lease.ttlMs;
+    return Promise.resolve(true);
+  }
+
+  /** Publishes the file if `claim` is still the newest claim. */
+  async commit(
+    claim: Claim,
+    data: ReadableStream<Uint8Array>,
+    file: StoredFile,
+  ): Promise<StoredFile | undefined> {
+    const bytes = await collect(data);
+    const state = this.#uploads.get(claim.key);
+    const held = state?.claim?.claim;
+    if (
+      !state || state.completed || held?.generation !== claim.generation ||
+      held.owner !== claim.owner
+    ) {
+      return undefined;
+    }
+    const stored = { ...file, size: bytes.byteLength };
+    this.#files.set(file.id, { file: stored, bytes });
+    state.completed = stored;
+    return stored;
+  }
+
+  /** The completion record, or `undefined`. */
+  getCompleted(key: string): Promise<StoredFile | undefined> {
+    return Promise.resolve(this.#uploads.get(key)?.completed);
+  }
+
+  /** Opens a completed file. */
+  openFile(fileId: string): Promise<OpenedFile | undefined> {
+    const entry = this.#files.get(fileId);
+    return Promise.resolve(
+      entry && { file: entry.file, body: streamOf(entry.bytes) },
+    );
+  }
+
+  /** Deletes the chunks, keeping the records. */
+  removeChunks(key: string): Promise<void> {
+    this.#uploads.get(key)?.chunks.clear();
+    return Promise.resolve();
+  }
+
+  /** Deletes the upload and its chunks. */
+  removeUpload(key: string): Promise<void> {
+    this.#uploads.delete(key);
+    return Promise.resolve();
+  }
+
+  /** Deletes a completed file. */
+  removeFile(fileId: string): Promise<void> {
+    this.#files.delete(fileId);
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The storage seam. The handler speaks only this interface; file system, memory, S3 and KV
+ * storages implement it. Keys are opaque hex strings made by the handler, never client text.
+ *
+ * @module
+ */
+
+/** What the first chunk of an upload records; every later chunk must agree with it. */
+export interface UploadRecord {
+  /** Storage key of the upload: 32 lowercase hex characters. */
+  key: string;
+  /** Id the completed file will get: 24 lowercase hex characters. */
+  fileId: string;
+  /** The client's identifier, kept as metadata only. */
+  identifier: string;
+  /** The client's file name, kept as metadata only. */
+  fileName: string;
+  /** The client's relative path (folder uploads), kept as metadata only. */
+  relativePath: string;
+  /** MIME type the client reported, possibly empty. */
+  type: string;
+  /** File size in bytes. */
+  totalSize: number;
+  /** Nominal chunk size in bytes. */
+  chunkSize: number;
+  /** When the upload was created, in ms since the epoch. */
+  createdAt: number;
+}
+
+/** A completed, assembled file. */
+export interface StoredFile {
+  /** Stable id of the file, 24 lowercase hex characters; use it to fetch the file. */
+  id: string;
+  /** Original file name as the client sent it (display only, never a path). */
+  name: string;
+  /** Size in bytes. */
+  size: number;
+  /** MIME type the client reported, possibly empty. */
+  type: string;
+  /** The client's upload identifier. */
+  identifier: string;
+  /** The client's relative path (folder uploads). */
+  relativePath: string;
+  /** Storage key of the upload it came from. */
+  uploadKey: string;
+  /** When assembly finished, in ms since the epoch. */
+  completedAt: number;
+  /** Where the storage keeps it (a file path, an object key), when that is meaningful. */
+  location?: string;
+}
+
+/** A held right to assemble one upload. Only the holder of the newest claim may commit. */
+export interface Claim {
+  /** Storage key of the upload. */
+  key: string;
+  /** Who holds it; unique per attempt. */
+  owner: string;
+  /** Increases by one with every takeover of an expired claim. */
+  generation: number;
+}
+
+/** Terms of a claim: who asks, and how long the claim lasts without renewal. */
+export interface Lease {
+  /** Unique per attempt. */
+  owner: string;
+  /** A claim not renewed for this long may be taken over by another process. */
+  ttlMs: number;
+}
+
+/** A stored file and a stream of its bytes. */
+export interface OpenedFile {
+  /** The file's metadata. */
+  file: StoredFile;
+  /** Its bytes; cancel it if you stop early. */
+  body: ReadableStream<Uint8Array>;
+}
+
+/**
+ * Where chunks and completed files live. Implement it to store uploads anywhere.
+ *
+ * Contract, checked by the conformance suite in `tests/_storage_suite.ts`:
+ * - Missing things are `undefined`, never an exception.
+ * - A chunk becomes visible to {@linkcode UploadStorage.chunkSize}, `countChunks` and `openChunk`
+ *   only once completely written; if its stream errors, nothing becomes visible. Writing the same
+ *   chunk again succeeds.
+ * - `createUpload` and `claim` are atomic create-if-absent: with any number of concurrent callers,
+ *   in any number of processes sharing the storage, exactly one wins.
+ * - `commit` publishes the file atomically and only for the holder of the newest claim.
+ *
+ * @example A storage is passed to the handler
+ * ```ts
+ * import { createResumableHandler } from "@resumable/server";
+ * import { MemoryStorage } from "@resumable/server/memory";
+ *
+ * const handler = createResumableHandler({ storage: new MemoryStorage() });
+ * ```
+ */
+export interface UploadStorage {
+  /** Creates the upload record if absent; returns the record that is stored (maybe another caller's). */
+  createUpload(record: UploadRecord): Promise<UploadRecord>;
+  /** The upload record, or `undefined`. */
+  getUpload(key: string): Promise<UploadRecord | undefined>;
+  /**
+   * Stores chunk `index` (1-based) from `data`. Visible only after the stream ends without error;
+   * an erroring or aborted stream leaves nothing behind.
+   */
+  putChunk(
+    key: string,
+    index: number,
+    data: ReadableStream<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  /** Size of a stored chunk, or `undefined` when it is not (completely) stored. */
+  chunkSize(key: string, index: number): Promise<number | undefined>;
+  /** How many chunks are stored; cheap (one listing or a counter, never a lookup per chunk). */
+  countChunks(key: string): Promise<number>;
+  /** Streams a stored chunk. Rejects if it is not stored. */
+  openChunk(key: string, index: number): Promise<ReadableStream<Uint8Array>>;
+  /** Takes the right to assemble, or `undefined` when another live claim holds it. */
+  claim(key: string, lease: Lease): Promise<Claim | undefined>;
+  /** Extends a claim's lease; `false` when it was taken over. */
+  renewClaim(claim: Claim, lease: Lease): Promise<boolean>;
+  /**
+   * Streams `data` into the final file and publishes it with the completion record, atomically and
+   * only if `claim` is still the newest. Returns `undefined` when the claim was lost (nothing published).
+   */
+  commit(
+    claim: Claim,
+    data: ReadableStream<Uint8Array>,
+    file: StoredFile,
+  ): Promise<StoredFile | undefined>;
+  /** The completion record of an upload, or `undefined`. */
+  getCompleted(key: string): Promise<StoredFile | undefined>;
+  /** Opens a completed file by id, or `undefined`. */
+  openFile(fileId: string): Promise<OpenedFile | undefined>;
+  /** Deletes the chunks of an upload, keeping its records (called after a successful commit). */
+  removeChunks(key: string): Promise<void>;
+  /** Deletes everything of an upload except a completed file. Idempotent. */
+  removeUpload(key: string): Promise<void>;
+  /** Deletes a completed file. Idempotent. */
+  removeFile(fileId: string): Promise<void>;
+}
