@@ -44,7 +44,15 @@ import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { readableFromHandle, writeStreamToHandle } from "./_fs_streams.ts";
 import type { Claim, Lease, OpenedFile, StoredFile, UploadRecord, UploadStorage } from "./types.ts";
 
-export type { Claim, Lease, OpenedFile, StoredFile, UploadRecord, UploadStorage } from "./types.ts";
+export type {
+  Claim,
+  Lease,
+  OpenedFile,
+  StoredFile,
+  UploadActivity,
+  UploadRecord,
+  UploadStorage,
+} from "./types.ts";
 
 /** Options of {@linkcode FileSystemStorage}. */
 export interface FileSystemStorageOptions {
@@ -241,18 +249,20 @@ export class FileSystemStorage implements UploadStorage {
     const dir = this.#uploadDir(key);
     const newest = await this.#newestClaim(dir);
     if (newest > 0) {
+      // A claim lives for its own holder's ttl past its last renewal (the file's mtime). A claim
+      // file still being written reads as unparsable and counts as live.
+      const path = join(dir, `claim-${newest}`);
       try {
-        const { mtimeMs } = await stat(join(dir, `claim-${newest}`));
-        if (Date.now() - mtimeMs < lease.ttlMs) return undefined;
+        const { mtimeMs } = await stat(path);
+        const held = await this.#readJson<Lease>(path).catch(() => undefined);
+        if (Date.now() - mtimeMs < (held?.ttlMs ?? lease.ttlMs)) return undefined;
       } catch (error) {
         if (!isMissing(error)) throw error;
       }
     }
     const generation = newest + 1;
     try {
-      await writeFile(join(dir, `claim-${generation}`), lease.owner, {
-        flag: "wx",
-      });
+      await writeFile(join(dir, `claim-${generation}`), JSON.stringify(lease), { flag: "wx" });
       return { key, owner: lease.owner, generation };
     } catch (error) {
       if (errorCode(error) === "EEXIST") return undefined;

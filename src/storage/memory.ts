@@ -15,7 +15,15 @@
 
 import type { Claim, Lease, OpenedFile, StoredFile, UploadRecord, UploadStorage } from "./types.ts";
 
-export type { Claim, Lease, OpenedFile, StoredFile, UploadRecord, UploadStorage } from "./types.ts";
+export type {
+  Claim,
+  Lease,
+  OpenedFile,
+  StoredFile,
+  UploadActivity,
+  UploadRecord,
+  UploadStorage,
+} from "./types.ts";
 
 interface UploadState {
   record: UploadRecord;

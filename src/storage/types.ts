@@ -75,6 +75,16 @@ export interface OpenedFile {
   body: ReadableStream<Uint8Array>;
 }
 
+/** When an upload was last active; what expiry sweeps read. */
+export interface UploadActivity {
+  /** Storage key of the upload. */
+  key: string;
+  /** Last write (record, chunk, claim or completion), in ms since the epoch. */
+  lastActivity: number;
+  /** Whether the upload has a completion record. */
+  completed: boolean;
+}
+
 /**
  * Where chunks and completed files live. Implement it to store uploads anywhere.
  *
@@ -139,4 +149,6 @@ export interface UploadStorage {
   removeUpload(key: string): Promise<void>;
   /** Deletes a completed file. Idempotent. */
   removeFile(fileId: string): Promise<void>;
+  /** Lists every upload with its last activity, for expiry sweeps. Optional. */
+  listUploads?(): AsyncIterable<UploadActivity>;
 }

@@ -1,0 +1,213 @@
+// The contract of UploadStorage, registered once per storage implementation.
+import assert from "node:assert/strict";
+import type { StoredFile, UploadRecord, UploadStorage } from "../mod.ts";
+import { newFileId, uploadKey } from "../src/identifier.ts";
+
+/** A fresh storage for one test, and how to dispose of it. */
+export interface StorageFixture {
+  storage: UploadStorage;
+  cleanup(): Promise<void>;
+}
+
+const bytesOf = (text: string) => new TextEncoder().encode(text);
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<string> {
+  return await new Response(stream).text();
+}
+
+async function record(totalSize = 6, chunkSize = 3): Promise<UploadRecord> {
+  return {
+    key: await uploadKey("", crypto.randomUUID()),
+    fileId: newFileId(),
+    identifier: "6-abc",
+    fileName: "abc.txt",
+    relativePath: "abc.txt",
+    type: "text/plain",
+    totalSize,
+    chunkSize,
+    createdAt: Date.now(),
+  };
+}
+
+function streamOf(text: string): ReadableStream<Uint8Array> {
+  return new Blob([text]).stream();
+}
+
+/** A stream that delivers some bytes, then fails: a client that went away mid-chunk. */
+function tornStream(text: string): ReadableStream<Uint8Array> {
+  let sent = false;
+  return new ReadableStream({
+    pull(controller) {
+      if (!sent) {
+        sent = true;
+        controller.enqueue(bytesOf(text));
+      } else controller.error(new Error("connection reset"));
+    },
+  });
+}
+
+function fileOf(rec: UploadRecord): StoredFile {
+  return {
+    id: rec.fileId,
+    name: rec.fileName,
+    size: rec.totalSize,
+    type: rec.type,
+    identifier: rec.identifier,
+    relativePath: rec.relativePath,
+    uploadKey: rec.key,
+    completedAt: Date.now(),
+  };
+}
+
+/** Registers one Deno.test per contract item for the storage made by `make`. */
+export function storageSuite(name: string, make: () => Promise<StorageFixture>): void {
+  const step = (title: string, fn: (storage: UploadStorage) => Promise<void>) =>
+    Deno.test(`${name}: ${title}`, async () => {
+      const fixture = await make();
+      try {
+        await fn(fixture.storage);
+      } finally {
+        await fixture.cleanup();
+      }
+    });
+
+  step("reports missing things as undefined, not errors", async (storage) => {
+    const rec = await record();
+    assert.equal(await storage.getUpload(rec.key), undefined);
+    assert.equal(await storage.chunkSize(rec.key, 1), undefined);
+    assert.equal(await storage.countChunks(rec.key), 0);
+    assert.equal(await storage.getCompleted(rec.key), undefined);
+    assert.equal(await storage.openFile(newFileId()), undefined);
+  });
+
+  step("creates an upload record once when ten callers race", async (storage) => {
+    const rec = await record();
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () => storage.createUpload({ ...rec, fileId: newFileId() })),
+    );
+    const winners = new Set(results.map((r) => r.fileId));
+    assert.equal(winners.size, 1);
+    assert.equal((await storage.getUpload(rec.key))?.fileId, results[0]!.fileId);
+  });
+
+  step("makes a chunk visible with its exact bytes once written", async (storage) => {
+    const rec = await storage.createUpload(await record());
+    await storage.putChunk(rec.key, 2, streamOf("def"));
+    assert.equal(await storage.chunkSize(rec.key, 2), 3);
+    assert.equal(await storage.chunkSize(rec.key, 1), undefined);
+    assert.equal(await storage.countChunks(rec.key), 1);
+    assert.equal(await readAll(await storage.openChunk(rec.key, 2)), "def");
+  });
+
+  step("stores an empty chunk", async (storage) => {
+    const rec = await storage.createUpload(await record(0, 3));
+    await storage.putChunk(rec.key, 1, streamOf(""));
+    assert.equal(await storage.chunkSize(rec.key, 1), 0);
+    assert.equal(await readAll(await storage.openChunk(rec.key, 1)), "");
+  });
+
+  step("never shows a torn write, and keeps the chunk it had", async (storage) => {
+    const rec = await storage.createUpload(await record());
+    await storage.putChunk(rec.key, 1, streamOf("abc"));
+    await assert.rejects(storage.putChunk(rec.key, 2, tornStream("de")));
+    await assert.rejects(storage.putChunk(rec.key, 1, tornStream("xy")));
+    assert.equal(await storage.chunkSize(rec.key, 2), undefined);
+    assert.equal(await storage.countChunks(rec.key), 1);
+    assert.equal(await readAll(await storage.openChunk(rec.key, 1)), "abc");
+  });
+
+  step("drops a chunk whose write was aborted", async (storage) => {
+    const rec = await storage.createUpload(await record());
+    const controller = new AbortController();
+    controller.abort(new Error("client gone"));
+    await assert.rejects(storage.putChunk(rec.key, 1, streamOf("abc"), controller.signal));
+    assert.equal(await storage.chunkSize(rec.key, 1), undefined);
+  });
+
+  step("accepts the same chunk twice, concurrently, as one chunk", async (storage) => {
+    const rec = await storage.createUpload(await record());
+    await Promise.all([1, 1, 1].map((n) => storage.putChunk(rec.key, n, streamOf("abc"))));
+    assert.equal(await storage.countChunks(rec.key), 1);
+    assert.equal(await readAll(await storage.openChunk(rec.key, 1)), "abc");
+  });
+
+  step("grants one of ten concurrent claims, then one takeover after expiry", async (storage) => {
+    const rec = await storage.createUpload(await record());
+    const first = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => storage.claim(rec.key, { owner: `a${i}`, ttlMs: 150 })),
+    );
+    const winners = first.filter((c) => c !== undefined);
+    assert.equal(winners.length, 1);
+    assert.equal(await storage.renewClaim(winners[0]!, { owner: winners[0]!.owner, ttlMs: 150 }), true);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const second = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => storage.claim(rec.key, { owner: `b${i}`, ttlMs: 60_000 })),
+    );
+    const takers = second.filter((c) => c !== undefined);
+    assert.equal(takers.length, 1);
+    assert.ok(takers[0]!.generation > winners[0]!.generation);
+    assert.equal(await storage.renewClaim(winners[0]!, { owner: winners[0]!.owner, ttlMs: 150 }), false);
+  });
+
+  step("publishes only for the newest claim, once", async (storage) => {
+    const rec = await storage.createUpload(await record());
+    const stale = await storage.claim(rec.key, { owner: "stale", ttlMs: 50 });
+    assert.ok(stale);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const current = await storage.claim(rec.key, { owner: "current", ttlMs: 60_000 });
+    assert.ok(current);
+    assert.equal(await storage.commit(stale, streamOf("abcdef"), fileOf(rec)), undefined);
+    assert.equal(await storage.getCompleted(rec.key), undefined);
+    const stored = await storage.commit(current, streamOf("abcdef"), fileOf(rec));
+    assert.equal(stored?.id, rec.fileId);
+    assert.equal(stored?.size, 6);
+    assert.equal((await storage.getCompleted(rec.key))?.id, rec.fileId);
+    assert.equal(await storage.commit(current, streamOf("abcdef"), fileOf(rec)), undefined);
+    const opened = await storage.openFile(rec.fileId);
+    assert.ok(opened);
+    assert.equal(opened.file.name, "abc.txt");
+    assert.equal(await readAll(opened.body), "abcdef");
+  });
+
+  step("publishes nothing when the assembled stream fails", async (storage) => {
+    const rec = await storage.createUpload(await record());
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    assert.ok(claim);
+    await assert.rejects(storage.commit(claim, tornStream("abc"), fileOf(rec)));
+    assert.equal(await storage.getCompleted(rec.key), undefined);
+    assert.equal(await storage.openFile(rec.fileId), undefined);
+  });
+
+  step("removes chunks but keeps the records, and removes idempotently", async (storage) => {
+    const rec = await storage.createUpload(await record());
+    await storage.putChunk(rec.key, 1, streamOf("abc"));
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    await storage.commit(claim!, streamOf("abcdef"), fileOf(rec));
+    await storage.removeChunks(rec.key);
+    assert.equal(await storage.countChunks(rec.key), 0);
+    assert.ok(await storage.getCompleted(rec.key));
+    assert.ok(await storage.getUpload(rec.key));
+    await storage.removeUpload(rec.key);
+    await storage.removeUpload(rec.key);
+    assert.equal(await storage.getUpload(rec.key), undefined);
+    assert.ok(await storage.openFile(rec.fileId), "removing the upload keeps its completed file");
+    await storage.removeFile(rec.fileId);
+    await storage.removeFile(rec.fileId);
+    assert.equal(await storage.openFile(rec.fileId), undefined);
+  });
+
+  step("lists uploads with their activity, when it can", async (storage) => {
+    if (!storage.listUploads) return;
+    const a = await storage.createUpload(await record());
+    const b = await storage.createUpload(await record());
+    const claim = await storage.claim(b.key, { owner: "o", ttlMs: 60_000 });
+    await storage.commit(claim!, streamOf("abcdef"), fileOf(b));
+    const seen = new Map<string, boolean>();
+    for await (const activity of storage.listUploads()) {
+      assert.ok(activity.lastActivity > Date.now() - 60_000);
+      seen.set(activity.key, activity.completed);
+    }
+    assert.equal(seen.get(a.key), false);
+    assert.equal(seen.get(b.key), true);
+  });
+}
