@@ -29,7 +29,7 @@ const server = Deno.serve({
   port,
   hostname,
   onListen: ({ hostname, port }) => console.log(`Listening on http://${hostname}:${port}/`),
-}, async (request) => {
+}, (request) => {
   const { pathname } = new URL(request.url);
   if (pathname === "/upload") return upload(request);
   if (pathname.startsWith("/files/")) return serveFileDownload(storage, pathname.slice("/files/".length));
