@@ -4,7 +4,7 @@ import { chunkCount, chunkLayout, chunkOffset, chunkSizeIn, type LayoutKind } fr
 /** One chunk as a client would send it. */
 export interface ClientChunk {
   number: number;
-  bytes: Uint8Array;
+  bytes: Uint8Array<ArrayBuffer>;
   params: Record<string, string>;
 }
 
@@ -18,7 +18,7 @@ export interface ChunkingOptions {
 }
 
 /** Cuts `data` the way resumable.js and flow.js do (protocol.md §5), with their parameters. */
-export function clientChunks(data: Uint8Array, options: ChunkingOptions): ClientChunk[] {
+export function clientChunks(data: Uint8Array<ArrayBuffer>, options: ChunkingOptions): ClientChunk[] {
   const kind: LayoutKind = options.forceChunkSize ? "ceil" : "floor";
   const layout = chunkLayout(data.byteLength, options.chunkSize);
   const count = chunkCount(layout, kind);
@@ -68,7 +68,7 @@ export function testRequest(base: string, chunk: ClientChunk): Request {
 }
 
 /** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
-export function seededBytes(length: number, seed: number): Uint8Array {
+export function seededBytes(length: number, seed: number): Uint8Array<ArrayBuffer> {
   const bytes = new Uint8Array(length);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < length; i++) {
