@@ -48,6 +48,10 @@ export async function assembleOnce(
     const stored = await storage.commit(claim, data, file);
     if (!stored) return { kind: "busy" };
     return { kind: "completed", file: stored };
+  } catch (error) {
+    // Let the client's retry (or any later request) assemble at once rather than after the lease.
+    await storage.releaseClaim?.(claim).catch(() => {});
+    throw error;
   } finally {
     clearInterval(renewal);
   }

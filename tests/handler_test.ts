@@ -417,3 +417,26 @@ Deno.test("OPTIONS answers 204 with the allowed methods", async () => {
   assert.equal(response.status, 204);
   assert.equal(response.headers.get("allow"), "GET, POST, OPTIONS");
 });
+
+Deno.test("a failed assembly answers 503 and the client's retry assembles at once", async () => {
+  const storage = new MemoryStorage();
+  const commit = storage.commit.bind(storage);
+  let failures = 1;
+  storage.commit = (claim, data, file) => {
+    if (failures-- > 0) {
+      data.cancel();
+      return Promise.reject(new Error("disk full"));
+    }
+    return commit(claim, data, file);
+  };
+  const handler = createResumableHandler({ storage, onError: () => {} });
+  const data = seededBytes(2000, 26);
+  const chunks = clientChunks(data, { identifier: "2000-u", chunkSize: 1000 });
+  await (await handler(chunkRequest(BASE, chunks[0]!))).body?.cancel();
+  const failed = await handler(chunkRequest(BASE, chunks[1]!));
+  assert.equal(failed.status, 503);
+  await failed.body?.cancel();
+  const retried = await json(await handler(chunkRequest(BASE, chunks[1]!)));
+  assert.equal(retried.complete, true);
+  assert.deepEqual(await storedBytes(storage, retried.file.id), data);
+});
