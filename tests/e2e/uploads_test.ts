@@ -1,6 +1,7 @@
 // resumable.js and flow.js, unmodified, in headless Chromium, through the demo page, against
 // examples/server.ts: every case ends with the stored file's SHA-256 checked against the source.
 import assert from "node:assert/strict";
+import { uploadAndCheck } from "./_cases.ts";
 import {
   addFiles,
   assertStored,
@@ -20,19 +21,8 @@ for (const client of ["resumable", "flow"] as const) {
       const open = (settings: Record<string, string | number | boolean> = {}) =>
         openDemo(browser, server, { client, chunkSize: CHUNK, ...settings });
 
-      /** Uploads `specs` from a new page and checks every stored file; returns the page's traffic. */
-      const upload = async (specs: FileSpec[], settings: Record<string, string | number | boolean> = {}) => {
-        const demo = await open(settings);
-        try {
-          const shas = await makeFiles(demo.page, specs);
-          await addFiles(demo.page, specs.map((spec) => spec.name));
-          const done = await waitForCompleted(demo.page, specs.map((spec) => spec.name));
-          for (const [i, file] of done.entries()) await assertStored(server, file, shas[i]!);
-          return demo.traffic;
-        } finally {
-          await demo.page.close();
-        }
-      };
+      const upload = (specs: FileSpec[], settings: Record<string, string | number | boolean> = {}) =>
+        uploadAndCheck(browser, server, specs, { client, ...settings });
 
       await t.step("a file of several chunks, 3 at a time, sends each chunk once", async () => {
         const traffic = await upload([{ name: `several-${client}.bin`, size: 8 * CHUNK, seed: 11 }], {
