@@ -47,6 +47,7 @@ function createClient(kind, options) {
         }),
       on: (event, callback) => flow.on(event, callback),
       progress: (file) => file.progress(),
+      failed: (file) => file.error,
       pause: (file) => file.pause(),
       resume: (file) => file.resume(),
       cancel: (file) => file.cancel(),
@@ -88,6 +89,8 @@ function createClient(kind, options) {
       }),
     on: (event, callback) => r.on(event, callback),
     progress: (file) => file.progress(),
+    // A failed chunk makes resumable.js report the file as 100% done.
+    failed: (file) => file.chunks.some((chunk) => chunk.status() === "error"),
     pause(file) {
       file.pause(true);
       file.abort();
@@ -228,7 +231,9 @@ function renderOverall() {
   if (failed) parts.push(`${failed} failed`);
   $("overall-text").textContent = parts.length ? parts.join(" · ") : "Nothing queued";
   // Switching library in the middle of an upload would orphan the running requests.
-  for (const input of document.querySelectorAll("#settings input")) input.disabled = active.length > 0;
+  const settingsForm = $("settings");
+  settingsForm.title = active.length ? "Switching is possible once no upload is running or paused" : "";
+  for (const input of settingsForm.querySelectorAll("input")) input.disabled = active.length > 0;
 }
 
 function setState(entry, state, message = "") {
@@ -260,7 +265,7 @@ function sample() {
   const seconds = (now - lastSample) / 1000;
   lastSample = now;
   for (const entry of entries.values()) {
-    if (entry.state !== "uploading") continue;
+    if (entry.state !== "uploading" || client.failed(entry.file)) continue;
     const bytes = client.progress(entry.file) * entry.size;
     const instant = Math.max(0, bytes - entry.sampled) / seconds;
     entry.sampled = bytes;
@@ -333,7 +338,7 @@ function act(entry, action) {
 
 function onProgress(file) {
   const entry = entries.get(file);
-  if (!entry || entry.state !== "uploading") return;
+  if (!entry || entry.state !== "uploading" || client.failed(file)) return;
   entry.bytes = Math.max(entry.bytes, client.progress(file) * entry.size);
   render(entry);
   renderOverall();
@@ -462,8 +467,16 @@ drop.addEventListener("dragover", (event) => {
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (event) => {
   drop.classList.remove("over");
-  // The library walks dropped folders itself (webkitGetAsEntry).
-  client.drop(event);
+  const items = [...(event.dataTransfer?.items ?? [])];
+  if (items.length && items.every((item) => item.kind === "file" && !item.webkitGetAsEntry?.())) {
+    // Files without a file-system entry (some drag sources, scripted drops): flow.js would walk
+    // the missing entries and add nothing, so hand over the plain files.
+    event.preventDefault();
+    client.addFiles([...event.dataTransfer.files]);
+  } else {
+    // The library walks dropped folders itself (webkitGetAsEntry).
+    client.drop(event);
+  }
 });
 // A file dropped next to the zone would otherwise replace the page.
 addEventListener("dragover", (event) => event.preventDefault());

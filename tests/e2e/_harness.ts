@@ -248,6 +248,21 @@ export interface FileSpec {
   type?: string;
 }
 
+/** The bytes `makeFiles` makes in the page for `seed` (xorshift32, low byte of each step). */
+export function prngBytes(seed: number, size: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(size);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    bytes[i] = x & 0xff;
+  }
+  return bytes;
+}
+
 /**
  * Makes the files in the page (kept in `globalThis.testFiles`) and returns their SHA-256 as the
  * page's own `crypto.subtle` computes it: the reference every stored file is checked against.
