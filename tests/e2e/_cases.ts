@@ -18,10 +18,10 @@ import {
   waitForRow,
 } from "./_harness.ts";
 
-/** Delay of every chunk upload in the interruption cases: time to interrupt mid-upload. */
-export const DELAY_MS = 60;
+/** Delay of every chunk upload in the interruption cases: with `CHUNKS` chunks, about a second to interrupt mid-upload even on a loaded machine. */
+export const DELAY_MS = 80;
 /** Chunks of the file in the interruption cases. */
-export const CHUNKS = 24;
+export const CHUNKS = 40;
 
 export type Client = "resumable" | "flow";
 
