@@ -182,7 +182,7 @@ Deno.test("demo page fits laptop and phone widths without sideways scrolling", a
         try {
           await page.setViewportSize({ width, height: 800 });
           const long = "a-very-long-file-name-without-any-spaces-that-must-not-widen-the-page-0123456789.bin";
-          await makeFiles(page, [{ name: long, size: 6 * CHUNK, seed: 111 }, {
+          await makeFiles(page, [{ name: long, size: 30 * CHUNK, seed: 111 }, {
             name: "big.bin",
             size: 9 * CHUNK,
             seed: 112,
