@@ -175,7 +175,7 @@ for (const client of ["resumable", "flow"] as const) {
 
 Deno.test("demo page fits laptop and phone widths without sideways scrolling", async () => {
   await withFixture(
-    { env: { CHUNK_DELAY_MS: "200", MAX_FILE_SIZE: String(8 * CHUNK) } },
+    { env: { CHUNK_DELAY_MS: "200", MAX_FILE_SIZE: String(40 * CHUNK) } },
     async ({ server, browser }) => {
       for (const width of [1280, 390, 320]) {
         const { page } = await openDemo(browser, server, { chunkSize: CHUNK });
@@ -184,7 +184,7 @@ Deno.test("demo page fits laptop and phone widths without sideways scrolling", a
           const long = "a-very-long-file-name-without-any-spaces-that-must-not-widen-the-page-0123456789.bin";
           await makeFiles(page, [{ name: long, size: 30 * CHUNK, seed: 111 }, {
             name: "big.bin",
-            size: 9 * CHUNK,
+            size: 41 * CHUNK,
             seed: 112,
           }]);
           await addFiles(page, ["big.bin", long]);
