@@ -30,8 +30,10 @@ export async function serveStatic(pathname: string): Promise<Response> {
   const asset = ASSETS[pathname];
   if (!asset) return new Response("Not found", { status: 404 });
   try {
-    const body = new Uint8Array(await readFile(fileURLToPath(asset.path)));
-    return new Response(body, { headers: { "content-type": asset.type, "cache-control": "no-cache" } });
+    const body = await readFile(fileURLToPath(asset.path));
+    return new Response(new Uint8Array(body), {
+      headers: { "content-type": asset.type, "cache-control": "no-cache" },
+    });
   } catch {
     return new Response("Not found", { status: 404 });
   }
