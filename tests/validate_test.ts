@@ -155,3 +155,16 @@ Deno.test("validateChunkRequest() refuses identifiers and names that are too lon
     "names are metadata, not paths",
   );
 });
+
+Deno.test("a file over the limit is refused with both sizes in words a person reads", () => {
+  rejects(
+    raw({
+      totalSize: String(150 * MiB),
+      chunkSize: String(MiB),
+      currentChunkSize: undefined,
+      totalChunks: undefined,
+    }),
+    "file_too_large",
+    /File is 157286400 bytes \(150 MiB\), the limit is 104857600 bytes \(100 MiB\)/,
+  );
+});
