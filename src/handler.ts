@@ -31,9 +31,10 @@ export interface ResumableHandler {
    * `completedExpireAfter`; never one a request of this process is working on. Run it periodically,
    * e.g. `setInterval(() => handler.cleanup().catch(console.error), 3600_000)`.
    *
+   * @param options `now`: the time to judge ages against (ms since the epoch), for tests.
    * @throws {TypeError} when the storage has no `listUploads()`.
    */
-  cleanup(): Promise<CleanupReport>;
+  cleanup(options?: { now?: number }): Promise<CleanupReport>;
 }
 
 /**
@@ -140,9 +141,10 @@ export function createResumableHandler(
     return cors ? await cors.decorate(request, response) : response;
   }
 
-  async function cleanup(): Promise<CleanupReport> {
+  async function cleanup(options: { now?: number } = {}): Promise<CleanupReport> {
     const service = await getService();
     const report = await cleanupExpired(service.storage, {
+      now: options.now,
       expireAfter: resolved.expireAfter,
       completedExpireAfter: resolved.completedExpireAfter,
       isActive: (key) => service.isActive(key),
