@@ -101,8 +101,6 @@ export function createResumableHandler(
     const context: RequestContext = { dialect: "resumable" };
     try {
       const method = request.method.toUpperCase();
-      const preflight = await cors?.preflight(request);
-      if (preflight) return preflight;
       if (method === "OPTIONS") return emptyResponse(204, { allow });
       if (method === resolved.cancelMethod) {
         return await cancel(request, await getService(), resolved, context);
@@ -137,6 +135,9 @@ export function createResumableHandler(
   }
 
   async function resumableHandler(request: Request): Promise<Response> {
+    // A preflight carries its own CORS headers, or deliberately none.
+    const preflight = await cors?.preflight(request);
+    if (preflight) return preflight;
     const response = await handle(request);
     return cors ? await cors.decorate(request, response) : response;
   }
