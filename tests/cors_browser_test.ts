@@ -36,6 +36,10 @@ window.upload = (lib, target, method) => new Promise((resolve) => {
 });
 </script>`;
 
+interface PageApi {
+  upload(lib: string, target: string, method: string): Promise<{ ok: boolean; message: string }>;
+}
+
 async function asset(specifier: string): Promise<string> {
   return await readFile(fileURLToPath(import.meta.resolve(specifier)), "utf8");
 }
@@ -110,8 +114,7 @@ Deno.test({
       for (const [lib, method] of [["resumable", "octet"], ["flow", "multipart"]] as const) {
         seen.length = 0;
         const result = await tab.evaluate(
-          ([lib, target, method]) =>
-            (globalThis as unknown as { upload: Function }).upload(lib, target, method),
+          ([lib, target, method]) => (globalThis as unknown as PageApi).upload(lib, target, method),
           [lib, api.url, method] as const,
         );
         assert.equal(result.ok, true, `${lib}: ${result.message}`);
@@ -141,7 +144,7 @@ Deno.test({
       // An origin the server does not list gets no CORS headers: the browser blocks the upload.
       const before = completed.length;
       const refused = await tab.evaluate(
-        ([target]) => (globalThis as unknown as { upload: Function }).upload("flow", target, "multipart"),
+        ([target]) => (globalThis as unknown as PageApi).upload("flow", target, "multipart"),
         [closed.url] as const,
       );
       assert.equal(refused.ok, false);
