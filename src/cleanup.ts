@@ -33,7 +33,7 @@ export interface CleanupReport {
 
 /**
  * Removes uploads not touched for `expireAfter` and completion records older than
- * `completedExpireAfter`. Safe while uploads run: activity includes every chunk byte written and
+ * `completedExpireAfter`, and chunks a crash left beside a completed upload. Safe while uploads run: activity includes every chunk byte written and
  * every assembly lease renewal, and uploads `isActive` reports are skipped.
  *
  * @throws {TypeError} when the storage cannot list its uploads.
@@ -54,7 +54,11 @@ export async function cleanupExpired(
     const limit = activity.completed ? options.completedExpireAfter : options.expireAfter;
     if (age > limit && !options.isActive?.(activity.key)) {
       stale.push({ key: activity.key, completed: activity.completed });
-    } else report.kept++;
+    } else {
+      report.kept++;
+      // A crash between publishing a file and deleting its chunks leaves chunks nobody needs.
+      if (activity.completed && !options.isActive?.(activity.key)) await storage.removeChunks(activity.key);
+    }
   }
   for (const { key, completed } of stale) {
     // Checked again right before removing: a request may have started since the listing.
