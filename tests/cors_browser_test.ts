@@ -2,14 +2,11 @@
 // flow.js to the handler on another origin (another port), with credentials and a custom header,
 // so every test and upload is preflighted (protocol.md §10).
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { type CorsOptions, createResumableHandler, type StoredFile } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
+import { launchChromium, libraryScripts, scriptResponse } from "./_browser.ts";
 import { serve, sha256 } from "./_helpers.ts";
 
-const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 const SIZE = 300_000;
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>cors</title>
@@ -40,28 +37,19 @@ interface PageApi {
   upload(lib: string, target: string, method: string): Promise<{ ok: boolean; message: string }>;
 }
 
-async function asset(specifier: string): Promise<string> {
-  return await readFile(fileURLToPath(import.meta.resolve(specifier)), "utf8");
-}
-
 Deno.test({
   name: "CORS: resumable.js and flow.js on another loopback origin upload through preflights in Chromium",
   // playwright-core keeps pipes and timers of the browser process it manages.
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const libraries = {
-      "/resumable.js": await asset("resumablejs/resumable.js"),
-      "/flow.js": await asset("@flowjs/flow.js/dist/flow.js"),
-    };
-    const page = await serve((request) => {
-      const { pathname } = new URL(request.url);
-      const script = libraries[pathname as keyof typeof libraries];
-      if (script) {
-        return Promise.resolve(new Response(script, { headers: { "content-type": "text/javascript" } }));
-      }
-      return Promise.resolve(new Response(PAGE, { headers: { "content-type": "text/html" } }));
-    });
+    const scripts = await libraryScripts();
+    const page = await serve((request) =>
+      Promise.resolve(
+        scriptResponse(scripts, new URL(request.url).pathname) ??
+          new Response(PAGE, { headers: { "content-type": "text/html" } }),
+      )
+    );
     const pageOrigin = `http://127.0.0.1:${page.port}`;
     const seen: string[] = [];
     const completed: StoredFile[] = [];
@@ -91,23 +79,9 @@ Deno.test({
       credentials: true,
       allowHeaders: ["X-Token"],
     });
-    const profile = await Deno.makeTempDir({ prefix: "cors-chromium-" });
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const browser = await launchChromium();
     try {
-      const tab = await context.newPage();
+      const tab = await browser.context.newPage();
       await tab.goto(`${pageOrigin}/`);
       const done = new Set<string>();
       const expected = new Uint8Array(SIZE).map((_, i) => (i * 31 + 7) & 255);
@@ -150,8 +124,7 @@ Deno.test({
       assert.equal(refused.ok, false);
       assert.equal(completed.length, before);
     } finally {
-      await context.close();
-      await Deno.remove(profile, { recursive: true });
+      await browser.close();
       await Promise.all([page.close(), api.close(), closed.close()]);
     }
   },
