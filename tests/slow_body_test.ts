@@ -15,7 +15,9 @@ async function fixture(bodyTimeoutMs: number) {
   });
   // Every handler call is tracked, so the test can wait for a request the client abandoned.
   const inFlight = new Set<Promise<Response>>();
+  let started = 0;
   const server = await serve((request) => {
+    started++;
     const response = handler(request);
     inFlight.add(response);
     response.finally(() => inFlight.delete(response)).catch(() => {});
@@ -24,7 +26,13 @@ async function fixture(bodyTimeoutMs: number) {
   return {
     root,
     server,
-    settled: async () => {
+    started: () => started,
+    /** Waits until `count` requests reached the handler and all of them finished. */
+    settled: async (count: number) => {
+      for (let wait = 0; started < count; wait++) {
+        assert.ok(wait < 500, `only ${started} of ${count} requests reached the handler`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     },
     close: async () => {
@@ -95,7 +103,7 @@ Deno.test("a stalled octet body is cut off after bodyTimeoutMs with 408, leaving
     }, chunks[0]!.bytes.slice(0, 1000));
     const answer = await client.answer();
     assert.match(answer, /^HTTP\/1\.1 408/);
-    await f.settled();
+    await f.settled(1);
     await assertNothingStored(f.root, f.server.url);
   } finally {
     await f.close();
@@ -115,7 +123,7 @@ Deno.test("a stalled multipart body is cut off with 408 too", async () => {
       "content-length": String(body.byteLength),
     }, body.slice(0, body.byteLength - 700));
     assert.match(await client.answer(), /^HTTP\/1\.1 408/);
-    await f.settled();
+    await f.settled(1);
     await assertNothingStored(f.root, f.server.url);
   } finally {
     await f.close();
@@ -129,12 +137,13 @@ Deno.test("a client that disconnects mid-chunk leaves no chunk and no temp file;
       const full = chunkRequest("http://x/upload", chunks[0]!, mode);
       const body = new Uint8Array(await full.arrayBuffer());
       const path = mode === "octet" ? query(0) : "/upload";
+      const before = f.started();
       const client = await partial(f.server.port, path, {
         "content-type": full.headers.get("content-type")!,
         "content-length": String(body.byteLength),
       }, body.slice(0, 900));
       client.hangUp();
-      await f.settled();
+      await f.settled(before + 1);
       await assertNothingStored(f.root, f.server.url);
     }
     for (const chunk of chunks) {
