@@ -21,22 +21,22 @@ export function withIdleTimeout(request: Request, idleMs: number): Request {
     clearTimeout(timer);
     timer = undefined;
   };
-  const body = new ReadableStream<Uint8Array>({
+  // A byte stream, like the platform's request body, so BYOB readers keep working.
+  const body = new ReadableStream({
+    type: "bytes",
     async pull(controller) {
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(
-            new ResumableError(
-              "body_incomplete",
-              `Request body sent nothing for ${idleMs} ms`,
-            ),
-          );
-        }, idleMs);
-      });
       try {
-        const { done, value } = await Promise.race([reader.read(), timeout]);
-        if (done) controller.close();
-        else controller.enqueue(value);
+        // Skips empty reads: a byte stream may not enqueue them, and must enqueue something.
+        for (;;) {
+          stop();
+          const { done, value } = await readWithin(reader, idleMs, (handle) => timer = handle);
+          if (done) {
+            controller.close();
+            controller.byobRequest?.respond(0);
+            return;
+          }
+          if (value.byteLength > 0) return controller.enqueue(value);
+        }
       } catch (error) {
         controller.error(error);
         await reader.cancel(error).catch(() => {});
@@ -57,4 +57,18 @@ export function withIdleTimeout(request: Request, idleMs: number): Request {
     // Required by the Fetch standard for a stream body; not yet in every lib.dom typing.
     ...({ duplex: "half" } as RequestInit),
   });
+}
+
+/** One read that fails with `body_incomplete` when nothing arrives within `idleMs`. */
+function readWithin(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  idleMs: number,
+  setTimer: (handle: ReturnType<typeof setTimeout>) => void,
+): Promise<ReadableStreamReadResult<Uint8Array>> {
+  const timeout = new Promise<never>((_, reject) => {
+    setTimer(setTimeout(() => {
+      reject(new ResumableError("body_incomplete", `Request body sent nothing for ${idleMs} ms`));
+    }, idleMs));
+  });
+  return Promise.race([reader.read(), timeout]);
 }
