@@ -22,8 +22,16 @@
  * @module
  */
 
-export { createResumableHandler } from "./src/handler.ts";
-export type { CompletedUpload, ResumableHandlerOptions } from "./src/options.ts";
+export { createResumableHandler, type ResumableHandler } from "./src/handler.ts";
+export type {
+  AuthorizeInfo,
+  AuthorizeResult,
+  CompletedUpload,
+  ResumableHandlerOptions,
+} from "./src/options.ts";
+export type { CorsOptions } from "./src/cors.ts";
+export type { ChecksumOptions } from "./src/checksum.ts";
+export type { CleanupReport } from "./src/cleanup.ts";
 export { type ErrorCode, ResumableError } from "./src/errors.ts";
 export type { UploadStatus } from "./src/response.ts";
 export type { Dialect, ParameterNames } from "./src/params.ts";
@@ -32,6 +40,7 @@ export type {
   Lease,
   OpenedFile,
   StoredFile,
+  UploadActivity,
   UploadRecord,
   UploadStorage,
 } from "./src/storage/types.ts";

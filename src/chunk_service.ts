@@ -6,11 +6,13 @@
  */
 
 import { assembleOnce } from "./assemble.ts";
+import { verifiedStream } from "./checksum.ts";
 import { exactSizeStream } from "./_limit_stream.ts";
 import { ResumableError } from "./errors.ts";
 import { newFileId, uploadKey } from "./identifier.ts";
-import type { ResolvedOptions } from "./options.ts";
+import type { AuthorizeInfo, ResolvedOptions } from "./options.ts";
 import { readProgress } from "./progress.ts";
+import { Quota } from "./quota.ts";
 import { completedStatus, type UploadStatus, viaStorage } from "./response.ts";
 import type { StoredFile, UploadRecord, UploadStorage } from "./storage/types.ts";
 import type { ChunkRequest } from "./validate.ts";
@@ -20,10 +22,23 @@ export type TestOutcome = { present: true; status: UploadStatus } | {
   present: false;
 };
 
+/** What a cancel request did. */
+export interface CancelOutcome {
+  identifier: string;
+  /** `true` when the upload was in progress (or unknown) and is now gone. */
+  cancelled: boolean;
+  /** `true` when the upload had completed: a cancel keeps a completed upload. */
+  complete: boolean;
+}
+
 /** Test and upload logic over one storage. */
 export class ChunkService {
   #storage: UploadStorage;
   #options: ResolvedOptions;
+  /** Limits on uploads in progress. */
+  readonly quota: Quota;
+  // Upload keys with a request in flight here: expiry never removes them.
+  #active = new Map<string, number>();
 
   /**
    * @param storage Where chunks are.
@@ -32,14 +47,72 @@ export class ChunkService {
   constructor(storage: UploadStorage, options: ResolvedOptions) {
     this.#storage = storage;
     this.#options = options;
+    this.quota = new Quota(storage, options);
   }
 
-  async #key(request: Request, chunk: ChunkRequest): Promise<string> {
+  /** The storage this service works on. */
+  get storage(): UploadStorage {
+    return this.#storage;
+  }
+
+  /** Whether a request of this process is working on the upload `key` right now. */
+  isActive(key: string): boolean {
+    return this.#active.has(key);
+  }
+
+  async #tracked<T>(key: string, work: () => Promise<T>): Promise<T> {
+    this.#active.set(key, (this.#active.get(key) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      const left = this.#active.get(key)! - 1;
+      if (left === 0) this.#active.delete(key);
+      else this.#active.set(key, left);
+    }
+  }
+
+  /** The scope, checked with `authorize`, and the upload key it yields. */
+  async #key(
+    request: Request,
+    info: Omit<AuthorizeInfo, "scope">,
+  ): Promise<{ key: string; scope: string }> {
     const scope = await this.#options.scope(request);
     if (typeof scope !== "string") {
       throw new TypeError("Option scope must return a string");
     }
-    return uploadKey(scope, chunk.identifier);
+    const authorize = this.#options.authorize;
+    if (authorize) {
+      const verdict = await authorize(request, { ...info, scope });
+      if (verdict === "unauthorized") {
+        throw new ResumableError("unauthorized", "Authentication is required to upload");
+      }
+      if (verdict !== true) {
+        throw new ResumableError("forbidden", `Not allowed to ${info.action} "${clip(info.identifier)}"`);
+      }
+    }
+    return { key: await uploadKey(scope, info.identifier), scope };
+  }
+
+  #chunkKey(request: Request, chunk: ChunkRequest, action: "test" | "upload") {
+    return this.#key(request, {
+      action,
+      identifier: chunk.identifier,
+      fileName: chunk.fileName,
+      totalSize: chunk.totalSize,
+      chunkNumber: chunk.chunkNumber,
+    });
+  }
+
+  /** Removes an upload in progress and its chunks; keeps a completed one. Idempotent. */
+  async cancel(request: Request, identifier: string): Promise<CancelOutcome> {
+    const { key } = await this.#key(request, { action: "cancel", identifier });
+    const storage = this.#storage;
+    if (await viaStorage(() => storage.getCompleted(key))) {
+      return { identifier, cancelled: false, complete: true };
+    }
+    await viaStorage(() => storage.removeUpload(key));
+    this.quota.release(key);
+    return { identifier, cancelled: true, complete: false };
   }
 
   #completed(file: StoredFile, totalChunks: number): UploadStatus {
@@ -48,8 +121,12 @@ export class ChunkService {
 
   /** Answers a chunk test: present only when that chunk is completely stored, or the upload is done. */
   async test(request: Request, chunk: ChunkRequest): Promise<TestOutcome> {
+    const { key } = await this.#chunkKey(request, chunk, "test");
+    return await this.#tracked(key, () => this.#test(request, chunk, key));
+  }
+
+  async #test(request: Request, chunk: ChunkRequest, key: string): Promise<TestOutcome> {
     const storage = this.#storage;
-    const key = await this.#key(request, chunk);
     const completed = await viaStorage(() => storage.getCompleted(key));
     if (completed) {
       return {
@@ -70,21 +147,49 @@ export class ChunkService {
     };
   }
 
-  /** Stores one chunk from `body` and assembles the upload if it is now complete. */
+  /**
+   * Stores one chunk from `body` and assembles the upload if it is now complete. With `digest`, the
+   * chunk is stored only if its SHA-256 matches.
+   */
   async store(
     request: Request,
     chunk: ChunkRequest,
     body: ReadableStream<Uint8Array>,
+    digest?: Uint8Array,
+  ): Promise<UploadStatus> {
+    let scoped;
+    try {
+      scoped = await this.#chunkKey(request, chunk, "upload");
+    } catch (error) {
+      await body.cancel().catch(() => {});
+      throw error;
+    }
+    const { key, scope } = scoped;
+    return await this.#tracked(key, () => this.#store(request, chunk, body, { key, scope, digest }));
+  }
+
+  async #store(
+    request: Request,
+    chunk: ChunkRequest,
+    body: ReadableStream<Uint8Array>,
+    { key, scope, digest }: { key: string; scope: string; digest?: Uint8Array },
   ): Promise<UploadStatus> {
     const storage = this.#storage;
-    const key = await this.#key(request, chunk);
     const completed = await viaStorage(() => storage.getCompleted(key));
     if (completed) {
       // A duplicate or late chunk of a finished upload: nothing to store.
       await body.cancel().catch(() => {});
       return this.#completed(completed, chunk.layout.floorCount);
     }
-    const record = await viaStorage(() => storage.createUpload(newRecord(key, chunk)));
+    const tag = await uploadKey(scope, "");
+    try {
+      // In memory and idempotent per upload: chunks of an upload already counted pass at once.
+      await this.quota.reserve(key, tag, chunk.totalSize);
+    } catch (error) {
+      await body.cancel().catch(() => {});
+      throw error;
+    }
+    const record = await viaStorage(() => storage.createUpload(newRecord(key, chunk, tag)));
     const conflict = disagreement(record, chunk);
     if (conflict) {
       await body.cancel().catch(() => {});
@@ -94,7 +199,9 @@ export class ChunkService {
       );
     }
     const label = `chunk ${chunk.chunkNumber} of "${clip(chunk.identifier)}"`;
-    const checked = exactSizeStream(body, chunk.allowedSizes, label);
+    let checked = exactSizeStream(body, chunk.allowedSizes, label);
+    // Verified before storing: a mismatch leaves nothing behind, not even a temp file.
+    if (digest) checked = await verifiedStream(checked, digest, label);
     try {
       await viaStorage(() => storage.putChunk(key, chunk.chunkNumber, checked, request.signal));
     } catch (error) {
@@ -148,6 +255,7 @@ export class ChunkService {
 
   async #finish(request: Request, file: StoredFile): Promise<void> {
     const storage = this.#storage;
+    this.quota.release(file.uploadKey);
     try {
       await storage.removeChunks(file.uploadKey);
     } catch (error) {
@@ -173,9 +281,10 @@ export class ChunkService {
   }
 }
 
-function newRecord(key: string, chunk: ChunkRequest): UploadRecord {
+function newRecord(key: string, chunk: ChunkRequest, scope: string): UploadRecord {
   return {
     key,
+    scope,
     fileId: newFileId(),
     identifier: chunk.identifier,
     fileName: chunk.fileName,

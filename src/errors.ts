@@ -21,6 +21,12 @@
  * - `malformed_body`: the multipart body cannot be parsed.
  * - `unsupported_media_type`: the body is neither multipart with a file part nor a raw chunk.
  * - `method_not_allowed`: the HTTP method is not one the handler serves.
+ * - `unauthorized`: the `authorize` hook (or `scope`) found no valid credentials.
+ * - `forbidden`: the `authorize` hook refused this user this upload.
+ * - `origin_not_allowed`: a CORS preflight from an origin the `cors` option does not allow.
+ * - `checksum_mismatch`: the chunk's bytes do not match the digest the client sent; worth a retry.
+ * - `too_many_uploads`: this scope already has `maxUploadsPerScope` uploads in progress.
+ * - `storage_full`: starting this upload would put more than `maxPendingBytes` in storage.
  * - `storage_unavailable`: the storage failed for a reason worth retrying.
  * - `internal_error`: a bug in the handler or a hook; logged through `onError`.
  */
@@ -38,6 +44,12 @@ export type ErrorCode =
   | "malformed_body"
   | "unsupported_media_type"
   | "method_not_allowed"
+  | "unauthorized"
+  | "forbidden"
+  | "origin_not_allowed"
+  | "checksum_mismatch"
+  | "too_many_uploads"
+  | "storage_full"
   | "storage_unavailable"
   | "internal_error";
 
@@ -56,6 +68,12 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   "malformed_body",
   "unsupported_media_type",
   "method_not_allowed",
+  "unauthorized",
+  "forbidden",
+  "origin_not_allowed",
+  "checksum_mismatch",
+  "too_many_uploads",
+  "storage_full",
   "storage_unavailable",
   "internal_error",
 ];

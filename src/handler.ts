@@ -6,8 +6,12 @@
  */
 
 import { checkDeclaredLength, chunkFromForm, contentLength, isMultipart, readMultipart } from "./body.ts";
+import { expectedDigest } from "./checksum.ts";
 import { ChunkService } from "./chunk_service.ts";
+import { cleanupExpired, type CleanupReport } from "./cleanup.ts";
+import { createCors } from "./cors.ts";
 import { ResumableError } from "./errors.ts";
+import { withIdleTimeout } from "./idle_body.ts";
 import { largestLegalChunk } from "./layout.ts";
 import { type ResolvedOptions, resolveOptions, type ResumableHandlerOptions } from "./options.ts";
 import { type Dialect, hasAnyParam, paramSource, readParams } from "./params.ts";
@@ -17,6 +21,20 @@ import { maxChunkBytes, validateChunkRequest } from "./validate.ts";
 
 interface RequestContext {
   dialect: Dialect;
+}
+
+/** The handler: a function from `Request` to `Response`, plus the expiry sweep. */
+export interface ResumableHandler {
+  (request: Request): Promise<Response>;
+  /**
+   * Removes uploads in progress untouched for `expireAfter` and completion records older than
+   * `completedExpireAfter`; never one a request of this process is working on. Run it periodically,
+   * e.g. `setInterval(() => handler.cleanup().catch(console.error), 3600_000)`.
+   *
+   * @param options `now`: the time to judge ages against (ms since the epoch), for tests.
+   * @throws {TypeError} when the storage has no `listUploads()`.
+   */
+  cleanup(options?: { now?: number }): Promise<CleanupReport>;
 }
 
 /**
@@ -61,7 +79,7 @@ interface RequestContext {
  */
 export function createResumableHandler(
   options: ResumableHandlerOptions = {},
-): (request: Request) => Promise<Response> {
+): ResumableHandler {
   const resolved = resolveOptions(options);
   let service: Promise<ChunkService> | undefined;
   // The file-system storage is loaded only when used, so hosts without a file system (Deno Deploy,
@@ -69,17 +87,27 @@ export function createResumableHandler(
   const getService = () =>
     service ??= (resolved.storage ? Promise.resolve(resolved.storage) : defaultStorage())
       .then((storage) => new ChunkService(storage, resolved));
-  const allow = [
-    ...new Set([resolved.testMethod, resolved.uploadMethod, "OPTIONS"]),
-  ].join(", ");
+  const methods = [
+    ...new Set([
+      resolved.testMethod,
+      resolved.uploadMethod,
+      ...(resolved.cancelMethod ? [resolved.cancelMethod] : []),
+    ]),
+  ];
+  const allow = [...methods, "OPTIONS"].join(", ");
+  const cors = createCors(resolved.cors, methods);
 
-  return async function resumableHandler(request: Request): Promise<Response> {
+  async function handle(request: Request): Promise<Response> {
     const context: RequestContext = { dialect: "resumable" };
     try {
       const method = request.method.toUpperCase();
       if (method === "OPTIONS") return emptyResponse(204, { allow });
+      if (method === resolved.cancelMethod) {
+        return await cancel(request, await getService(), resolved, context);
+      }
       if (method === resolved.uploadMethod) {
-        return await upload(request, await getService(), resolved, context);
+        const guarded = withIdleTimeout(request, resolved.bodyTimeoutMs);
+        return await upload(guarded, await getService(), resolved, context);
       }
       if (method === resolved.testMethod) {
         return await test(request, await getService(), resolved, context);
@@ -104,7 +132,46 @@ export function createResumableHandler(
         error.code === "method_not_allowed" ? { allow } : undefined,
       );
     }
-  };
+  }
+
+  async function resumableHandler(request: Request): Promise<Response> {
+    // A preflight carries its own CORS headers, or deliberately none.
+    const preflight = await cors?.preflight(request);
+    if (preflight) return preflight;
+    const response = await handle(request);
+    return cors ? await cors.decorate(request, response) : response;
+  }
+
+  async function cleanup(options: { now?: number } = {}): Promise<CleanupReport> {
+    const service = await getService();
+    const report = await cleanupExpired(service.storage, {
+      now: options.now,
+      expireAfter: resolved.expireAfter,
+      completedExpireAfter: resolved.completedExpireAfter,
+      isActive: (key) => service.isActive(key),
+      onRemoved: (key) => service.quota.release(key),
+    });
+    // Uploads started or finished by other processes since the last sweep.
+    await service.quota.reseed();
+    return report;
+  }
+
+  return Object.assign(resumableHandler, { cleanup });
+}
+
+async function cancel(
+  request: Request,
+  service: ChunkService,
+  options: ResolvedOptions,
+  context: RequestContext,
+): Promise<Response> {
+  const raw = readFromQuery(new URL(request.url), options, context);
+  const identifier = raw.identifier ?? "";
+  if (identifier === "" || identifier.length > options.limits.maxIdentifierLength) {
+    throw new ResumableError("invalid_identifier", "Cancel needs the upload identifier in the query string");
+  }
+  await request.body?.cancel().catch(() => {});
+  return jsonResponse(200, await service.cancel(request, identifier));
 }
 
 async function defaultStorage(): Promise<UploadStorage> {
@@ -187,7 +254,11 @@ async function upload(
         }`,
       );
     }
-    return jsonResponse(200, await service.store(request, chunk, part.stream));
+    const digest = expectedDigest(options.checksum, request, paramSource(url, form), {
+      namespace: options.parameterNamespace,
+      multipart: true,
+    });
+    return jsonResponse(200, await service.store(request, chunk, part.stream, digest));
   }
   const chunk = validateChunkRequest(fromQuery, options.limits);
   const length = contentLength(request);
@@ -203,6 +274,10 @@ async function upload(
       `Body of chunk ${chunk.chunkNumber} is ${length} bytes, expected ${chunk.allowedSizes.join(" or ")}`,
     );
   }
+  const digest = expectedDigest(options.checksum, request, paramSource(url), {
+    namespace: options.parameterNamespace,
+    multipart: false,
+  });
   const body = request.body ?? new Blob([]).stream();
-  return jsonResponse(200, await service.store(request, chunk, body));
+  return jsonResponse(200, await service.store(request, chunk, body, digest));
 }

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { type ChecksumOptions, type ChecksumPolicy, resolveChecksum } from "./checksum.ts";
+import type { CorsOptions } from "./cors.ts";
 import type { ResumableError } from "./errors.ts";
 import { type ParameterNames, RESUMABLE_NAMES } from "./params.ts";
 import type { Dialect } from "./params.ts";
@@ -20,6 +22,28 @@ export interface CompletedUpload {
   /** Opens the file's bytes; cancel the stream if you stop early. */
   open(): Promise<ReadableStream<Uint8Array>>;
 }
+
+/** What {@linkcode ResumableHandlerOptions.authorize} is asked about. */
+export interface AuthorizeInfo {
+  /** `test` (chunk test), `upload` (chunk upload) or `cancel`. */
+  action: "test" | "upload" | "cancel";
+  /** The namespace `scope` derived from the request. */
+  scope: string;
+  /** The client's upload identifier. */
+  identifier: string;
+  /** The client's file name (absent for `cancel`). */
+  fileName?: string;
+  /** The declared file size in bytes (absent for `cancel`). */
+  totalSize?: number;
+  /** The chunk number (absent for `cancel`). */
+  chunkNumber?: number;
+}
+
+/**
+ * Answer of {@linkcode ResumableHandlerOptions.authorize}: `true` allows, `false` refuses with 403,
+ * `"unauthorized"` refuses with 401 (no or bad credentials).
+ */
+export type AuthorizeResult = boolean | "unauthorized";
 
 /** Options of {@linkcode createResumableHandler}. All are optional. */
 export interface ResumableHandlerOptions {
@@ -104,6 +128,59 @@ export interface ResumableHandlerOptions {
    * @default {30000}
    */
   assemblyLeaseMs?: number;
+  /**
+   * Decides whether a request may test, upload or cancel, after its parameters are read and before
+   * anything is stored. 401 and 403 are final for flow.js and for resumable.js from GitHub master,
+   * but resumable.js 1.1.0 from npm retries them (docs/security.md). Throwing reports to `onError`
+   * and answers 500.
+   */
+  authorize?: (request: Request, info: AuthorizeInfo) => AuthorizeResult | Promise<AuthorizeResult>;
+  /**
+   * Cross-origin access for pages on other origins; off when absent (same-origin only).
+   */
+  cors?: CorsOptions;
+  /**
+   * Per-chunk SHA-256 verification: `true` checks a digest when the client sends one; an object can
+   * rename the parameter or require a digest. A mismatch answers 422 (retried by resumable.js) and
+   * stores nothing. Checked chunks are held in memory while hashed.
+   * @default {false}
+   */
+  checksum?: boolean | ChecksumOptions;
+  /**
+   * HTTP method that cancels an upload (deletes its chunks), or `false` for none. The client
+   * libraries send nothing on cancel; the app sends it (docs/security.md).
+   * @default {"DELETE"}
+   */
+  cancelMethod?: string | false;
+  /**
+   * Longest time a request body may send nothing before the request fails as incomplete (408), its
+   * chunk unstored. Bounds what a stalled client holds.
+   * @default {30000}
+   */
+  bodyTimeoutMs?: number;
+  /**
+   * An upload in progress not touched for this long is removed by `handler.cleanup()`.
+   * @default {86400000} (24 hours)
+   */
+  expireAfter?: number;
+  /**
+   * A completed upload's record (what lets re-tests of a finished file answer 200) is removed by
+   * `handler.cleanup()` this long after completion. The stored file itself is never removed.
+   * @default {604800000} (7 days)
+   */
+  completedExpireAfter?: number;
+  /**
+   * Most uploads in progress one scope may have; more answer 429 (retryable) until one finishes,
+   * is cancelled or expires. With the default `scope` every client shares one scope.
+   * @default {1000}
+   */
+  maxUploadsPerScope?: number;
+  /**
+   * Most bytes all uploads in progress may reserve (each reserves its declared size when its first
+   * chunk arrives); a new upload past it answers 507 (retryable).
+   * @default {10737418240} (10 GiB)
+   */
+  maxPendingBytes?: number;
 }
 
 /** Options after defaults and checks. */
@@ -121,6 +198,15 @@ export interface ResolvedOptions {
   onError: (error: unknown, request: Request) => void;
   statusFor?: (error: ResumableError, dialect: Dialect) => number | undefined;
   assemblyLeaseMs: number;
+  authorize?: (request: Request, info: AuthorizeInfo) => AuthorizeResult | Promise<AuthorizeResult>;
+  cors?: CorsOptions;
+  checksum?: ChecksumPolicy;
+  cancelMethod?: string;
+  bodyTimeoutMs: number;
+  expireAfter: number;
+  completedExpireAfter: number;
+  maxUploadsPerScope: number;
+  maxPendingBytes: number;
 }
 
 function positiveInteger(
@@ -135,6 +221,11 @@ function positiveInteger(
     );
   }
   return value;
+}
+
+/** A positive integer, or `Infinity` to turn a limit off. */
+function limit(value: number | undefined, name: string, fallback: number): number {
+  return value === Infinity ? Infinity : positiveInteger(value, name, fallback);
 }
 
 function method(
@@ -243,6 +334,24 @@ export function resolveOptions(
       );
     }
   }
+  const cancelMethod = options.cancelMethod === false
+    ? undefined
+    : method(options.cancelMethod, "cancelMethod", "DELETE", ["DELETE", "POST", "PUT", "PATCH"]);
+  if (cancelMethod === testMethod || cancelMethod === uploadMethod) {
+    throw new TypeError(
+      `Option cancelMethod must differ from testMethod and uploadMethod, got "${cancelMethod}"`,
+    );
+  }
+  const assemblyLeaseMs = positiveInteger(options.assemblyLeaseMs, "assemblyLeaseMs", 30_000);
+  const bodyTimeoutMs = positiveInteger(options.bodyTimeoutMs, "bodyTimeoutMs", 30_000);
+  const expireAfter = positiveInteger(options.expireAfter, "expireAfter", 24 * 3600_000);
+  // An upload is "untouched" only if no chunk byte or lease renewal arrived for that long; below
+  // these two, a live upload could look abandoned.
+  if (expireAfter <= Math.max(bodyTimeoutMs, assemblyLeaseMs)) {
+    throw new RangeError(
+      `Option expireAfter (${expireAfter}) must be longer than bodyTimeoutMs and assemblyLeaseMs`,
+    );
+  }
   const parameterNamespace = options.parameterNamespace ?? "";
   if (typeof parameterNamespace !== "string") {
     throw new TypeError("Option parameterNamespace must be a string");
@@ -265,10 +374,19 @@ export function resolveOptions(
     onError: callback(options.onError, "onError") ??
       ((error) => console.error(error)),
     statusFor: callback(options.statusFor, "statusFor"),
-    assemblyLeaseMs: positiveInteger(
-      options.assemblyLeaseMs,
-      "assemblyLeaseMs",
-      30_000,
+    assemblyLeaseMs,
+    authorize: callback(options.authorize, "authorize"),
+    cors: options.cors,
+    checksum: resolveChecksum(options.checksum),
+    cancelMethod,
+    bodyTimeoutMs,
+    expireAfter,
+    completedExpireAfter: positiveInteger(
+      options.completedExpireAfter,
+      "completedExpireAfter",
+      7 * 24 * 3600_000,
     ),
+    maxUploadsPerScope: limit(options.maxUploadsPerScope, "maxUploadsPerScope", 1000),
+    maxPendingBytes: limit(options.maxPendingBytes, "maxPendingBytes", 10 * 1024 ** 3),
   };
 }

@@ -8,6 +8,11 @@
  * turns retries on). Storage trouble is 503: resumable.js retries it, and so does flow.js when the
  * app enabled retries.
  *
+ * Deliberate exceptions, documented in docs/security.md: 401/403 from `authorize` say what they mean
+ * (permanent only in resumable.js from GitHub master; flow.js stops on them by default); a checksum
+ * mismatch (422), too many uploads (429) and a full storage (507) ask for a retry, since the same
+ * request can succeed later.
+ *
  * @module
  */
 
@@ -30,6 +35,13 @@ const RESUMABLE_STATUS: Record<ErrorCode, number> = {
   malformed_body: 400,
   unsupported_media_type: 415,
   method_not_allowed: 405,
+  unauthorized: 401,
+  forbidden: 403,
+  origin_not_allowed: 403,
+  // Corruption in transit: the same chunk sent again may well match.
+  checksum_mismatch: 422,
+  too_many_uploads: 429,
+  storage_full: 507,
   storage_unavailable: 503,
   internal_error: 500,
 };
@@ -48,6 +60,13 @@ const FLOW_STATUS: Record<ErrorCode, number> = {
   malformed_body: 415,
   unsupported_media_type: 415,
   method_not_allowed: 405,
+  unauthorized: 401,
+  forbidden: 403,
+  origin_not_allowed: 403,
+  // Corruption in transit: the same chunk sent again may well match.
+  checksum_mismatch: 422,
+  too_many_uploads: 429,
+  storage_full: 507,
   storage_unavailable: 503,
   internal_error: 500,
 };

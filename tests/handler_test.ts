@@ -209,7 +209,7 @@ Deno.test("uploads arrive with PUT when uploadMethod is PUT, and POST is then re
   assert.equal(completed.length, 1);
   const post = await handler(chunkRequest(BASE, chunk!, "octet"));
   assert.equal(post.status, 405);
-  assert.equal(post.headers.get("allow"), "GET, PUT, OPTIONS");
+  assert.equal(post.headers.get("allow"), "GET, PUT, DELETE, OPTIONS");
   assert.equal((await json(post)).error.code, "method_not_allowed");
 });
 
@@ -415,7 +415,7 @@ Deno.test("OPTIONS answers 204 with the allowed methods", async () => {
   const { handler } = setup();
   const response = await handler(new Request(BASE, { method: "OPTIONS" }));
   assert.equal(response.status, 204);
-  assert.equal(response.headers.get("allow"), "GET, POST, OPTIONS");
+  assert.equal(response.headers.get("allow"), "GET, POST, DELETE, OPTIONS");
 });
 
 Deno.test("a failed assembly answers 503 and the client's retry assembles at once", async () => {

@@ -42,7 +42,15 @@ import {
 import { join, resolve } from "node:path";
 import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { readableFromHandle, writeStreamToHandle } from "./_fs_streams.ts";
-import type { Claim, Lease, OpenedFile, StoredFile, UploadRecord, UploadStorage } from "./types.ts";
+import type {
+  Claim,
+  Lease,
+  OpenedFile,
+  StoredFile,
+  UploadActivity,
+  UploadRecord,
+  UploadStorage,
+} from "./types.ts";
 
 export type {
   Claim,
@@ -332,7 +340,74 @@ export class FileSystemStorage implements UploadStorage {
     if (!await this.#createJson(join(dir, "complete.json"), stored)) {
       return undefined;
     }
+    // Temp files of earlier attempts that crashed mid-assembly are garbage now.
+    await this.#removeTempFiles(file.id);
     return stored;
+  }
+
+  /** Removes `files/.tmp/<fileId>.*`: partial assemblies of one upload. */
+  async #removeTempFiles(fileId: string): Promise<void> {
+    const tempDir = join(this.directory, "files", ".tmp");
+    let names: string[];
+    try {
+      names = await readdir(tempDir);
+    } catch (error) {
+      if (isMissing(error)) return;
+      throw error;
+    }
+    for (const name of names) {
+      if (name.startsWith(`${fileId}.`)) await unlink(join(tempDir, name)).catch(() => {});
+    }
+  }
+
+  /** Latest mtime among `paths` (missing ones ignored), in ms since the epoch. */
+  async #latestChange(paths: string[]): Promise<number> {
+    let latest = 0;
+    for (const path of paths) {
+      try {
+        latest = Math.max(latest, (await stat(path)).mtimeMs);
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+      }
+    }
+    return latest;
+  }
+
+  /**
+   * Lists every upload with its last activity: the newest mtime of its directory, records, claim
+   * files (renewed while assembling), chunk folder (a chunk renamed in) and temp chunk files (a chunk
+   * being received grows its temp file).
+   */
+  async *listUploads(): AsyncIterable<UploadActivity> {
+    const root = join(this.directory, "uploads");
+    let keys: string[];
+    try {
+      keys = await readdir(root);
+    } catch (error) {
+      if (isMissing(error)) return;
+      throw error;
+    }
+    for (const key of keys) {
+      if (!isUploadKey(key)) continue;
+      const dir = join(root, key);
+      const chunks = join(dir, "chunks");
+      let names: string[];
+      let chunkNames: string[];
+      try {
+        names = await readdir(dir);
+        chunkNames = await readdir(chunks).catch((error) => isMissing(error) ? [] : Promise.reject(error));
+      } catch (error) {
+        if (isMissing(error)) continue; // removed meanwhile
+        throw error;
+      }
+      const paths = [dir, chunks, ...names.map((name) => join(dir, name))];
+      for (const name of chunkNames) if (name.endsWith(".tmp")) paths.push(join(chunks, name));
+      yield {
+        key,
+        lastActivity: await this.#latestChange(paths),
+        completed: names.includes("complete.json"),
+      };
+    }
   }
 
   /** The completion record, or `undefined`. */
@@ -365,9 +440,11 @@ export class FileSystemStorage implements UploadStorage {
     });
   }
 
-  /** Deletes the upload directory. */
+  /** Deletes the upload directory, and partial assemblies a crash left behind for it. */
   async removeUpload(key: string): Promise<void> {
+    const record = await this.getUpload(key).catch(() => undefined);
     await rm(this.#uploadDir(key), { recursive: true, force: true });
+    if (record && isFileId(record.fileId)) await this.#removeTempFiles(record.fileId);
   }
 
   /** Deletes a completed file and its metadata. */

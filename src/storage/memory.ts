@@ -13,7 +13,15 @@
  * @module
  */
 
-import type { Claim, Lease, OpenedFile, StoredFile, UploadRecord, UploadStorage } from "./types.ts";
+import type {
+  Claim,
+  Lease,
+  OpenedFile,
+  StoredFile,
+  UploadActivity,
+  UploadRecord,
+  UploadStorage,
+} from "./types.ts";
 
 export type {
   Claim,
@@ -30,6 +38,8 @@ interface UploadState {
   chunks: Map<number, Uint8Array>;
   claim?: { claim: Claim; expiresAt: number };
   completed?: StoredFile;
+  /** Last write of any kind, in ms since the epoch; what expiry sweeps read. */
+  lastActivity: number;
 }
 
 async function collect(data: ReadableStream<Uint8Array>): Promise<Uint8Array> {
@@ -83,7 +93,7 @@ export class MemoryStorage implements UploadStorage {
   createUpload(record: UploadRecord): Promise<UploadRecord> {
     const existing = this.#uploads.get(record.key);
     if (existing) return Promise.resolve(existing.record);
-    this.#uploads.set(record.key, { record, chunks: new Map() });
+    this.#uploads.set(record.key, { record, chunks: new Map(), lastActivity: Date.now() });
     return Promise.resolve(record);
   }
 
@@ -99,7 +109,20 @@ export class MemoryStorage implements UploadStorage {
     data: ReadableStream<Uint8Array>,
     signal?: AbortSignal,
   ): Promise<void> {
-    const bytes = await collect(data);
+    // A chunk being received counts as activity from its first byte to its last.
+    const touch = () => {
+      const state = this.#uploads.get(key);
+      if (state) state.lastActivity = Date.now();
+    };
+    touch();
+    const bytes = await collect(data.pipeThrough(
+      new TransformStream({
+        transform(part, controller) {
+          touch();
+          controller.enqueue(part);
+        },
+      }),
+    ));
     signal?.throwIfAborted();
     const state = this.#uploads.get(key);
     if (!state) {
@@ -108,6 +131,7 @@ export class MemoryStorage implements UploadStorage {
       );
     }
     state.chunks.set(index, bytes);
+    state.lastActivity = Date.now();
   }
 
   /** Size of a stored chunk, or `undefined`. */
@@ -147,6 +171,7 @@ export class MemoryStorage implements UploadStorage {
       generation: (state.claim?.claim.generation ?? 0) + 1,
     };
     state.claim = { claim, expiresAt: now + lease.ttlMs };
+    state.lastActivity = now;
     return Promise.resolve(claim);
   }
 
@@ -160,6 +185,7 @@ export class MemoryStorage implements UploadStorage {
       return Promise.resolve(false);
     }
     held.expiresAt = Date.now() + lease.ttlMs;
+    this.#uploads.get(claim.key)!.lastActivity = Date.now();
     return Promise.resolve(true);
   }
 
@@ -190,6 +216,7 @@ export class MemoryStorage implements UploadStorage {
     const stored = { ...file, size: bytes.byteLength };
     this.#files.set(file.id, { file: stored, bytes });
     state.completed = stored;
+    state.lastActivity = Date.now();
     return stored;
   }
 
@@ -216,6 +243,14 @@ export class MemoryStorage implements UploadStorage {
   removeUpload(key: string): Promise<void> {
     this.#uploads.delete(key);
     return Promise.resolve();
+  }
+
+  /** Lists every upload with its last activity. */
+  async *listUploads(): AsyncIterable<UploadActivity> {
+    // A snapshot, so callers may remove uploads while iterating.
+    for (const [key, state] of [...this.#uploads]) {
+      yield { key, lastActivity: state.lastActivity, completed: state.completed !== undefined };
+    }
   }
 
   /** Deletes a completed file. */

@@ -25,6 +25,8 @@ export interface UploadRecord {
   chunkSize: number;
   /** When the upload was created, in ms since the epoch. */
   createdAt: number;
+  /** Opaque tag of the scope (user) that started it, for per-scope limits; absent in old records. */
+  scope?: string;
 }
 
 /** A completed, assembled file. */

@@ -1,0 +1,75 @@
+/**
+ * Expiry of abandoned uploads. The clients send nothing when a user cancels or closes the tab
+ * (protocol.md §9), so chunks of uploads nobody finishes must be swept.
+ *
+ * @module
+ */
+
+import type { UploadStorage } from "./storage/types.ts";
+
+/** Options of {@linkcode cleanupExpired}. */
+export interface CleanupOptions {
+  /** Remove uploads in progress whose last activity is older than this, in ms. */
+  expireAfter: number;
+  /** Remove completion records older than this, in ms (completed files stay). */
+  completedExpireAfter: number;
+  /** Uploads a request is working on right now; never removed. */
+  isActive?: (key: string) => boolean;
+  /** Called with the key of each upload removed. */
+  onRemoved?: (key: string, completed: boolean) => void;
+  /** The current time, in ms since the epoch. @default {Date.now()} */
+  now?: number;
+}
+
+/** What one sweep did. */
+export interface CleanupReport {
+  /** Uploads in progress removed with their chunks. */
+  expired: number;
+  /** Completion records removed (their files stay). */
+  completedExpired: number;
+  /** Uploads looked at and kept. */
+  kept: number;
+}
+
+/**
+ * Removes uploads not touched for `expireAfter` and completion records older than
+ * `completedExpireAfter`, and chunks a crash left beside a completed upload. Safe while uploads run: activity includes every chunk byte written and
+ * every assembly lease renewal, and uploads `isActive` reports are skipped.
+ *
+ * @throws {TypeError} when the storage cannot list its uploads.
+ */
+export async function cleanupExpired(
+  storage: UploadStorage,
+  options: CleanupOptions,
+): Promise<CleanupReport> {
+  if (typeof storage.listUploads !== "function") {
+    throw new TypeError("Storage cannot list uploads (no listUploads()), so it cannot expire them");
+  }
+  const now = options.now ?? Date.now();
+  const report: CleanupReport = { expired: 0, completedExpired: 0, kept: 0 };
+  // Collect first: removing while a storage iterates its own listing is not part of the contract.
+  const stale: { key: string; completed: boolean }[] = [];
+  for await (const activity of storage.listUploads()) {
+    const age = now - activity.lastActivity;
+    const limit = activity.completed ? options.completedExpireAfter : options.expireAfter;
+    if (age > limit && !options.isActive?.(activity.key)) {
+      stale.push({ key: activity.key, completed: activity.completed });
+    } else {
+      report.kept++;
+      // A crash between publishing a file and deleting its chunks leaves chunks nobody needs.
+      if (activity.completed && !options.isActive?.(activity.key)) await storage.removeChunks(activity.key);
+    }
+  }
+  for (const { key, completed } of stale) {
+    // Checked again right before removing: a request may have started since the listing.
+    if (options.isActive?.(key)) {
+      report.kept++;
+      continue;
+    }
+    await storage.removeUpload(key);
+    options.onRemoved?.(key, completed);
+    if (completed) report.completedExpired++;
+    else report.expired++;
+  }
+  return report;
+}

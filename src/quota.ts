@@ -1,0 +1,94 @@
+/**
+ * Limits on uploads in progress: how many one scope may have, and how many bytes all of them may
+ * reserve. An upload reserves its declared total size when its first chunk arrives (sizes are
+ * verified against it, so a client cannot store more than it reserved) and releases it when it
+ * completes, is cancelled or expires.
+ *
+ * The count is kept by this process: it is seeded from the storage (`listUploads`) on first use and
+ * re-seeded by every `cleanup()`, so with several processes each enforces the limits on a view that
+ * is at most one cleanup interval old.
+ *
+ * @module
+ */
+
+import { ResumableError } from "./errors.ts";
+import type { UploadStorage } from "./storage/types.ts";
+
+/** The two limits; `Infinity` turns one off. */
+export interface QuotaLimits {
+  maxUploadsPerScope: number;
+  maxPendingBytes: number;
+}
+
+interface Reservation {
+  scope: string;
+  bytes: number;
+}
+
+/** In-process accounting of uploads in progress. */
+export class Quota {
+  #storage: UploadStorage;
+  #limits: QuotaLimits;
+  #reserved = new Map<string, Reservation>();
+  #seeded?: Promise<void>;
+
+  /**
+   * @param storage Where uploads are listed from.
+   * @param limits The limits to enforce.
+   */
+  constructor(storage: UploadStorage, limits: QuotaLimits) {
+    this.#storage = storage;
+    this.#limits = limits;
+  }
+
+  /** Re-reads every upload in progress from the storage. */
+  async reseed(): Promise<void> {
+    if (!this.#storage.listUploads) return;
+    const fresh = new Map<string, Reservation>();
+    for await (const activity of this.#storage.listUploads()) {
+      if (activity.completed) continue;
+      const record = await this.#storage.getUpload(activity.key);
+      if (record) fresh.set(record.key, { scope: record.scope ?? "", bytes: record.totalSize });
+    }
+    // Reservations made while listing stay: they are newer than what the listing saw.
+    for (const [key, reservation] of this.#reserved) {
+      if (!fresh.has(key)) fresh.set(key, reservation);
+    }
+    this.#reserved = fresh;
+  }
+
+  /**
+   * Reserves room for a new upload, or throws when a limit would be exceeded. Idempotent per key.
+   *
+   * @throws {ResumableError} `too_many_uploads` or `storage_full`.
+   */
+  async reserve(key: string, scope: string, bytes: number): Promise<void> {
+    await (this.#seeded ??= this.reseed().catch(() => {}));
+    // No await from here on: check and reservation are one step for this process.
+    if (this.#reserved.has(key)) return;
+    let inScope = 0;
+    let pending = 0;
+    for (const reservation of this.#reserved.values()) {
+      if (reservation.scope === scope) inScope++;
+      pending += reservation.bytes;
+    }
+    if (inScope >= this.#limits.maxUploadsPerScope) {
+      throw new ResumableError(
+        "too_many_uploads",
+        `Too many uploads in progress (limit ${this.#limits.maxUploadsPerScope}); finish or cancel one first`,
+      );
+    }
+    if (pending + bytes > this.#limits.maxPendingBytes) {
+      throw new ResumableError(
+        "storage_full",
+        `Not enough room for ${bytes} more bytes of uploads in progress; try again later`,
+      );
+    }
+    this.#reserved.set(key, { scope, bytes });
+  }
+
+  /** Releases an upload's reservation (completed, cancelled or expired). */
+  release(key: string): void {
+    this.#reserved.delete(key);
+  }
+}

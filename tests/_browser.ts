@@ -1,0 +1,61 @@
+// Headless Chromium (Debian's, never a downloaded one) driven by playwright-core, and the client
+// libraries as served from node_modules, for the browser tests.
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { type BrowserContext, chromium } from "playwright-core";
+
+const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
+
+/** A browser with a fresh profile; `close()` stops it and removes the profile. */
+export interface Chromium {
+  context: BrowserContext;
+  close(): Promise<void>;
+}
+
+/** Starts headless Chromium with a throw-away profile. Fails (never skips) when it is missing. */
+export async function launchChromium(): Promise<Chromium> {
+  const profile = await Deno.makeTempDir({ prefix: "hardening-chromium-" });
+  try {
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    });
+    return {
+      context,
+      async close() {
+        await context.close();
+        await Deno.remove(profile, { recursive: true });
+      },
+    };
+  } catch (error) {
+    await Deno.remove(profile, { recursive: true }).catch(() => {});
+    throw error;
+  }
+}
+
+/** The two client libraries by the path a test page loads them from. */
+export async function libraryScripts(): Promise<Record<string, string>> {
+  const read = (specifier: string) => readFile(fileURLToPath(import.meta.resolve(specifier)), "utf8");
+  return {
+    "/resumable.js": await read("resumablejs/resumable.js"),
+    "/flow.js": await read("@flowjs/flow.js/dist/flow.js"),
+  };
+}
+
+/** Answers a library path with its script, or `undefined`. */
+export function scriptResponse(scripts: Record<string, string>, pathname: string): Response | undefined {
+  const script = scripts[pathname];
+  return script === undefined
+    ? undefined
+    : new Response(script, { headers: { "content-type": "text/javascript" } });
+}

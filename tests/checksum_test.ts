@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { createResumableHandler, type ResumableHandlerOptions } from "../mod.ts";
+import { uploadKey } from "../src/identifier.ts";
+import { MemoryStorage } from "../src/storage/memory.ts";
+import {
+  chunkRequest,
+  type ClientChunk,
+  clientChunks,
+  seededBytes,
+  sha256,
+  testRequest,
+} from "./_helpers.ts";
+
+const BASE = "http://localhost/upload";
+
+function setup(checksum: ResumableHandlerOptions["checksum"] = true) {
+  const storage = new MemoryStorage();
+  return { storage, handler: createResumableHandler({ storage, checksum }) };
+}
+
+function base64(hex: string): string {
+  return btoa(String.fromCharCode(...hex.match(/../g)!.map((pair) => parseInt(pair, 16))));
+}
+
+function withParam(chunk: ClientChunk, name: string, value: string): ClientChunk {
+  return { ...chunk, params: { ...chunk.params, [name]: value } };
+}
+
+const chunks = clientChunks(seededBytes(2500, 7), { identifier: "2500-sum", chunkSize: 1000 });
+const flowChunks = clientChunks(seededBytes(2500, 8), {
+  identifier: "2500-flow",
+  chunkSize: 1000,
+  dialect: "flow",
+});
+const wrong = "0".repeat(64);
+
+Deno.test("checksum: a matching SHA-256 parameter (hex or base64) stores the chunk", async () => {
+  const { handler, storage } = setup();
+  const [first, second] = chunks;
+  const one = await handler(
+    chunkRequest(BASE, withParam(first!, "checksum", await sha256(first!.bytes)), "octet"),
+  );
+  assert.equal(one.status, 200, await one.text());
+  const b64 = base64(await sha256(second!.bytes));
+  const two = await handler(chunkRequest(BASE, withParam(second!, "checksum", b64), "multipart"));
+  assert.equal(two.status, 200);
+  assert.equal((await two.json()).complete, true);
+  assert.ok(await storage.getCompleted(await uploadKey("", "2500-sum")));
+});
+
+Deno.test("checksum: a mismatch answers 422 (retryable), stores nothing, and the retry succeeds", async () => {
+  const { handler, storage } = setup();
+  const [first] = chunks;
+  for (const mode of ["octet", "multipart"] as const) {
+    const refused = await handler(chunkRequest(BASE, withParam(first!, "checksum", wrong), mode));
+    assert.equal(refused.status, 422);
+    assert.equal((await refused.json()).error.code, "checksum_mismatch");
+    assert.equal((await handler(testRequest(BASE, first!))).status, 204);
+  }
+  assert.equal(await storage.countChunks(await uploadKey("", "2500-sum")), 0);
+  const retried = await handler(
+    chunkRequest(BASE, withParam(first!, "checksum", await sha256(first!.bytes)), "octet"),
+  );
+  assert.equal(retried.status, 200);
+  await retried.body?.cancel();
+});
+
+Deno.test("checksum: flow.js multipart sends it as a form field; mismatch is 422 for flow too", async () => {
+  const { handler } = setup();
+  const [first] = flowChunks;
+  const bad = await handler(chunkRequest(BASE, withParam(first!, "checksum", wrong)));
+  assert.equal(bad.status, 422);
+  await bad.body?.cancel();
+  const good = await handler(chunkRequest(BASE, withParam(first!, "checksum", await sha256(first!.bytes))));
+  assert.equal(good.status, 200);
+  await good.body?.cancel();
+});
+
+Deno.test("checksum: octet chunks may carry Content-Digest (RFC 9530) or Digest (RFC 3230)", async () => {
+  const { handler } = setup();
+  const [first, second] = chunks;
+  const digestOf = async (chunk: ClientChunk) => base64(await sha256(chunk.bytes));
+  const mismatch = chunkRequest(BASE, first!, "octet");
+  mismatch.headers.set("content-digest", `sha-512=:AAAA:, sha-256=:${base64(wrong)}:`);
+  assert.equal((await handler(mismatch)).status, 422);
+  const modern = chunkRequest(BASE, first!, "octet");
+  modern.headers.set("content-digest", `sha-256=:${await digestOf(first!)}:`);
+  assert.equal((await handler(modern)).status, 200);
+  const legacy = chunkRequest(BASE, second!, "octet");
+  legacy.headers.set("digest", `SHA-256=${await digestOf(second!)}`);
+  assert.equal((await handler(legacy)).status, 200);
+});
+
+Deno.test("checksum: required refuses a chunk without digest; unreadable digests are refused", async () => {
+  const { handler } = setup({ required: true, parameter: "sum" });
+  const [first] = chunks;
+  const missing = await handler(chunkRequest(BASE, first!, "octet"));
+  assert.equal(missing.status, 400);
+  assert.equal((await missing.json()).error.code, "invalid_parameters");
+  const garbage = await handler(chunkRequest(BASE, withParam(first!, "sum", "not-a-digest"), "octet"));
+  assert.equal(garbage.status, 400);
+  await garbage.body?.cancel();
+  const named = await handler(
+    chunkRequest(BASE, withParam(first!, "sum", await sha256(first!.bytes)), "octet"),
+  );
+  assert.equal(named.status, 200);
+  await named.body?.cancel();
+});
+
+Deno.test("checksum: off by default, so a digest is ignored; bad option shapes throw", async () => {
+  const handler = createResumableHandler({ storage: new MemoryStorage() });
+  const response = await handler(chunkRequest(BASE, withParam(chunks[0]!, "checksum", wrong), "octet"));
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+  assert.throws(() => createResumableHandler({ checksum: "yes" as never }), TypeError);
+  assert.throws(() => createResumableHandler({ checksum: { parameter: "" } }), TypeError);
+});

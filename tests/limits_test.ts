@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { createResumableHandler } from "../mod.ts";
+import { MemoryStorage } from "../src/storage/memory.ts";
+import { chunkRequest, type ClientChunk, clientChunks, seededBytes } from "./_helpers.ts";
+
+const BASE = "http://localhost/upload";
+
+function upload(identifier: string, size: number, dialect: "resumable" | "flow" = "resumable") {
+  return clientChunks(seededBytes(size, size), { identifier, chunkSize: 1000, dialect });
+}
+
+async function post(handler: (r: Request) => Promise<Response>, chunk: ClientChunk, user = "") {
+  const request = chunkRequest(BASE, chunk, "octet");
+  request.headers.set("x-user", user);
+  const response = await handler(request);
+  const body = await response.json();
+  return { status: response.status, body };
+}
+
+Deno.test("maxUploadsPerScope: a third upload in progress answers 429 until one finishes or is cancelled", async () => {
+  const handler = createResumableHandler({
+    storage: new MemoryStorage(),
+    scope: (request) => request.headers.get("x-user") ?? "",
+    maxUploadsPerScope: 2,
+  });
+  const [a, b, c] = ["a", "b", "c"].map((id) => upload(`3000-${id}`, 3000));
+  assert.equal((await post(handler, a![0]!, "alice")).status, 200);
+  assert.equal((await post(handler, b![0]!, "alice")).status, 200);
+  const refused = await post(handler, c![0]!, "alice");
+  assert.equal(refused.status, 429);
+  assert.equal(refused.body.error.code, "too_many_uploads");
+  // Another scope is not affected, and uploads already counted keep going.
+  assert.equal((await post(handler, c![0]!, "bob")).status, 200);
+  assert.equal((await post(handler, a![1]!, "alice")).status, 200);
+  assert.equal((await post(handler, a![2]!, "alice")).body.complete, true);
+  assert.equal((await post(handler, c![0]!, "alice")).status, 200);
+  assert.equal((await post(handler, upload("3000-d", 3000)[0]!, "alice")).status, 429);
+  const cancel = new Request(`${BASE}?resumableIdentifier=3000-b`, {
+    method: "DELETE",
+    headers: { "x-user": "alice" },
+  });
+  await (await handler(cancel)).body?.cancel();
+  assert.equal((await post(handler, upload("3000-d", 3000)[0]!, "alice")).status, 200);
+});
+
+Deno.test("maxPendingBytes: a new upload that does not fit answers 507 (retryable), flow.js too", async () => {
+  const handler = createResumableHandler({ storage: new MemoryStorage(), maxPendingBytes: 5000 });
+  const big = upload("3000-big", 3000);
+  assert.equal((await post(handler, big[0]!)).status, 200);
+  const other = upload("3000-other", 3000, "flow");
+  const full = await post(handler, other[0]!);
+  assert.equal(full.status, 507);
+  assert.equal(full.body.error.code, "storage_full");
+  assert.equal((await post(handler, upload("2000-fits", 2000)[0]!)).status, 200);
+  for (const chunk of big.slice(1)) assert.equal((await post(handler, chunk)).status, 200);
+  assert.equal((await post(handler, other[0]!)).status, 200, "room again once the big upload completed");
+});
+
+Deno.test("limits count uploads already in storage when the process starts", async () => {
+  const storage = new MemoryStorage();
+  const first = createResumableHandler({ storage, maxUploadsPerScope: 1 });
+  assert.equal((await post(first, upload("3000-old", 3000)[0]!)).status, 200);
+  const restarted = createResumableHandler({ storage, maxUploadsPerScope: 1 });
+  assert.equal((await post(restarted, upload("3000-new", 3000)[0]!)).status, 429);
+  assert.equal((await post(restarted, upload("3000-old", 3000)[1]!)).status, 200);
+});
+
+Deno.test("limits: file, chunk and chunk-count limits refuse with the client's permanent status", async () => {
+  const handler = createResumableHandler({ storage: new MemoryStorage(), maxFileSize: 10_000, maxChunks: 5 });
+  const tooBig = upload("20000-x", 20_000)[0]!;
+  assert.equal((await post(handler, tooBig)).status, 400);
+  const flowTooBig = upload("20000-y", 20_000, "flow")[0]!;
+  assert.equal((await post(handler, flowTooBig)).status, 413);
+  const tooMany = upload("9000-z", 9000)[0]!;
+  assert.equal((await post(handler, tooMany)).body.error.code, "too_many_chunks");
+});
+
+Deno.test("limit options are validated when the handler is created", () => {
+  for (
+    const name of [
+      "maxUploadsPerScope",
+      "maxPendingBytes",
+      "bodyTimeoutMs",
+      "expireAfter",
+      "completedExpireAfter",
+    ]
+  ) {
+    for (const value of [0, -1, 1.5, Number.NaN]) {
+      assert.throws(() => createResumableHandler({ [name]: value }), RangeError, `${name}=${value}`);
+    }
+  }
+  createResumableHandler({ maxUploadsPerScope: Infinity, maxPendingBytes: Infinity });
+  assert.throws(() => createResumableHandler({ expireAfter: 1000, bodyTimeoutMs: 5000 }), RangeError);
+});
