@@ -47,6 +47,9 @@ export function createApp(config: ExampleConfig): (request: Request) => Promise<
     onComplete: ({ file }) =>
       console.log(`completed ${file.id} ${JSON.stringify(file.name)} ${file.size} bytes`),
   });
+  // Abandoned uploads (the clients never say "cancel") are swept every 15 minutes; the timer
+  // never keeps the process alive.
+  unrefTimer(setInterval(() => upload.cleanup().catch((error) => console.error(error)), 15 * 60_000));
   let uploads = 0;
   let failed = 0;
 
@@ -74,4 +77,10 @@ export function createApp(config: ExampleConfig): (request: Request) => Promise<
     }
     return serveStatic(pathname);
   };
+}
+
+/** Lets a timer run without keeping the process alive, in Deno (numeric ids) and Bun/Node (objects). */
+function unrefTimer(timer: unknown): void {
+  if (typeof timer === "object" && timer !== null && "unref" in timer) (timer as { unref(): void }).unref();
+  else (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno?.unrefTimer(timer as number);
 }
