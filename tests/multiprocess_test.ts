@@ -164,7 +164,10 @@ async function cluster(
     const ids: string[] = [];
 
     // Every file through all three processes at once.
-    const uploads = sizes.map((size, i) => new Upload(`file-${i}.bin`, randomBytes(size), 256 * 1024));
+    // Files of 10 MiB and more use 5 MiB chunks, which S3 assembles by server-side copy.
+    const uploads = sizes.map((size, i) =>
+      new Upload(`file-${i}.bin`, randomBytes(size), size >= 10 * 1024 * 1024 ? 5 * 1024 * 1024 : 256 * 1024)
+    );
     const statuses = await Promise.all(uploads.map((upload) => uploadAll(nodes, upload)));
     for (const [i, upload] of uploads.entries()) ids.push(await verify(storage, upload, statuses[i]!));
 
@@ -172,7 +175,10 @@ async function cluster(
     const crash = new Upload("crash-assembly.bin", randomBytes(1024 * 1024 + 5), 256 * 1024);
     for (let n = 1; n < crash.count; n++) await send(nodes, crash, n, nodes[n % 2]);
     const pending = send(nodes, crash, crash.count, nodes[2]).catch(() => undefined);
-    while (!await Deno.stat(`${state}/committing-c`).catch(() => undefined)) await sleep(20);
+    for (let waited = 0; !await Deno.stat(`${state}/committing-c`).catch(() => undefined); waited += 20) {
+      if (waited > 30_000) throw new Error("Process c never started assembling");
+      await sleep(20);
+    }
     await kill(nodes[2]!);
     await pending;
     ids.push(
@@ -242,6 +248,7 @@ Deno.test("three processes on one S3 bucket store every file exactly once", asyn
             .map((line) => line.split("/")[4]),
         );
         assert.equal(s3.openMultipartUploads.size, 0, "no multipart upload left open");
+        assert.equal(s3.copies.count, 2, "the 11 MiB file was assembled by copying its two chunks");
         return Promise.resolve(ids.size);
       },
       [1, 300_000, 6 * 1024 * 1024 + 17, 11 * 1024 * 1024],

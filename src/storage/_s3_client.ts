@@ -67,6 +67,11 @@ export class S3Client {
     this.#base = new URL(options.endpoint);
   }
 
+  /** The bucket's name. */
+  get bucket(): string {
+    return this.#options.bucket;
+  }
+
   /** URL of an object: `endpoint/bucket/key` (path style) or `bucket.endpoint/key` (virtual host). */
   url(key: string, query: Record<string, string> = {}): URL {
     const url = new URL(this.#base);

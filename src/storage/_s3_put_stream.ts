@@ -3,6 +3,7 @@
 // refuses parts under 5 MiB but the last, and R2 wants equal parts). The object appears only when
 // the PUT or CompleteMultipartUpload succeeds, and only if `mayPublish` still agrees.
 import { escapeXml, type S3Client, xmlValues } from "./_s3_client.ts";
+import { uriEncode } from "./_sigv4.ts";
 
 /** Hooks and settings of {@linkcode putStream}. */
 export interface PutStreamOptions {
@@ -14,6 +15,33 @@ export interface PutStreamOptions {
   started(uploadId: string): Promise<void>;
   /** The multipart upload was completed or aborted. */
   ended(uploadId: string): Promise<void>;
+}
+
+async function completeMultipart(
+  client: S3Client,
+  key: string,
+  uploadId: string,
+  etags: string[],
+): Promise<void> {
+  const body = `<CompleteMultipartUpload>${
+    etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${escapeXml(etag)}</ETag></Part>`)
+      .join("")
+  }</CompleteMultipartUpload>`;
+  // CompleteMultipartUpload may answer 200 and still fail in the body (AWS docs).
+  const xml = await client.text("POST", key, { query: { uploadId }, body });
+  if (xml.includes("<Error>")) await client.fail("POST", key, new Response(xml, { status: 500 }));
+}
+
+async function abortMultipart(
+  client: S3Client,
+  key: string,
+  uploadId: string,
+  options: Pick<PutStreamOptions, "ended">,
+): Promise<void> {
+  // Best effort: if this fails too, the recorded marker lets the expiry sweep abort it.
+  const aborted = await client.send("DELETE", key, { query: { uploadId } }).catch(() => undefined);
+  await aborted?.body?.cancel();
+  if (aborted?.ok || aborted?.status === 404) await options.ended(uploadId).catch(() => {});
 }
 
 /** Takes exactly `size` bytes from the front of `pending`. */
@@ -84,13 +112,7 @@ export async function putStream(
     }
     if (rest.byteLength > 0) await uploadPart(rest);
     if (!await options.mayPublish()) return undefined;
-    const body = `<CompleteMultipartUpload>${
-      etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${escapeXml(etag)}</ETag></Part>`)
-        .join("")
-    }</CompleteMultipartUpload>`;
-    // CompleteMultipartUpload may answer 200 and still fail in the body (AWS docs).
-    const xml = await client.text("POST", key, { query: { uploadId }, body });
-    if (xml.includes("<Error>")) await client.fail("POST", key, new Response(xml, { status: 500 }));
+    await completeMultipart(client, key, uploadId, etags);
     finished = true;
     await options.ended(uploadId);
     return total;
@@ -98,12 +120,55 @@ export async function putStream(
     await reader.cancel(error).catch(() => {});
     throw error;
   } finally {
-    if (uploadId !== undefined && !finished) {
-      const id = uploadId;
-      // Best effort: if this fails too, the recorded marker lets the expiry sweep abort it.
-      const aborted = await client.send("DELETE", key, { query: { uploadId: id } }).catch(() => undefined);
-      await aborted?.body?.cancel();
-      if (aborted?.ok || aborted?.status === 404) await options.ended(id).catch(() => {});
-    }
+    if (uploadId !== undefined && !finished) await abortMultipart(client, key, uploadId, options);
+  }
+}
+
+/** Hooks of {@linkcode copyParts}: the same as {@linkcode PutStreamOptions} but the part size. */
+export type CopyPartsOptions = Omit<PutStreamOptions, "partSize">;
+
+const COPY_CONCURRENCY = 4;
+
+/**
+ * Assembles `key` from existing objects, one UploadPartCopy per source, so no bytes pass through
+ * this process. Every source but the last must be at least 5 MiB. Resolves `false` when
+ * `mayPublish` refused. On failure the multipart upload is aborted.
+ */
+export async function copyParts(
+  client: S3Client,
+  key: string,
+  sources: string[],
+  bucket: string,
+  options: CopyPartsOptions,
+): Promise<boolean> {
+  const xml = await client.text("POST", key, { query: { uploads: "" }, headers: options.headers });
+  const uploadId = xmlValues(xml, "UploadId")[0];
+  if (!uploadId) throw new Error(`S3 gave no UploadId for "${key}"`);
+  let finished = false;
+  try {
+    await options.started(uploadId);
+    const etags: string[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < sources.length) {
+        const index = next++;
+        const result = await client.text("PUT", key, {
+          query: { partNumber: String(index + 1), uploadId },
+          headers: { "x-amz-copy-source": `/${bucket}/${uriEncode(sources[index]!, true)}` },
+        });
+        // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body.
+        const etag = xmlValues(result, "ETag")[0];
+        if (!etag) await client.fail("PUT", key, new Response(result, { status: 500 }));
+        etags[index] = etag!;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(COPY_CONCURRENCY, sources.length) }, worker));
+    if (!await options.mayPublish()) return false;
+    await completeMultipart(client, key, uploadId, etags);
+    finished = true;
+    await options.ended(uploadId);
+    return true;
+  } finally {
+    if (!finished) await abortMultipart(client, key, uploadId, options);
   }
 }

@@ -37,7 +37,8 @@
 
 import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { S3Client } from "./_s3_client.ts";
-import { putStream } from "./_s3_put_stream.ts";
+import { copyParts, type CopyPartsOptions, putStream } from "./_s3_put_stream.ts";
+import { concatLazily, expectTotalSize } from "../_concat.ts";
 import type { S3Credentials } from "./_sigv4.ts";
 import type {
   Claim,
@@ -342,30 +343,29 @@ export class S3Storage implements UploadStorage {
     return await this.#putJson(this.#upload(claim.key, "claim.json"), renewed, { "if-match": held.etag });
   }
 
+  async #mayPublish(claim: Claim): Promise<boolean> {
+    return !await this.getCompleted(claim.key) && !!await this.#heldClaim(claim);
+  }
+
   /**
-   * Streams `data` into `files/<id>/<name>` through a multipart upload, completes it only while
-   * `claim` is the newest claim, then creates the completion record with `If-None-Match: *`: the
-   * one point where exactly one committer wins. A claimant that stalled past its lease may still
-   * complete the same object with the same bytes; the published file is the same either way.
+   * Writes the file with `write`, which completes its multipart upload only while `claim` is the
+   * newest, then creates the completion record with `If-None-Match: *`: the one point where exactly
+   * one committer wins. A claimant that stalled past its lease may still complete the same object
+   * with the same bytes; the published file is the same either way.
    */
-  async commit(
+  async #publish(
     claim: Claim,
-    data: ReadableStream<Uint8Array>,
     file: StoredFile,
+    write: (location: string, hooks: CopyPartsOptions) => Promise<number | undefined>,
   ): Promise<StoredFile | undefined> {
-    if (await this.getCompleted(claim.key) || !await this.#heldClaim(claim)) {
-      await data.cancel().catch(() => {});
-      return undefined;
-    }
     const location = this.#fileDir(file.id) + sanitizeFileName(file.name);
     const marker = (uploadId: string) => this.#upload(claim.key, `multipart/${uploadId}`);
-    const size = await putStream(this.#client, location, data, {
-      partSize: Math.max(this.#partSize, Math.ceil(file.size / MAX_PARTS)),
+    const size = await write(location, {
       headers: {
         "content-type": file.type || "application/octet-stream",
         "content-disposition": `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}`,
       },
-      mayPublish: async () => !await this.getCompleted(claim.key) && !!await this.#heldClaim(claim),
+      mayPublish: () => this.#mayPublish(claim),
       started: (uploadId) => this.#client.text("PUT", marker(uploadId), { body: location }).then(() => {}),
       ended: (uploadId) => this.#delete([marker(uploadId)]),
     });
@@ -376,6 +376,62 @@ export class S3Storage implements UploadStorage {
       return undefined;
     }
     return stored;
+  }
+
+  /**
+   * Streams `data` into `files/<id>/<name>`: one PUT when it fits in a part, else a multipart
+   * upload of `partSize` parts. Published only while `claim` is the newest claim.
+   */
+  async commit(
+    claim: Claim,
+    data: ReadableStream<Uint8Array>,
+    file: StoredFile,
+  ): Promise<StoredFile | undefined> {
+    if (!await this.#mayPublish(claim)) {
+      await data.cancel().catch(() => {});
+      return undefined;
+    }
+    const partSize = Math.max(this.#partSize, Math.ceil(file.size / MAX_PARTS));
+    return await this.#publish(
+      claim,
+      file,
+      (location, hooks) => putStream(this.#client, location, data, { ...hooks, partSize }),
+    );
+  }
+
+  /**
+   * Assembles with server-side copies (UploadPartCopy, one part per chunk) when every chunk but the
+   * last is the same size of at least 5 MiB, so large uploads never pass through this process;
+   * otherwise streams the chunks through {@linkcode S3Storage.commit}, grouping them into parts.
+   */
+  async commitChunks(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined> {
+    const prefix = this.#upload(claim.key, "chunks/");
+    const found = new Map<number, number>();
+    for await (const item of this.#client.list(prefix)) {
+      found.set(Number(item.key.slice(prefix.length)), item.size);
+    }
+    const sizes = Array.from({ length: chunkCount }, (_, i) => found.get(i + 1));
+    const missing = sizes.findIndex((size) => size === undefined);
+    if (missing >= 0) throw new Error(`Chunk ${missing + 1} of upload "${claim.key}" is not stored`);
+    const total = sizes.reduce((sum: number, size) => sum + size!, 0);
+    if (total !== file.size) throw new Error(`Assembled ${total} bytes, expected ${file.size}`);
+    const first = sizes[0]!;
+    const copyable = chunkCount <= MAX_PARTS &&
+      (chunkCount === 1
+        ? first >= MIN_PART
+        : sizes.slice(0, -1).every((size) => size === first && first >= MIN_PART));
+    if (!copyable) {
+      const data = concatLazily(chunkCount, (index) => this.openChunk(claim.key, index));
+      return await this.commit(claim, expectTotalSize(data, file.size), file);
+    }
+    if (!await this.#mayPublish(claim)) return undefined;
+    const sources = sizes.map((_, i) => this.#chunk(claim.key, i + 1));
+    return await this.#publish(
+      claim,
+      file,
+      async (location, hooks) =>
+        await copyParts(this.#client, location, sources, this.#client.bucket, hooks) ? file.size : undefined,
+    );
   }
 
   /** The completion record, or `undefined`. */

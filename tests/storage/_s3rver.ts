@@ -3,6 +3,7 @@
 // - conditional PUT: `If-None-Match: *` (412 when the key exists) and `If-Match: <etag>` (412 on a
 //   different ETag, 404 when the key is gone), atomic per key; s3rver ignores both headers;
 // - AbortMultipartUpload (s3rver answers 405);
+// - UploadPartCopy (s3rver answers 501 NotImplemented);
 // - EntityTooSmall on CompleteMultipartUpload when a part other than the last is under 5 MiB
 //   (s3rver accepts any part size).
 // - atomic PUT: s3rver truncates and rewrites an object in place and answers before the bytes are
@@ -25,6 +26,8 @@ export interface S3Fixture {
   openMultipartUploads: Set<string>;
   /** Answer this many of the next conditional PUTs with 409 ConditionalRequestConflict. */
   conflicts: { next: number };
+  /** How many UploadPartCopy requests the shim served. */
+  copies: { count: number };
   /** Requests seen, as "METHOD path?query". */
   log: string[];
   close(): Promise<void>;
@@ -64,6 +67,7 @@ export async function startS3(): Promise<S3Fixture> {
   const open = new Set<string>();
   const partSizes = new Map<string, Map<number, number>>();
   const conflicts = { next: 0 };
+  const copies = { count: 0 };
   const log: string[] = [];
   const locks = new Map<string, Promise<unknown>>();
 
@@ -104,6 +108,28 @@ export async function startS3(): Promise<S3Fixture> {
         }
         await next();
       });
+    }
+    if (ctx.method === "PUT" && uploadId && ctx.query.partNumber && ctx.get("x-amz-copy-source")) {
+      const [sourceBucket = "", ...sourceKey] = decodeURIComponent(ctx.get("x-amz-copy-source"))
+        .replace(/^\//, "").split("/");
+      const object = await server.store.getObject(sourceBucket, sourceKey.join("/"));
+      if (!object) return s3Error(ctx, 404, "NoSuchKey", "The specified key does not exist.");
+      const { md5 } = await server.store.putPart(
+        bucketName,
+        uploadId,
+        Number(ctx.query.partNumber),
+        object.content,
+      );
+      const sizes = partSizes.get(uploadId) ?? new Map<number, number>();
+      partSizes.set(uploadId, sizes);
+      sizes.set(Number(ctx.query.partNumber), Number(object.metadata["content-length"]));
+      copies.count++;
+      ctx.status = 200;
+      ctx.type = "application/xml";
+      ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult><LastModified>${
+        new Date().toISOString()
+      }</LastModified><ETag>"${md5}"</ETag></CopyPartResult>`;
+      return;
     }
     if (ctx.method === "PUT" && uploadId && ctx.query.partNumber) {
       const sizes = partSizes.get(uploadId) ?? new Map<number, number>();
@@ -161,6 +187,7 @@ export async function startS3(): Promise<S3Fixture> {
     credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
     openMultipartUploads: open,
     conflicts,
+    copies,
     log,
     async close() {
       // Idle keep-alive connections from fetch's pool would hold close() open for minutes.

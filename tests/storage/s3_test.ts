@@ -223,3 +223,51 @@ Deno.test("S3Storage signs virtual-host and path-style URLs", () => {
     assert.throws(() => new S3Storage({ bucket: "b", credentials, partSize: 1024 }), RangeError);
   });
 });
+
+async function uploadChunks(storage: S3Storage, bytes: Uint8Array, chunkSize: number): Promise<UploadRecord> {
+  const rec = await storage.createUpload(await newRecord(bytes.byteLength, chunkSize));
+  const count = Math.max(Math.floor(bytes.byteLength / chunkSize), 1);
+  for (let n = 1; n <= count; n++) {
+    const end = n === count ? bytes.byteLength : n * chunkSize;
+    await storage.putChunk(rec.key, n, new Blob([bytes.slice((n - 1) * chunkSize, end)]).stream());
+  }
+  return rec;
+}
+
+Deno.test("S3Storage assembles chunks of 5 MiB and more with server-side UploadPartCopy", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3);
+    const bytes = randomBytes(2 * 5 * 1024 * 1024 + 3 * 1024 * 1024);
+    const rec = await uploadChunks(storage, bytes, 5 * 1024 * 1024);
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    const stored = await storage.commitChunks(claim!, 2, fileOf(rec));
+    assert.equal(stored?.size, bytes.byteLength);
+    assert.equal(s3.copies.count, 2, "one copy per chunk, no bytes streamed");
+    assert.equal(s3.openMultipartUploads.size, 0);
+    const opened = await storage.openFile(rec.fileId);
+    assert.equal(
+      await digest(opened!.body),
+      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+    );
+    assert.equal(await storage.commitChunks(claim!, 2, fileOf(rec)), undefined, "publishes once");
+  });
+});
+
+Deno.test("S3Storage streams small chunks instead of copying, and refuses missing or short chunks", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3);
+    const bytes = randomBytes(6 * 1024 * 1024);
+    const rec = await uploadChunks(storage, bytes, 1024 * 1024);
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    await assert.rejects(storage.commitChunks(claim!, 7, fileOf(rec)), /Chunk 7 .* is not stored/);
+    await assert.rejects(storage.commitChunks(claim!, 6, { ...fileOf(rec), size: 1 }), /expected 1/);
+    const stored = await storage.commitChunks(claim!, 6, fileOf(rec));
+    assert.equal(stored?.size, bytes.byteLength);
+    assert.equal(s3.copies.count, 0);
+    const opened = await storage.openFile(rec.fileId);
+    assert.equal(
+      await digest(opened!.body),
+      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+    );
+  });
+});
