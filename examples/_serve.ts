@@ -31,7 +31,9 @@ export async function serveStatic(pathname: string): Promise<Response> {
   if (!asset) return new Response("Not found", { status: 404 });
   try {
     const body = await readFile(fileURLToPath(asset.path));
-    return new Response(body, { headers: { "content-type": asset.type, "cache-control": "no-cache" } });
+    return new Response(new Uint8Array(body), {
+      headers: { "content-type": asset.type, "cache-control": "no-cache" },
+    });
   } catch {
     return new Response("Not found", { status: 404 });
   }

@@ -1,40 +1,24 @@
 /**
- * An upload server with a demo page: `deno run -A examples/server.ts`.
+ * An upload server with a demo page: `deno run -A examples/server.ts` (under Bun:
+ * `bun run examples/bun_server.ts`).
  *
  * - `GET /`                 the demo page (resumable.js or flow.js, served from the npm packages)
  * - `GET|POST /upload`      the resumable handler
  * - `GET /files/<id>`       downloads a completed file
  *
  * Environment: `PORT` (default 8000; 0 picks a free port), `UPLOAD_DIR` (default `./uploads`),
- * `HOSTNAME` (default 127.0.0.1), `MAX_FILE_SIZE` (bytes, default 1 GiB).
+ * `HOST` (default 127.0.0.1; not `HOSTNAME`, which shells and containers preset to the machine name), `MAX_FILE_SIZE` (bytes, default 1 GiB). For trying failures by
+ * hand: `FAIL_RATE` (0..1, share of chunk uploads answered 503) and `CHUNK_DELAY_MS` (delay before
+ * each chunk upload is handled).
  */
-import { createResumableHandler } from "../mod.ts";
-import { FileSystemStorage } from "../src/storage/fs.ts";
-import { serveFileDownload, serveStatic } from "./_serve.ts";
+import { configFromEnv, createApp } from "./_app.ts";
 
-const port = Number(Deno.env.get("PORT") ?? 8000);
-const hostname = Deno.env.get("HOSTNAME") ?? "127.0.0.1";
-const storage = new FileSystemStorage({ directory: Deno.env.get("UPLOAD_DIR") ?? "./uploads" });
-const maxFileSize = Number(Deno.env.get("MAX_FILE_SIZE") ?? 1024 ** 3);
-
-const upload = createResumableHandler({
-  storage,
-  maxFileSize,
-  fileUrl: (file) => `/files/${file.id}`,
-  onComplete: ({ file }) =>
-    console.log(`completed ${file.id} ${JSON.stringify(file.name)} ${file.size} bytes`),
-});
-
+const config = configFromEnv((name) => Deno.env.get(name));
 const server = Deno.serve({
-  port,
-  hostname,
+  port: config.port,
+  hostname: config.hostname,
   onListen: ({ hostname, port }) => console.log(`Listening on http://${hostname}:${port}/`),
-}, async (request) => {
-  const { pathname } = new URL(request.url);
-  if (pathname === "/upload") return upload(request);
-  if (pathname.startsWith("/files/")) return serveFileDownload(storage, pathname.slice("/files/".length));
-  return serveStatic(pathname);
-});
+}, createApp(config));
 
 Deno.addSignalListener("SIGTERM", () => server.shutdown());
 await server.finished;

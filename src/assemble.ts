@@ -53,6 +53,10 @@ export async function assembleOnce(
       );
     if (!stored) return { kind: "busy" };
     return { kind: "completed", file: stored };
+  } catch (error) {
+    // Let the client's retry (or any later request) assemble at once rather than after the lease.
+    await storage.releaseClaim?.(claim).catch(() => {});
+    throw error;
   } finally {
     clearInterval(renewal);
   }

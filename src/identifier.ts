@@ -21,7 +21,8 @@ function toHex(bytes: Uint8Array): string {
 
 /**
  * Derives the storage key of an upload from its scope and client identifier. Different scopes
- * never share a key, and no client text survives into the key.
+ * never share a key (the scope is length-prefixed, so no choice of characters makes two pairs
+ * encode alike), and no client text survives into the key.
  */
 export async function uploadKey(
   scope: string,
@@ -29,7 +30,7 @@ export async function uploadKey(
 ): Promise<string> {
   const digest = await crypto.subtle.digest(
     "SHA-256",
-    encoder.encode(`${scope}\u0000${identifier}`),
+    encoder.encode(`${scope.length}:${scope}\u0000${identifier}`),
   );
   return toHex(new Uint8Array(digest)).slice(0, KEY_LENGTH);
 }

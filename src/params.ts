@@ -7,14 +7,23 @@
 
 /** Names of the protocol parameters; configurable in resumable.js, fixed in flow.js. */
 export interface ParameterNames {
+  /** 1-based chunk number (`resumableChunkNumber`). */
   chunkNumber: string;
+  /** Nominal chunk size the client cuts at (`resumableChunkSize`). */
   chunkSize: string;
+  /** Bytes in this chunk (`resumableCurrentChunkSize`). */
   currentChunkSize: string;
+  /** File size in bytes (`resumableTotalSize`). */
   totalSize: string;
+  /** MIME type of the file (`resumableType`; flow.js sends none). */
   type: string;
+  /** The client's upload identifier (`resumableIdentifier`). */
   identifier: string;
+  /** Original file name (`resumableFilename`). */
   fileName: string;
+  /** Path within a dropped folder (`resumableRelativePath`). */
   relativePath: string;
+  /** Chunk count the client computed (`resumableTotalChunks`); a hint only. */
   totalChunks: string;
 }
 

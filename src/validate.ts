@@ -72,6 +72,18 @@ function required(value: number | undefined, label: string): number {
   return value;
 }
 
+/** A size for people: "1.5 MiB". */
+export function humanBytes(bytes: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${bytes} bytes` : `${Number(value.toFixed(1))} ${units[unit]}`;
+}
+
 function clip(text: string): string {
   return text.length > 40 ? `${text.slice(0, 40)}…` : text;
 }
@@ -170,7 +182,9 @@ export function validateChunkRequest(
   if (totalSize > limits.maxFileSize) {
     throw new ResumableError(
       "file_too_large",
-      `File is ${totalSize} bytes, the limit is ${limits.maxFileSize} bytes`,
+      `File is ${totalSize} bytes (${humanBytes(totalSize)}), the limit is ${limits.maxFileSize} bytes (${
+        humanBytes(limits.maxFileSize)
+      })`,
     );
   }
   const layout = chunkLayout(totalSize, chunkSize);

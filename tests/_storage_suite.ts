@@ -149,6 +149,19 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
     assert.equal(await storage.renewClaim(winners[0]!, { owner: winners[0]!.owner, ttlMs: 150 }), false);
   });
 
+  step("lets a released claim be taken at once, by exactly one caller", async (storage) => {
+    if (!storage.releaseClaim) return;
+    const rec = await storage.createUpload(await record());
+    const first = await storage.claim(rec.key, { owner: "first", ttlMs: 60_000 });
+    assert.ok(first);
+    assert.equal(await storage.claim(rec.key, { owner: "early", ttlMs: 60_000 }), undefined);
+    await storage.releaseClaim(first);
+    const next = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => storage.claim(rec.key, { owner: `n${i}`, ttlMs: 60_000 })),
+    );
+    assert.equal(next.filter((c) => c !== undefined).length, 1);
+  });
+
   step("publishes only for the newest claim, once", async (storage) => {
     const rec = await storage.createUpload(await record());
     const stale = await storage.claim(rec.key, { owner: "stale", ttlMs: 50 });

@@ -279,6 +279,13 @@ export class FileSystemStorage implements UploadStorage {
     return true;
   }
 
+  /** Expires a claim at once by dating its renewal to the epoch; the generation number stays used. */
+  async releaseClaim(claim: Claim): Promise<void> {
+    const dir = this.#uploadDir(claim.key);
+    if (await this.#newestClaim(dir) !== claim.generation) return;
+    await utimes(join(dir, `claim-${claim.generation}`), new Date(0), new Date(0)).catch(() => {});
+  }
+
   /**
    * Streams into a temp file, then, if the claim is still the newest: renames it to
    * `files/<id>/<name>` and creates the completion record by hard link (one winner).

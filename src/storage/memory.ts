@@ -163,6 +163,15 @@ export class MemoryStorage implements UploadStorage {
     return Promise.resolve(true);
   }
 
+  /** Expires a claim at once. */
+  releaseClaim(claim: Claim): Promise<void> {
+    const held = this.#uploads.get(claim.key)?.claim;
+    if (held && held.claim.generation === claim.generation && held.claim.owner === claim.owner) {
+      held.expiresAt = 0;
+    }
+    return Promise.resolve();
+  }
+
   /** Publishes the file if `claim` is still the newest claim. */
   async commit(
     claim: Claim,

@@ -131,6 +131,11 @@ export interface UploadStorage {
   /** Extends a claim's lease; `false` when it was taken over. */
   renewClaim(claim: Claim, lease: Lease): Promise<boolean>;
   /**
+   * Gives up a claim whose assembly failed, so the next request may claim at once instead of
+   * waiting for the lease to expire. Optional: without it, the lease simply runs out.
+   */
+  releaseClaim?(claim: Claim): Promise<void>;
+  /**
    * Streams `data` into the final file and publishes it with the completion record, atomically and
    * only if `claim` is still the newest. Returns `undefined` when the claim was lost (nothing published).
    */

@@ -1,0 +1,24 @@
+/**
+ * The example server under Bun: `bun run examples/bun_server.ts`. Same routes and environment
+ * variables as `server.ts` (see there); only the listener differs.
+ */
+import process from "node:process";
+import { configFromEnv, createApp } from "./_app.ts";
+
+// Typed locally: the Deno type checker knows nothing of Bun's globals.
+declare const Bun: {
+  serve(options: {
+    port: number;
+    hostname: string;
+    fetch: (request: Request) => Promise<Response>;
+  }): { port: number; hostname: string; stop(closeActive?: boolean): Promise<void> };
+};
+
+const config = configFromEnv((name) => process.env[name]);
+const server = Bun.serve({ port: config.port, hostname: config.hostname, fetch: createApp(config) });
+console.log(`Listening on http://${server.hostname}:${server.port}/`);
+
+process.on("SIGTERM", async () => {
+  await server.stop();
+  process.exit(0);
+});

@@ -1,0 +1,126 @@
+// Shared test helpers: chunking like the clients do, a loopback server, hashing.
+import { chunkCount, chunkLayout, chunkOffset, chunkSizeIn, type LayoutKind } from "../src/layout.ts";
+
+/** One chunk as a client would send it. */
+export interface ClientChunk {
+  number: number;
+  bytes: Uint8Array<ArrayBuffer>;
+  params: Record<string, string>;
+}
+
+/** Options for {@linkcode clientChunks}. */
+export interface ChunkingOptions {
+  identifier: string;
+  fileName?: string;
+  chunkSize: number;
+  forceChunkSize?: boolean;
+  dialect?: "resumable" | "flow";
+}
+
+/** Cuts `data` the way resumable.js and flow.js do (protocol.md §5), with their parameters. */
+export function clientChunks(data: Uint8Array<ArrayBuffer>, options: ChunkingOptions): ClientChunk[] {
+  const kind: LayoutKind = options.forceChunkSize ? "ceil" : "floor";
+  const layout = chunkLayout(data.byteLength, options.chunkSize);
+  const count = chunkCount(layout, kind);
+  const prefix = options.dialect ?? "resumable";
+  const fileName = options.fileName ?? "file.bin";
+  return Array.from({ length: count }, (_, i) => {
+    const number = i + 1;
+    const start = chunkOffset(layout, number);
+    const bytes = data.slice(start, start + chunkSizeIn(layout, kind, number)!);
+    const params: Record<string, string> = {
+      [`${prefix}ChunkNumber`]: String(number),
+      [`${prefix}ChunkSize`]: String(options.chunkSize),
+      [`${prefix}CurrentChunkSize`]: String(bytes.byteLength),
+      [`${prefix}TotalSize`]: String(data.byteLength),
+      [`${prefix}Identifier`]: options.identifier,
+      [`${prefix}Filename`]: fileName,
+      [`${prefix}RelativePath`]: fileName,
+      [`${prefix}TotalChunks`]: String(count),
+    };
+    if (prefix === "resumable") params.resumableType = "";
+    return { number, bytes, params };
+  });
+}
+
+/** A request for one chunk: multipart (params in the form, like flow.js) or octet (params in the URL). */
+export function chunkRequest(
+  base: string,
+  chunk: ClientChunk,
+  mode: "multipart" | "octet" = "multipart",
+): Request {
+  if (mode === "octet") {
+    return new Request(`${base}?${new URLSearchParams(chunk.params)}`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: chunk.bytes,
+    });
+  }
+  const form = new FormData();
+  for (const [key, value] of Object.entries(chunk.params)) form.set(key, value);
+  form.set("file", new Blob([chunk.bytes]), "blob");
+  return new Request(base, { method: "POST", body: form });
+}
+
+/** A test request (GET, params in the query string) for one chunk. */
+export function testRequest(base: string, chunk: ClientChunk): Request {
+  return new Request(`${base}?${new URLSearchParams(chunk.params)}`);
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
+export function seededBytes(length: number, seed: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    bytes[i] = x & 0xff;
+  }
+  return bytes;
+}
+
+/** Hex SHA-256 of bytes. */
+export async function sha256(bytes: Uint8Array | ArrayBuffer): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A handler served on 127.0.0.1, a free port; `close()` stops it. */
+export interface LoopbackServer {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Serves `handler` on loopback until `close()`. */
+export function serve(handler: (request: Request) => Promise<Response>): Promise<LoopbackServer> {
+  const controller = new AbortController();
+  return new Promise((resolve) => {
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      signal: controller.signal,
+      onListen: ({ port }) =>
+        resolve({
+          url: `http://127.0.0.1:${port}/upload`,
+          port,
+          close: async () => {
+            controller.abort();
+            await server.finished;
+          },
+        }),
+    }, handler);
+  });
+}
+
+/** Every path below `dir`, recursively, relative to it. */
+export async function listTree(dir: string, prefix = ""): Promise<string[]> {
+  const paths: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    const path = `${prefix}${entry.name}`;
+    paths.push(path);
+    if (entry.isDirectory) paths.push(...await listTree(`${dir}/${entry.name}`, `${path}/`));
+  }
+  return paths.sort();
+}

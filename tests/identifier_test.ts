@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { isFileId, isUploadKey, newFileId, sanitizeFileName, uploadKey } from "../src/identifier.ts";
+
+Deno.test("uploadKey() is hex, deterministic, and different per scope", async () => {
+  const key = await uploadKey("", "123-photojpg");
+  assert.ok(isUploadKey(key));
+  assert.equal(key, await uploadKey("", "123-photojpg"));
+  assert.notEqual(key, await uploadKey("alice", "123-photojpg"));
+  assert.notEqual(await uploadKey("a", "b\u0000c"), await uploadKey("a\u0000b", "c"));
+  for (const hostile of ["../../etc", "/abs", "a%2f..%2fb", "x\u0000y", "x".repeat(10_000)]) {
+    assert.ok(isUploadKey(await uploadKey("", hostile)));
+  }
+});
+
+Deno.test("newFileId() makes distinct ids that isFileId() accepts", () => {
+  const ids = new Set(Array.from({ length: 1000 }, newFileId));
+  assert.equal(ids.size, 1000);
+  for (const id of ids) assert.ok(isFileId(id));
+  assert.ok(!isFileId("../x"));
+});
+
+Deno.test("sanitizeFileName() makes one safe path segment of any name", () => {
+  const table: [string, string][] = [
+    ["photo.jpg", "photo.jpg"],
+    ["../../etc/passwd", "passwd"],
+    ["C:\\Windows\\system.ini", "system.ini"],
+    ["/absolute/path.txt", "path.txt"],
+    ["..", "file"],
+    [".", "file"],
+    ["", "file"],
+    ["a\u0000b\nc.txt", "a_b_c.txt"],
+    ["CON", "_CON"],
+    ["con.txt", "_con.txt"],
+    ["evil\u202Egnp.exe", "evil_gnp.exe"],
+    ['a<b>c:d"e|f?g*h.txt', "a_b_c_d_e_f_g_h.txt"],
+    [".hidden", "hidden"],
+    ["Fotografía.jpg", "Fotografía.jpg"],
+  ];
+  for (const [input, expected] of table) {
+    assert.equal(sanitizeFileName(input), expected, JSON.stringify(input));
+  }
+});
+
+Deno.test("sanitizeFileName() cuts long names to 200 bytes, keeping the extension and whole characters", () => {
+  const long = sanitizeFileName("é".repeat(300) + ".tar.gz");
+  assert.ok(new TextEncoder().encode(long).length <= 200);
+  assert.ok(long.endsWith(".gz"));
+  assert.ok(!long.includes("\uFFFD"));
+});
