@@ -340,6 +340,12 @@ export class DenoKvStorage implements UploadStorage {
     );
   }
 
+  /** Expires a claim at once, unless it was taken over meanwhile; the generation stays used. */
+  async releaseClaim(claim: Claim): Promise<void> {
+    const held = await this.#held(claim);
+    if (held) await this.#commit((op) => op.check(held).set(held.key, { ...held.value, expiresAt: 0 }));
+  }
+
   /**
    * Streams `data` into file parts, then publishes the file and the completion record in one commit
    * that checks the claim's versionstamp (true fencing: a stale claimant can never publish).

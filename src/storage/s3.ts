@@ -343,6 +343,14 @@ export class S3Storage implements UploadStorage {
     return await this.#putJson(this.#upload(claim.key, "claim.json"), renewed, { "if-match": held.etag });
   }
 
+  /** Expires a claim at once (`If-Match` on the claim it still holds); the generation stays used. */
+  async releaseClaim(claim: Claim): Promise<void> {
+    const held = await this.#heldClaim(claim);
+    if (!held) return;
+    const released: ClaimBody = { ...held.value, expiresAt: 0 };
+    await this.#putJson(this.#upload(claim.key, "claim.json"), released, { "if-match": held.etag });
+  }
+
   async #mayPublish(claim: Claim): Promise<boolean> {
     return !await this.getCompleted(claim.key) && !!await this.#heldClaim(claim);
   }
