@@ -148,6 +148,7 @@ async function verify(storage: UploadStorage, upload: Upload, status: Status): P
 async function cluster(
   env: Record<string, string>,
   storage: UploadStorage,
+  /** Counts stored files, after checking that no chunks are left behind. */
   countFiles: () => Promise<number>,
   sizes: number[],
 ): Promise<void> {
@@ -217,6 +218,11 @@ Deno.test("three processes on one file-system directory store every file exactly
       { STORAGE: "fs", DIRECTORY: directory },
       new FileSystemStorage({ directory }),
       async () => {
+        for await (const upload of Deno.readDir(`${directory}/uploads`)) {
+          const chunks = await Array.fromAsync(Deno.readDir(`${directory}/uploads/${upload.name}/chunks`))
+            .catch(() => []);
+          assert.deepEqual(chunks, [], `chunks of ${upload.name} were removed after assembly`);
+        }
         let count = 0;
         for await (const entry of Deno.readDir(`${directory}/files`)) if (entry.name !== ".tmp") count++;
         return count;
@@ -242,14 +248,16 @@ Deno.test("three processes on one S3 bucket store every file exactly once", asyn
     await cluster(
       { STORAGE: "s3", S3_ENDPOINT: s3.endpoint, S3_BUCKET: s3.bucket, S3_PREFIX: prefix },
       storage,
-      () => {
+      async () => {
         const ids = new Set(
           s3.log.filter((line) => /^(PUT|POST) \/test\/cluster\/files\/[0-9a-f]{24}\/[^.?]/.test(line))
             .map((line) => line.split("/")[4]),
         );
         assert.equal(s3.openMultipartUploads.size, 0, "no multipart upload left open");
+        const chunks = (await s3.keys(`${prefix}uploads/`)).filter((key) => key.includes("/chunks/"));
+        assert.deepEqual(chunks, [], "every chunk object was removed after assembly");
         assert.equal(s3.copies.count, 2, "the 11 MiB file was assembled by copying its two chunks");
-        return Promise.resolve(ids.size);
+        return ids.size;
       },
       [1, 300_000, 6 * 1024 * 1024 + 17, 11 * 1024 * 1024],
     );

@@ -28,6 +28,8 @@ export interface S3Fixture {
   conflicts: { next: number };
   /** How many UploadPartCopy requests the shim served. */
   copies: { count: number };
+  /** Keys of the objects in the bucket under `prefix`, read from s3rver's store directly. */
+  keys(prefix: string): Promise<string[]>;
   /** Requests seen, as "METHOD path?query". */
   log: string[];
   close(): Promise<void>;
@@ -189,6 +191,10 @@ export async function startS3(): Promise<S3Fixture> {
     conflicts,
     copies,
     log,
+    async keys(prefix: string) {
+      const result = await server.store.listObjects(bucket, { prefix });
+      return result.objects.map((object: { key: string }) => object.key);
+    },
     async close() {
       // Idle keep-alive connections from fetch's pool would hold close() open for minutes.
       server.httpServer.closeAllConnections?.();

@@ -83,13 +83,35 @@ async function digest(stream: ReadableStream<Uint8Array>): Promise<string> {
 
 Deno.test("S3Storage assembles 1 MiB pieces into 5 MiB multipart parts and publishes only on completion", async () => {
   await withS3(async (s3) => {
-    const storage = storageOn(s3);
+    const prefix = "m/";
+    const storage = storageOn(s3, prefix);
     const bytes = randomBytes(11 * 1024 * 1024 + 123);
     const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
     const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
     assert.ok(claim);
-    const stored = await storage.commit(claim, piecewise(bytes, 1024 * 1024), fileOf(rec));
+    // While parts go up, nothing exists under files/ yet: the object appears on completion.
+    const seenBeforeComplete: string[][] = [];
+    const source = piecewise(bytes, 1024 * 1024).pipeThrough(
+      new TransformStream({
+        async transform(piece, controller) {
+          if (s3.log.some((line) => line.includes("partNumber=2"))) {
+            seenBeforeComplete.push(await s3.keys(`${prefix}files/`));
+          }
+          controller.enqueue(piece);
+        },
+      }),
+    );
+    const stored = await storage.commit(claim, source, fileOf(rec));
     assert.equal(stored?.size, bytes.byteLength);
+    assert.ok(seenBeforeComplete.length > 0);
+    assert.ok(
+      seenBeforeComplete.every((keys) => keys.length === 0),
+      "no object before CompleteMultipartUpload",
+    );
+    assert.deepEqual(await s3.keys(`${prefix}files/`), [
+      `${prefix}files/${rec.fileId}/.file.json`,
+      `${prefix}files/${rec.fileId}/big file.bin`,
+    ]);
     const parts = s3.log.filter((line) => line.startsWith("PUT ") && line.includes("partNumber="));
     assert.equal(parts.length, 3, "11 MiB in 5 MiB parts is 5 + 5 + 1");
     assert.equal(s3.openMultipartUploads.size, 0);
