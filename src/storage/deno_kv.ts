@@ -67,11 +67,52 @@ export interface DenoKvStorageOptions {
    */
   prefix?: Deno.KvKey;
   /**
+   * Where completed files go instead of KV, e.g. a bucket or a disk. KV still holds the chunks, the
+   * claims and the completion record, which decides exactly once.
+   * @default {undefined} (files are stored in KV)
+   */
+  files?: KvFileTarget;
+  /**
    * How often to retry an operation that failed transiently ("database is locked" when several
    * processes share a local database file).
    * @default {8}
    */
   retries?: number;
+}
+
+/**
+ * A place outside KV for completed files, for {@linkcode DenoKvStorageOptions.files}.
+ *
+ * @example Keeping completed files in a Map (a real target writes to a bucket or a disk)
+ * ```ts
+ * import { DenoKvStorage, type KvFileTarget } from "@resumable/server/deno-kv";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = new Map<string, Uint8Array<ArrayBuffer>>();
+ * const files: KvFileTarget = {
+ *   async write(file, data) {
+ *     const body = new Uint8Array(await new Response(data).arrayBuffer());
+ *     bytes.set(file.id, body);
+ *     return { size: body.byteLength, location: `memory:${file.id}` };
+ *   },
+ *   open: (file) => Promise.resolve(bytes.has(file.id) ? new Blob([bytes.get(file.id)!]).stream() : undefined),
+ *   remove: (file) => Promise.resolve(void bytes.delete(file.id)),
+ * };
+ * using kv = await Deno.openKv(":memory:");
+ * const storage = new DenoKvStorage({ kv, files });
+ * assert.ok(storage);
+ * ```
+ */
+export interface KvFileTarget {
+  /**
+   * Writes the bytes of `file` (named by `file.id`) and resolves their size and location. May be
+   * called again for the same id, always with the same bytes (a retried or taken-over assembly).
+   */
+  write(file: StoredFile, data: ReadableStream<Uint8Array>): Promise<{ size: number; location?: string }>;
+  /** Opens the bytes of a file written before, or resolves `undefined`. */
+  open(file: StoredFile): Promise<ReadableStream<Uint8Array> | undefined>;
+  /** Deletes the bytes of a file. Idempotent. */
+  remove(file: StoredFile): Promise<void>;
 }
 
 interface ClaimValue {
@@ -88,6 +129,8 @@ interface ChunkValue {
 interface FileValue {
   file: StoredFile;
   writeId: string;
+  /** The bytes are in the file target, not in KV. */
+  external?: boolean;
 }
 
 /** Largest KV value. */
@@ -121,6 +164,7 @@ export class DenoKvStorage implements UploadStorage {
   #kv: Deno.Kv;
   #prefix: Deno.KvKey;
   #retries: number;
+  #files: KvFileTarget | undefined;
 
   /**
    * Creates a storage over an open database.
@@ -131,6 +175,7 @@ export class DenoKvStorage implements UploadStorage {
     this.#kv = options.kv;
     this.#prefix = options.prefix ?? ["resumable"];
     this.#retries = options.retries ?? 8;
+    this.#files = options.files;
   }
 
   #key(...parts: Deno.KvKeyPart[]): Deno.KvKey {
@@ -362,10 +407,15 @@ export class DenoKvStorage implements UploadStorage {
     }
     const id = writeId();
     const parts = this.#key("filepart", file.id, id);
-    const size = await this.#writeParts(parts, data);
-    const stored: StoredFile = { ...file, size };
+    let stored: StoredFile;
+    if (this.#files) {
+      const { size, location } = await this.#files.write(file, data);
+      stored = location === undefined ? { ...file, size } : { ...file, size, location };
+    } else {
+      stored = { ...file, size: await this.#writeParts(parts, data) };
+    }
     const held = await this.#held(claim);
-    const value: FileValue = { file: stored, writeId: id };
+    const value: FileValue = { file: stored, writeId: id, external: this.#files !== undefined };
     const ok = held !== undefined &&
       await this.#commit((op) =>
         op.check(held).check({ key: completeKey, versionstamp: null })
@@ -374,7 +424,8 @@ export class DenoKvStorage implements UploadStorage {
           .set(this.#key("activity", claim.key), Date.now())
       );
     if (!ok) {
-      await this.#deletePrefix(parts);
+      // A target's bytes stay: they are named by the file id, so they are the winner's bytes too.
+      if (!this.#files) await this.#deletePrefix(parts);
       return undefined;
     }
     return stored;
@@ -389,6 +440,10 @@ export class DenoKvStorage implements UploadStorage {
   async openFile(fileId: string): Promise<OpenedFile | undefined> {
     const entry = await this.#get<FileValue>(this.#key("file", fileId));
     if (!entry.value) return undefined;
+    if (entry.value.external) {
+      const body = await this.#files?.open(entry.value.file);
+      return body && { file: entry.value.file, body };
+    }
     return {
       file: entry.value.file,
       body: this.#readParts(this.#key("filepart", fileId, entry.value.writeId)),
@@ -414,6 +469,7 @@ export class DenoKvStorage implements UploadStorage {
   /** Deletes a completed file and its parts. */
   async removeFile(fileId: string): Promise<void> {
     const entry = await this.#get<FileValue>(this.#key("file", fileId));
+    if (entry.value?.external) await this.#files?.remove(entry.value.file);
     await this.#commit((op) => op.delete(this.#key("file", fileId)));
     if (entry.value) await this.#deletePrefix(this.#key("filepart", fileId));
   }

@@ -1,10 +1,37 @@
 import assert from "node:assert/strict";
-import { DenoKvStorage } from "../../src/storage/deno_kv.ts";
+import { DenoKvStorage, type KvFileTarget } from "../../src/storage/deno_kv.ts";
+import { newFileId, uploadKey } from "../../src/identifier.ts";
 import { storageSuite } from "../_storage_suite.ts";
 
 storageSuite("DenoKvStorage (:memory:)", async () => {
   const kv = await Deno.openKv(":memory:");
   return { storage: new DenoKvStorage({ kv }), cleanup: () => Promise.resolve(kv.close()) };
+});
+
+/** A file target in a Map, standing in for a bucket or a disk. */
+function mapTarget(): { bytes: Map<string, Uint8Array<ArrayBuffer>>; target: KvFileTarget } {
+  const bytes = new Map<string, Uint8Array<ArrayBuffer>>();
+  return {
+    bytes,
+    target: {
+      async write(file, data) {
+        const body = new Uint8Array(await new Response(data).arrayBuffer());
+        bytes.set(file.id, body);
+        return { size: body.byteLength, location: `map:${file.id}` };
+      },
+      open: (file) =>
+        Promise.resolve(bytes.has(file.id) ? new Blob([bytes.get(file.id)!]).stream() : undefined),
+      remove: (file) => Promise.resolve(void bytes.delete(file.id)),
+    },
+  };
+}
+
+storageSuite("DenoKvStorage (:memory:, files in a target)", async () => {
+  const kv = await Deno.openKv(":memory:");
+  return {
+    storage: new DenoKvStorage({ kv, files: mapTarget().target }),
+    cleanup: () => Promise.resolve(kv.close()),
+  };
 });
 
 storageSuite("DenoKvStorage (file)", async () => {
@@ -120,4 +147,33 @@ Deno.test("DenoKvStorage grants one claim across two handles on one database fil
   } finally {
     await Deno.remove(directory, { recursive: true });
   }
+});
+
+Deno.test("DenoKvStorage with a file target streams the assembled file there and keeps only records in KV", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { bytes, target } = mapTarget();
+  const storage = new DenoKvStorage({ kv, files: target });
+  const key = await uploadKey("", "target");
+  const fileId = newFileId();
+  const file = {
+    id: fileId,
+    name: "t.bin",
+    size: 200_000,
+    type: "",
+    identifier: "target",
+    relativePath: "t.bin",
+    uploadKey: key,
+    completedAt: Date.now(),
+  };
+  const claim = await storage.claim(key, { owner: "o", ttlMs: 60_000 });
+  const data = randomBytes(200_000);
+  const stored = await storage.commit(claim!, new Blob([data as Uint8Array<ArrayBuffer>]).stream(), file);
+  assert.equal(stored?.location, `map:${fileId}`);
+  assert.deepEqual(bytes.get(fileId), data);
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["resumable", "filepart"] }))).length, 0);
+  const opened = await storage.openFile(fileId);
+  assert.deepEqual(new Uint8Array(await new Response(opened!.body).arrayBuffer()), data);
+  await storage.removeFile(fileId);
+  assert.equal(bytes.has(fileId), false);
+  assert.equal(await storage.openFile(fileId), undefined);
 });
