@@ -146,6 +146,13 @@ export interface UploadStorage {
     data: ReadableStream<Uint8Array>,
     file: StoredFile,
   ): Promise<StoredFile | undefined>;
+  /**
+   * Optional fast path instead of {@linkcode UploadStorage.commit}: assembles chunks `1..chunkCount`
+   * inside the storage (e.g. S3 UploadPartCopy) so their bytes need not pass through this process,
+   * with the same contract as `commit`. Must reject when a chunk is missing or the chunks do not
+   * add up to `file.size`.
+   */
+  commitChunks?(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined>;
   /** The completion record of an upload, or `undefined`. */
   getCompleted(key: string): Promise<StoredFile | undefined>;
   /** Opens a completed file by id, or `undefined`. */

@@ -1,0 +1,172 @@
+// A minimal S3 REST client: signed requests, addressing styles, and the few XML shapes we read.
+import { type S3Credentials, signRequest, uriEncode } from "./_sigv4.ts";
+
+/** Where and how to reach a bucket. */
+export interface S3ClientOptions {
+  endpoint: string;
+  region: string;
+  bucket: string;
+  credentials: S3Credentials;
+  forcePathStyle: boolean;
+  fetch: typeof fetch;
+}
+
+/** One request to an object (or the bucket when `key` is empty). */
+export interface S3Request {
+  query?: Record<string, string>;
+  headers?: Record<string, string>;
+  body?: Uint8Array | string;
+  signal?: AbortSignal;
+}
+
+/** An S3 answer we did not expect, with the status and the S3 error code. */
+export class S3RequestError extends Error {
+  /** HTTP status. */
+  readonly status: number;
+  /** S3 error code, e.g. `NoSuchKey`, or `""`. */
+  readonly code: string;
+  constructor(message: string, status: number, code: string) {
+    super(message);
+    this.name = "S3RequestError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const RETRIES = 3;
+
+/** Decodes the five XML entities and numeric references. */
+function unescapeXml(text: string): string {
+  return text.replace(/&(#x[0-9a-f]+|#[0-9]+|lt|gt|amp|quot|apos);/gi, (_, entity: string) => {
+    const named: Record<string, string> = { lt: "<", gt: ">", amp: "&", quot: '"', apos: "'" };
+    if (entity[0] !== "#") return named[entity.toLowerCase()]!;
+    return String.fromCodePoint(
+      entity[1] === "x" || entity[1] === "X" ? parseInt(entity.slice(2), 16) : Number(entity.slice(1)),
+    );
+  });
+}
+
+/** Text of every `<tag>` element in `xml`, in order. Enough for S3's flat responses. */
+export function xmlValues(xml: string, tag: string): string[] {
+  const pattern = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, "g");
+  return [...xml.matchAll(pattern)].map((m) => unescapeXml(m[1]!));
+}
+
+/** Escapes text for an XML element. */
+export function escapeXml(text: string): string {
+  return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** Signs and sends S3 requests for one bucket. */
+export class S3Client {
+  #options: S3ClientOptions;
+  #base: URL;
+
+  constructor(options: S3ClientOptions) {
+    this.#options = options;
+    this.#base = new URL(options.endpoint);
+  }
+
+  /** The bucket's name. */
+  get bucket(): string {
+    return this.#options.bucket;
+  }
+
+  /** URL of an object: `endpoint/bucket/key` (path style) or `bucket.endpoint/key` (virtual host). */
+  url(key: string, query: Record<string, string> = {}): URL {
+    const url = new URL(this.#base);
+    const base = url.pathname.replace(/\/$/, "");
+    const path = uriEncode(key, true);
+    if (this.#options.forcePathStyle) {
+      url.pathname = `${base}/${uriEncode(this.#options.bucket)}${key ? `/${path}` : ""}`;
+    } else {
+      url.hostname = `${this.#options.bucket}.${url.hostname}`;
+      url.pathname = `${base}/${path}`;
+    }
+    for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
+    return url;
+  }
+
+  /**
+   * Sends a signed request; the caller checks the status. Idempotent requests are retried on 5xx,
+   * which S3 documents as transient; conditional PUTs are not, since a retry of one that did succeed
+   * would read as lost.
+   */
+  async send(method: string, key: string, request: S3Request = {}): Promise<Response> {
+    const conditional = Object.keys(request.headers ?? {}).some((name) => name.startsWith("if-"));
+    const retryable = method !== "POST" && !conditional;
+    for (let attempt = 0;; attempt++) {
+      const response = await this.#sendOnce(method, key, request);
+      if (!retryable || response.status < 500 || attempt === RETRIES) return response;
+      await response.body?.cancel();
+      request.signal?.throwIfAborted();
+      await new Promise((resolve) => setTimeout(resolve, 50 * 4 ** attempt * (0.5 + Math.random())));
+    }
+  }
+
+  async #sendOnce(method: string, key: string, request: S3Request): Promise<Response> {
+    const url = this.url(key, request.query);
+    const headers = new Headers(request.headers);
+    await signRequest({
+      method,
+      url,
+      headers,
+      region: this.#options.region,
+      credentials: this.#options.credentials,
+    });
+    return await this.#options.fetch(url, {
+      method,
+      headers,
+      body: request.body as BodyInit | undefined,
+      signal: request.signal,
+    });
+  }
+
+  /** Throws an {@linkcode S3RequestError} describing `response`, consuming its body. */
+  async fail(method: string, key: string, response: Response): Promise<never> {
+    const text = await response.text().catch(() => "");
+    const code = xmlValues(text, "Code")[0] ?? "";
+    const message = xmlValues(text, "Message")[0] ?? response.statusText;
+    throw new S3RequestError(
+      `S3 ${method} "${key}" failed: ${response.status} ${code} ${message}`.trim(),
+      response.status,
+      code,
+    );
+  }
+
+  /** Sends a request and fails unless the status is 2xx. Returns the response body as text. */
+  async text(method: string, key: string, request: S3Request = {}): Promise<string> {
+    const response = await this.send(method, key, request);
+    if (!response.ok) return this.fail(method, key, response);
+    return await response.text();
+  }
+
+  /** Every object under `prefix` (ListObjectsV2 pages), optionally after `startAfter`. */
+  async *list(
+    prefix: string,
+    options: { startAfter?: string; delimiter?: string } = {},
+  ): AsyncGenerator<{ key: string; lastModified: number; size: number; isPrefix: boolean }> {
+    let token: string | undefined;
+    do {
+      const query: Record<string, string> = { "list-type": "2", prefix };
+      if (options.startAfter) query["start-after"] = options.startAfter;
+      if (options.delimiter) query.delimiter = options.delimiter;
+      if (token) query["continuation-token"] = token;
+      const xml = await this.text("GET", "", { query });
+      for (const item of xmlValues(xml, "Contents")) {
+        yield {
+          key: xmlValues(item, "Key")[0]!,
+          lastModified: Date.parse(xmlValues(item, "LastModified")[0] ?? ""),
+          size: Number(xmlValues(item, "Size")[0] ?? 0),
+          isPrefix: false,
+        };
+      }
+      for (const common of xmlValues(xml, "CommonPrefixes")) {
+        yield { key: xmlValues(common, "Prefix")[0]!, lastModified: 0, size: 0, isPrefix: true };
+      }
+      token = xmlValues(xml, "IsTruncated")[0] === "true"
+        ? xmlValues(xml, "NextContinuationToken")[0]
+        : undefined;
+    } while (token);
+  }
+}

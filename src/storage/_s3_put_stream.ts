@@ -1,0 +1,174 @@
+// Streams a body of unknown length into one S3 object. Bodies shorter than a part go up in one PUT;
+// longer ones through a multipart upload whose parts are all `partSize` bytes except the last (S3
+// refuses parts under 5 MiB but the last, and R2 wants equal parts). The object appears only when
+// the PUT or CompleteMultipartUpload succeeds, and only if `mayPublish` still agrees.
+import { escapeXml, type S3Client, xmlValues } from "./_s3_client.ts";
+import { uriEncode } from "./_sigv4.ts";
+
+/** Hooks and settings of {@linkcode putStream}. */
+export interface PutStreamOptions {
+  partSize: number;
+  headers: Record<string, string>;
+  /** Asked right before publishing; `false` aborts and publishes nothing. */
+  mayPublish(): Promise<boolean>;
+  /** A multipart upload was started; record it so a sweep can abort it if this process dies. */
+  started(uploadId: string): Promise<void>;
+  /** The multipart upload was completed or aborted. */
+  ended(uploadId: string): Promise<void>;
+}
+
+async function completeMultipart(
+  client: S3Client,
+  key: string,
+  uploadId: string,
+  etags: string[],
+): Promise<void> {
+  const body = `<CompleteMultipartUpload>${
+    etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${escapeXml(etag)}</ETag></Part>`)
+      .join("")
+  }</CompleteMultipartUpload>`;
+  // CompleteMultipartUpload may answer 200 and still fail in the body (AWS docs).
+  const xml = await client.text("POST", key, { query: { uploadId }, body });
+  if (xml.includes("<Error>")) await client.fail("POST", key, new Response(xml, { status: 500 }));
+}
+
+async function abortMultipart(
+  client: S3Client,
+  key: string,
+  uploadId: string,
+  options: Pick<PutStreamOptions, "ended">,
+): Promise<void> {
+  // Best effort: if this fails too, the recorded marker lets the expiry sweep abort it.
+  const aborted = await client.send("DELETE", key, { query: { uploadId } }).catch(() => undefined);
+  await aborted?.body?.cancel();
+  if (aborted?.ok || aborted?.status === 404) await options.ended(uploadId).catch(() => {});
+}
+
+/** Takes exactly `size` bytes from the front of `pending`. */
+function take(pending: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let offset = 0;
+  while (offset < size) {
+    const head = pending[0]!;
+    const n = Math.min(head.byteLength, size - offset);
+    out.set(head.subarray(0, n), offset);
+    offset += n;
+    if (n === head.byteLength) pending.shift();
+    else pending[0] = head.subarray(n);
+  }
+  return out;
+}
+
+/**
+ * Writes `data` to `key`. Resolves the byte count, or `undefined` when `mayPublish` refused.
+ * On any failure the multipart upload is aborted and `data` cancelled.
+ */
+export async function putStream(
+  client: S3Client,
+  key: string,
+  data: ReadableStream<Uint8Array>,
+  options: PutStreamOptions,
+): Promise<number | undefined> {
+  const pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  let total = 0;
+  let uploadId: string | undefined;
+  let finished = false;
+  const etags: string[] = [];
+  const reader = data.getReader();
+
+  async function uploadPart(bytes: Uint8Array): Promise<void> {
+    if (uploadId === undefined) {
+      const xml = await client.text("POST", key, { query: { uploads: "" }, headers: options.headers });
+      const id = xmlValues(xml, "UploadId")[0];
+      if (!id) throw new Error(`S3 gave no UploadId for "${key}"`);
+      uploadId = id;
+      await options.started(id);
+    }
+    const partNumber = String(etags.length + 1);
+    const response = await client.send("PUT", key, { query: { partNumber, uploadId }, body: bytes });
+    if (!response.ok) await client.fail("PUT", key, response);
+    await response.body?.cancel();
+    etags.push(response.headers.get("etag") ?? "");
+  }
+
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      pending.push(value);
+      pendingBytes += value.byteLength;
+      total += value.byteLength;
+      while (pendingBytes >= options.partSize) {
+        pendingBytes -= options.partSize;
+        await uploadPart(take(pending, options.partSize));
+      }
+    }
+    const rest = take(pending, pendingBytes);
+    if (uploadId === undefined) {
+      if (!await options.mayPublish()) return undefined;
+      await client.text("PUT", key, { headers: options.headers, body: rest });
+      return total;
+    }
+    if (rest.byteLength > 0) await uploadPart(rest);
+    if (!await options.mayPublish()) return undefined;
+    await completeMultipart(client, key, uploadId, etags);
+    finished = true;
+    await options.ended(uploadId);
+    return total;
+  } catch (error) {
+    await reader.cancel(error).catch(() => {});
+    throw error;
+  } finally {
+    if (uploadId !== undefined && !finished) await abortMultipart(client, key, uploadId, options);
+  }
+}
+
+/** Hooks of {@linkcode copyParts}: the same as {@linkcode PutStreamOptions} but the part size. */
+export type CopyPartsOptions = Omit<PutStreamOptions, "partSize">;
+
+const COPY_CONCURRENCY = 4;
+
+/**
+ * Assembles `key` from existing objects, one UploadPartCopy per source, so no bytes pass through
+ * this process. Every source but the last must be at least 5 MiB. Resolves `false` when
+ * `mayPublish` refused. On failure the multipart upload is aborted.
+ */
+export async function copyParts(
+  client: S3Client,
+  key: string,
+  sources: string[],
+  bucket: string,
+  options: CopyPartsOptions,
+): Promise<boolean> {
+  const xml = await client.text("POST", key, { query: { uploads: "" }, headers: options.headers });
+  const uploadId = xmlValues(xml, "UploadId")[0];
+  if (!uploadId) throw new Error(`S3 gave no UploadId for "${key}"`);
+  let finished = false;
+  try {
+    await options.started(uploadId);
+    const etags: string[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < sources.length) {
+        const index = next++;
+        const result = await client.text("PUT", key, {
+          query: { partNumber: String(index + 1), uploadId },
+          headers: { "x-amz-copy-source": `/${bucket}/${uriEncode(sources[index]!, true)}` },
+        });
+        // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body.
+        const etag = xmlValues(result, "ETag")[0];
+        if (!etag) await client.fail("PUT", key, new Response(result, { status: 500 }));
+        etags[index] = etag!;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(COPY_CONCURRENCY, sources.length) }, worker));
+    if (!await options.mayPublish()) return false;
+    await completeMultipart(client, key, uploadId, etags);
+    finished = true;
+    await options.ended(uploadId);
+    return true;
+  } finally {
+    if (!finished) await abortMultipart(client, key, uploadId, options);
+  }
+}

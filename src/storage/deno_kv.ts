@@ -1,0 +1,491 @@
+/**
+ * An {@linkcode UploadStorage} on Deno KV: the storage for Deno Deploy, where there is no file
+ * system and every isolate shares one database. Also works on a local `Deno.openKv(path)` shared by
+ * several processes, and on `":memory:"` for tests.
+ *
+ * Bytes are split into values of 64 KiB (the KV value limit) written in commits of at most 640 KiB
+ * (under the 800 KiB commit limit). A chunk's parts are written under a fresh write id first, and
+ * the chunk becomes visible only when one atomic commit adds its presence key, so nobody ever sees
+ * half a chunk. Claims and completion use `atomic().check()` on versionstamps: exactly one commit
+ * wins, and publishing is fenced by the claim's versionstamp. Assembled files are streamed into KV
+ * parts the same way, then published with the completion record in one commit.
+ *
+ * Key layout under `prefix` (default `["resumable"]`):
+ * ```
+ * ["upload", key]                      upload record
+ * ["chunk", key, n]                    { size, writeId }: chunk n is visible
+ * ["chunkpart", key, n, writeId, i]    its bytes, 64 KiB per value
+ * ["count", key]                       Deno.KvU64 number of visible chunks
+ * ["activity", key]                    last write, ms since the epoch
+ * ["claim", key]                       assembly lease
+ * ["complete", key]                    completion record
+ * ["file", id]                         { file, writeId } of a completed file
+ * ["filepart", id, writeId, i]         its bytes
+ * ```
+ *
+ * This is the only module of the library that names `Deno`.
+ *
+ * @example
+ * ```ts ignore
+ * import { createResumableHandler } from "@resumable/server";
+ * import { DenoKvStorage } from "@resumable/server/deno-kv";
+ *
+ * const kv = await Deno.openKv();
+ * Deno.serve(createResumableHandler({ storage: new DenoKvStorage({ kv }) }));
+ * ```
+ *
+ * @module
+ */
+
+import type {
+  Claim,
+  Lease,
+  OpenedFile,
+  StoredFile,
+  UploadActivity,
+  UploadRecord,
+  UploadStorage,
+} from "./types.ts";
+
+export type {
+  Claim,
+  Lease,
+  OpenedFile,
+  StoredFile,
+  UploadActivity,
+  UploadRecord,
+  UploadStorage,
+} from "./types.ts";
+
+/** Options of {@linkcode DenoKvStorage}. */
+export interface DenoKvStorageOptions {
+  /** An open database, e.g. `await Deno.openKv()`; the caller closes it. */
+  kv: Deno.Kv;
+  /**
+   * Key prefix of everything this storage writes.
+   * @default {["resumable"]}
+   */
+  prefix?: Deno.KvKey;
+  /**
+   * Where completed files go instead of KV, e.g. a bucket or a disk. KV still holds the chunks, the
+   * claims and the completion record, which decides exactly once.
+   * @default {undefined} (files are stored in KV)
+   */
+  files?: KvFileTarget;
+  /**
+   * How often to retry an operation that failed transiently ("database is locked" when several
+   * processes share a local database file).
+   * @default {8}
+   */
+  retries?: number;
+}
+
+/**
+ * A place outside KV for completed files, for {@linkcode DenoKvStorageOptions.files}.
+ *
+ * @example Keeping completed files in a Map (a real target writes to a bucket or a disk)
+ * ```ts
+ * import { DenoKvStorage, type KvFileTarget } from "@resumable/server/deno-kv";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = new Map<string, Uint8Array<ArrayBuffer>>();
+ * const files: KvFileTarget = {
+ *   async write(file, data) {
+ *     const body = new Uint8Array(await new Response(data).arrayBuffer());
+ *     bytes.set(file.id, body);
+ *     return { size: body.byteLength, location: `memory:${file.id}` };
+ *   },
+ *   open: (file) => Promise.resolve(bytes.has(file.id) ? new Blob([bytes.get(file.id)!]).stream() : undefined),
+ *   remove: (file) => Promise.resolve(void bytes.delete(file.id)),
+ * };
+ * using kv = await Deno.openKv(":memory:");
+ * const storage = new DenoKvStorage({ kv, files });
+ * assert.ok(storage);
+ * ```
+ */
+export interface KvFileTarget {
+  /**
+   * Writes the bytes of `file` (named by `file.id`) and resolves their size and location. May be
+   * called again for the same id, always with the same bytes (a retried or taken-over assembly).
+   */
+  write(file: StoredFile, data: ReadableStream<Uint8Array>): Promise<{ size: number; location?: string }>;
+  /** Opens the bytes of a file written before, or resolves `undefined`. */
+  open(file: StoredFile): Promise<ReadableStream<Uint8Array> | undefined>;
+  /** Deletes the bytes of a file. Idempotent. */
+  remove(file: StoredFile): Promise<void>;
+}
+
+interface ClaimValue {
+  owner: string;
+  generation: number;
+  expiresAt: number;
+}
+
+interface ChunkValue {
+  size: number;
+  writeId: string;
+}
+
+interface FileValue {
+  file: StoredFile;
+  writeId: string;
+  /** The bytes are in the file target, not in KV. */
+  external?: boolean;
+}
+
+/** Largest KV value. */
+const PART = 64 * 1024;
+/** Parts per commit: 10 x 64 KiB stays well under the 800 KiB commit limit with keys. */
+const PARTS_PER_COMMIT = 10;
+const DELETES_PER_COMMIT = 500;
+const TRANSIENT = /database is locked|busy|timed? ?out|temporar|unavailable|connection/i;
+
+function writeId(): string {
+  return crypto.randomUUID().replaceAll("-", "");
+}
+
+/**
+ * Stores uploads in a Deno KV database.
+ *
+ * @example Storing a chunk in an in-memory database
+ * ```ts
+ * import { DenoKvStorage } from "@resumable/server/deno-kv";
+ * import assert from "node:assert/strict";
+ *
+ * using kv = await Deno.openKv(":memory:");
+ * const storage = new DenoKvStorage({ kv });
+ * const key = "0".repeat(32);
+ * await storage.putChunk(key, 1, new Blob(["hello"]).stream());
+ * assert.equal(await storage.chunkSize(key, 1), 5);
+ * assert.equal(await storage.countChunks(key), 1);
+ * ```
+ */
+export class DenoKvStorage implements UploadStorage {
+  #kv: Deno.Kv;
+  #prefix: Deno.KvKey;
+  #retries: number;
+  #files: KvFileTarget | undefined;
+
+  /**
+   * Creates a storage over an open database.
+   *
+   * @param options The database and key prefix.
+   */
+  constructor(options: DenoKvStorageOptions) {
+    this.#kv = options.kv;
+    this.#prefix = options.prefix ?? ["resumable"];
+    this.#retries = options.retries ?? 8;
+    this.#files = options.files;
+  }
+
+  #key(...parts: Deno.KvKeyPart[]): Deno.KvKey {
+    return [...this.#prefix, ...parts];
+  }
+
+  /** Runs `operation`, retrying transient failures with jittered exponential backoff. */
+  async #retry<T>(operation: () => Promise<T>): Promise<T> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await operation();
+      } catch (error) {
+        if (attempt >= this.#retries || !TRANSIENT.test(String((error as Error)?.message ?? error))) {
+          throw error;
+        }
+        await new Promise((resolve) =>
+          setTimeout(resolve, Math.min(1000, 10 * 2 ** attempt) * Math.random())
+        );
+      }
+    }
+  }
+
+  #get<T>(key: Deno.KvKey): Promise<Deno.KvEntryMaybe<T>> {
+    return this.#retry(() => this.#kv.get<T>(key));
+  }
+
+  #commit(build: (op: Deno.AtomicOperation) => Deno.AtomicOperation): Promise<boolean> {
+    return this.#retry(async () => (await build(this.#kv.atomic()).commit()).ok);
+  }
+
+  /** Writes `data` as 64 KiB values under `base`; returns the byte count. Removes them on failure. */
+  async #writeParts(
+    base: Deno.KvKey,
+    data: ReadableStream<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    let batch: Uint8Array[] = [];
+    let written = 0;
+    let size = 0;
+    let buffer = new Uint8Array(PART);
+    let filled = 0;
+    const flush = async (final: boolean) => {
+      if (filled === PART || (final && filled > 0)) {
+        batch.push(buffer.slice(0, filled));
+        buffer = new Uint8Array(PART);
+        filled = 0;
+      }
+      if (batch.length === PARTS_PER_COMMIT || (final && batch.length > 0)) {
+        const parts = batch;
+        batch = [];
+        await this.#commit((op) => {
+          parts.forEach((part, i) => op.set([...base, written + i], part));
+          return op;
+        });
+        written += parts.length;
+      }
+    };
+    try {
+      for await (const piece of data) {
+        signal?.throwIfAborted();
+        size += piece.byteLength;
+        let offset = 0;
+        while (offset < piece.byteLength) {
+          const n = Math.min(PART - filled, piece.byteLength - offset);
+          buffer.set(piece.subarray(offset, offset + n), filled);
+          filled += n;
+          offset += n;
+          if (filled === PART) await flush(false);
+        }
+      }
+      await flush(true);
+      signal?.throwIfAborted();
+      return size;
+    } catch (error) {
+      await this.#deletePrefix(base).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Streams the values under `base` in order, a few at a time. */
+  #readParts(base: Deno.KvKey): ReadableStream<Uint8Array> {
+    const entries = this.#kv.list<Uint8Array>({ prefix: base }, { batchSize: 4 });
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const { done, value } = await entries.next();
+        if (done) controller.close();
+        else controller.enqueue(value.value);
+      },
+      cancel() {
+        // The iterator holds no resources between batches; dropping it is enough.
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  async #deletePrefix(prefix: Deno.KvKey): Promise<void> {
+    let keys: Deno.KvKey[] = [];
+    const flush = async () => {
+      const batch = keys;
+      keys = [];
+      await this.#commit((op) => {
+        for (const key of batch) op.delete(key);
+        return op;
+      });
+    };
+    for await (const entry of this.#kv.list({ prefix }, { batchSize: DELETES_PER_COMMIT })) {
+      keys.push(entry.key);
+      if (keys.length === DELETES_PER_COMMIT) await flush();
+    }
+    if (keys.length > 0) await flush();
+  }
+
+  /** Creates the upload record if absent (one winner by `check({ versionstamp: null })`). */
+  async createUpload(record: UploadRecord): Promise<UploadRecord> {
+    const key = this.#key("upload", record.key);
+    while (true) {
+      const ok = await this.#commit((op) =>
+        op.check({ key, versionstamp: null }).set(key, record).set(
+          this.#key("activity", record.key),
+          Date.now(),
+        )
+      );
+      if (ok) return record;
+      const existing = await this.#get<UploadRecord>(key);
+      if (existing.value) return existing.value;
+    }
+  }
+
+  /** The upload record, or `undefined`. */
+  async getUpload(key: string): Promise<UploadRecord | undefined> {
+    return (await this.#get<UploadRecord>(this.#key("upload", key))).value ?? undefined;
+  }
+
+  /**
+   * Writes the chunk's parts under a new write id, then makes it visible and counts it in one
+   * commit. A chunk already stored stays as it is (readers may be streaming it); this copy is dropped.
+   */
+  async putChunk(
+    key: string,
+    index: number,
+    data: ReadableStream<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    if (!Number.isSafeInteger(index) || index < 1) throw new RangeError(`Invalid chunk index ${index}`);
+    const id = writeId();
+    const parts = this.#key("chunkpart", key, index, id);
+    const size = await this.#writeParts(parts, data, signal);
+    const chunkKey = this.#key("chunk", key, index);
+    const value: ChunkValue = { size, writeId: id };
+    const added = await this.#commit((op) =>
+      op.check({ key: chunkKey, versionstamp: null })
+        .set(chunkKey, value)
+        .sum(this.#key("count", key), 1n)
+        .set(this.#key("activity", key), Date.now())
+    );
+    if (!added) await this.#deletePrefix(parts);
+  }
+
+  /** Size of a stored chunk, or `undefined`. */
+  async chunkSize(key: string, index: number): Promise<number | undefined> {
+    return (await this.#get<ChunkValue>(this.#key("chunk", key, index))).value?.size;
+  }
+
+  /** Reads the chunk counter: one get. */
+  async countChunks(key: string): Promise<number> {
+    const count = await this.#get<Deno.KvU64>(this.#key("count", key));
+    return count.value ? Number(count.value.value) : 0;
+  }
+
+  /** Streams a stored chunk out of its parts. */
+  async openChunk(key: string, index: number): Promise<ReadableStream<Uint8Array>> {
+    const chunk = await this.#get<ChunkValue>(this.#key("chunk", key, index));
+    if (!chunk.value) throw new Error(`Chunk ${index} of upload "${key}" is not stored`);
+    return this.#readParts(this.#key("chunkpart", key, index, chunk.value.writeId));
+  }
+
+  /** Takes the claim if there is none or it expired, checking the versionstamp it read. */
+  async claim(key: string, lease: Lease): Promise<Claim | undefined> {
+    const claimKey = this.#key("claim", key);
+    const completeKey = this.#key("complete", key);
+    const [held, done] = await this.#retry(() =>
+      this.#kv.getMany<[ClaimValue, StoredFile]>([claimKey, completeKey])
+    );
+    if (done.value || (held.value && held.value.expiresAt > Date.now())) return undefined;
+    const value: ClaimValue = {
+      owner: lease.owner,
+      generation: (held.value?.generation ?? 0) + 1,
+      expiresAt: Date.now() + lease.ttlMs,
+    };
+    const ok = await this.#commit((op) =>
+      op.check(held).check(done).set(claimKey, value).set(this.#key("activity", key), Date.now())
+    );
+    return ok ? { key, owner: lease.owner, generation: value.generation } : undefined;
+  }
+
+  async #held(claim: Claim): Promise<Deno.KvEntry<ClaimValue> | undefined> {
+    const held = await this.#get<ClaimValue>(this.#key("claim", claim.key));
+    if (held.value?.generation !== claim.generation || held.value.owner !== claim.owner) return undefined;
+    return held as Deno.KvEntry<ClaimValue>;
+  }
+
+  /** Extends the lease unless it was taken over. */
+  async renewClaim(claim: Claim, lease: Lease): Promise<boolean> {
+    const held = await this.#held(claim);
+    if (!held) return false;
+    return await this.#commit((op) =>
+      op.check(held).set(held.key, { ...held.value, expiresAt: Date.now() + lease.ttlMs })
+    );
+  }
+
+  /** Expires a claim at once, unless it was taken over meanwhile; the generation stays used. */
+  async releaseClaim(claim: Claim): Promise<void> {
+    const held = await this.#held(claim);
+    if (held) await this.#commit((op) => op.check(held).set(held.key, { ...held.value, expiresAt: 0 }));
+  }
+
+  /**
+   * Streams `data` into file parts, then publishes the file and the completion record in one commit
+   * that checks the claim's versionstamp (true fencing: a stale claimant can never publish).
+   */
+  async commit(
+    claim: Claim,
+    data: ReadableStream<Uint8Array>,
+    file: StoredFile,
+  ): Promise<StoredFile | undefined> {
+    const completeKey = this.#key("complete", claim.key);
+    if (!await this.#held(claim) || (await this.#get(completeKey)).value) {
+      await data.cancel().catch(() => {});
+      return undefined;
+    }
+    const id = writeId();
+    const parts = this.#key("filepart", file.id, id);
+    let stored: StoredFile;
+    if (this.#files) {
+      const { size, location } = await this.#files.write(file, data);
+      stored = location === undefined ? { ...file, size } : { ...file, size, location };
+    } else {
+      stored = { ...file, size: await this.#writeParts(parts, data) };
+    }
+    const held = await this.#held(claim);
+    const value: FileValue = { file: stored, writeId: id, external: this.#files !== undefined };
+    const ok = held !== undefined &&
+      await this.#commit((op) =>
+        op.check(held).check({ key: completeKey, versionstamp: null })
+          .set(completeKey, stored)
+          .set(this.#key("file", file.id), value)
+          .set(this.#key("activity", claim.key), Date.now())
+      );
+    if (!ok) {
+      // A target's bytes stay: they are named by the file id, so they are the winner's bytes too.
+      if (!this.#files) await this.#deletePrefix(parts);
+      return undefined;
+    }
+    return stored;
+  }
+
+  /** The completion record, or `undefined`. */
+  async getCompleted(key: string): Promise<StoredFile | undefined> {
+    return (await this.#get<StoredFile>(this.#key("complete", key))).value ?? undefined;
+  }
+
+  /** Opens a completed file by id, streaming it out of KV. */
+  async openFile(fileId: string): Promise<OpenedFile | undefined> {
+    const entry = await this.#get<FileValue>(this.#key("file", fileId));
+    if (!entry.value) return undefined;
+    if (entry.value.external) {
+      const body = await this.#files?.open(entry.value.file);
+      return body && { file: entry.value.file, body };
+    }
+    return {
+      file: entry.value.file,
+      body: this.#readParts(this.#key("filepart", fileId, entry.value.writeId)),
+    };
+  }
+
+  /** Deletes every chunk and the counter, keeping the records. */
+  async removeChunks(key: string): Promise<void> {
+    await this.#deletePrefix(this.#key("chunk", key));
+    await this.#deletePrefix(this.#key("chunkpart", key));
+    await this.#commit((op) => op.delete(this.#key("count", key)));
+  }
+
+  /** Deletes everything of the upload but a completed file. */
+  async removeUpload(key: string): Promise<void> {
+    await this.removeChunks(key);
+    await this.#commit((op) => {
+      for (const kind of ["upload", "claim", "complete", "activity"]) op.delete(this.#key(kind, key));
+      return op;
+    });
+  }
+
+  /** Deletes a completed file and its parts. */
+  async removeFile(fileId: string): Promise<void> {
+    const entry = await this.#get<FileValue>(this.#key("file", fileId));
+    if (entry.value?.external) await this.#files?.remove(entry.value.file);
+    await this.#commit((op) => op.delete(this.#key("file", fileId)));
+    if (entry.value) await this.#deletePrefix(this.#key("filepart", fileId));
+  }
+
+  /** Lists uploads with their last write and whether they completed. */
+  async *listUploads(): AsyncIterable<UploadActivity> {
+    for await (const entry of this.#kv.list<UploadRecord>({ prefix: this.#key("upload") })) {
+      const key = entry.value.key;
+      const [activity, done] = await this.#retry(() =>
+        this.#kv.getMany<[number, StoredFile]>([this.#key("activity", key), this.#key("complete", key)])
+      );
+      yield {
+        key,
+        lastActivity: Math.max(entry.value.createdAt, activity.value ?? 0),
+        completed: done.value !== null,
+      };
+    }
+  }
+}

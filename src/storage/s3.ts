@@ -1,0 +1,509 @@
+/**
+ * An {@linkcode UploadStorage} on any S3-compatible object store (AWS S3, Cloudflare R2, MinIO, …),
+ * over `fetch` with AWS Signature V4 done by `crypto.subtle`: no dependencies, no file system, so it
+ * runs on Deno, Deno Deploy, Bun, Node and workers. Any number of processes may share one bucket.
+ *
+ * Layout under `prefix`:
+ * ```
+ * uploads/<key>/upload.json           upload record (If-None-Match: * — one creator)
+ * uploads/<key>/chunks/<0000000001>   one object per chunk (a single PUT: never torn)
+ * uploads/<key>/claim.json            assembly lease (If-None-Match: *, takeover with If-Match)
+ * uploads/<key>/multipart/<uploadId>  a multipart upload in flight, for the sweep to abort
+ * uploads/<key>/complete.json         completion record (If-None-Match: * — one completer)
+ * files/<id>/<sanitised name>         the completed file (multipart upload)
+ * files/<id>/.file.json               its metadata
+ * ```
+ *
+ * The store must support conditional writes (`If-None-Match: *` and `If-Match` on PUT): AWS S3
+ * (since 2024), R2 and MinIO do. Claims expire by the claimant's clock, so keep server clocks in sync
+ * to well within the lease (30 s by default).
+ *
+ * @example
+ * ```ts
+ * import { createResumableHandler } from "@resumable/server";
+ * import { S3Storage } from "@resumable/server/s3";
+ *
+ * const handler = createResumableHandler({
+ *   storage: new S3Storage({
+ *     bucket: "uploads",
+ *     region: "eu-central-1",
+ *     credentials: { accessKeyId: "AKIA…", secretAccessKey: "…" },
+ *   }),
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
+import { S3Client } from "./_s3_client.ts";
+import { copyParts, type CopyPartsOptions, putStream } from "./_s3_put_stream.ts";
+import { concatLazily, expectTotalSize } from "../_concat.ts";
+import type { S3Credentials } from "./_sigv4.ts";
+import type {
+  Claim,
+  Lease,
+  OpenedFile,
+  StoredFile,
+  UploadActivity,
+  UploadRecord,
+  UploadStorage,
+} from "./types.ts";
+
+export type { S3Credentials } from "./_sigv4.ts";
+export type {
+  Claim,
+  Lease,
+  OpenedFile,
+  StoredFile,
+  UploadActivity,
+  UploadRecord,
+  UploadStorage,
+} from "./types.ts";
+
+/** Options of {@linkcode S3Storage}. */
+export interface S3StorageOptions {
+  /** Bucket name. */
+  bucket: string;
+  /** Access keys. */
+  credentials: S3Credentials;
+  /**
+   * Signing region; `"auto"` for R2, anything (e.g. `"us-east-1"`) for MinIO.
+   * @default {"us-east-1"}
+   */
+  region?: string;
+  /**
+   * Service URL, e.g. `https://<account>.r2.cloudflarestorage.com` or `http://127.0.0.1:9000`.
+   * @default {`https://s3.${region}.amazonaws.com`}
+   */
+  endpoint?: string;
+  /**
+   * Address the bucket as `endpoint/bucket/key` instead of `bucket.endpoint/key`. MinIO and most
+   * self-hosted stores need `true`.
+   * @default {false}
+   */
+  forcePathStyle?: boolean;
+  /**
+   * Key prefix of everything this storage writes; share it between every process of one app.
+   * @default {"resumable/"}
+   */
+  prefix?: string;
+  /**
+   * Size of multipart parts when assembling, in bytes; at least 5 MiB. Grown automatically so a
+   * file never needs more than 10,000 parts. Memory per assembly is about one part.
+   * @default {8388608} (8 MiB)
+   */
+  partSize?: number;
+  /** The `fetch` to send requests with (for proxies, custom agents, or tests). */
+  fetch?: typeof fetch;
+}
+
+interface ClaimBody {
+  owner: string;
+  generation: number;
+  expiresAt: number;
+}
+
+interface ChunkCache {
+  known: Set<number>;
+  /** Every chunk 1..contiguous is known to be stored. */
+  contiguous: number;
+  touched: number;
+}
+
+const MIN_PART = 5 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+// Chunks are immutable until the upload completes or expires, so a process may remember which it
+// has seen; the memory is dropped after this much idleness, well under any sane expiry age.
+const CACHE_IDLE_MS = 5 * 60_000;
+const CACHE_MAX = 2_000;
+const DELETE_CONCURRENCY = 8;
+
+function isLost(status: number): boolean {
+  // 412: the condition failed; 409: a concurrent conditional write won (AWS, R2); 404: If-Match on
+  // an object that is gone.
+  return status === 412 || status === 409 || status === 404;
+}
+
+/**
+ * Stores uploads in an S3 bucket. Chunks are buffered in memory one at a time per request (S3 needs
+ * each object's length up front), and assembly holds about one part in memory.
+ *
+ * @example Cloudflare R2
+ * ```ts
+ * import { S3Storage } from "@resumable/server/s3";
+ *
+ * const storage = new S3Storage({
+ *   endpoint: "https://ACCOUNT_ID.r2.cloudflarestorage.com",
+ *   region: "auto",
+ *   bucket: "uploads",
+ *   credentials: { accessKeyId: "…", secretAccessKey: "…" },
+ * });
+ * ```
+ */
+export class S3Storage implements UploadStorage {
+  #client: S3Client;
+  #prefix: string;
+  #partSize: number;
+  #chunks = new Map<string, ChunkCache>();
+
+  /**
+   * Creates a storage for `options.bucket`. Nothing is sent until first use.
+   *
+   * @param options Bucket, endpoint and credentials.
+   * @throws {RangeError} when `partSize` is under 5 MiB.
+   */
+  constructor(options: S3StorageOptions) {
+    const region = options.region ?? "us-east-1";
+    this.#partSize = options.partSize ?? 8 * 1024 * 1024;
+    if (!(this.#partSize >= MIN_PART)) {
+      throw new RangeError(`Option partSize must be at least ${MIN_PART}: received ${options.partSize}`);
+    }
+    this.#prefix = options.prefix ?? "resumable/";
+    this.#client = new S3Client({
+      endpoint: options.endpoint ?? `https://s3.${region}.amazonaws.com`,
+      region,
+      bucket: options.bucket,
+      credentials: options.credentials,
+      forcePathStyle: options.forcePathStyle ?? false,
+      fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+    });
+  }
+
+  #upload(key: string, name = ""): string {
+    // Keys are made by the handler; refusing anything else keeps every object under the prefix.
+    if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
+    return `${this.#prefix}uploads/${key}/${name}`;
+  }
+
+  #chunk(key: string, index: number): string {
+    if (!Number.isSafeInteger(index) || index < 1) throw new RangeError(`Invalid chunk index ${index}`);
+    // Zero-padded so listing order is numeric order (what `start-after` relies on).
+    return this.#upload(key, `chunks/${String(index).padStart(10, "0")}`);
+  }
+
+  #fileDir(fileId: string): string {
+    if (!isFileId(fileId)) throw new TypeError(`Invalid file id "${fileId}"`);
+    return `${this.#prefix}files/${fileId}/`;
+  }
+
+  async #getJson<T>(key: string): Promise<{ value: T; etag: string } | undefined> {
+    const response = await this.#client.send("GET", key);
+    if (response.status === 404) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    if (!response.ok) return this.#client.fail("GET", key, response);
+    const etag = response.headers.get("etag") ?? "";
+    return { value: JSON.parse(await response.text()) as T, etag };
+  }
+
+  /** PUTs JSON under a condition; resolves `false` when another writer won. */
+  async #putJson(key: string, value: unknown, condition: Record<string, string> = {}): Promise<boolean> {
+    const response = await this.#client.send("PUT", key, {
+      headers: { "content-type": "application/json", ...condition },
+      body: JSON.stringify(value),
+    });
+    await response.body?.cancel();
+    if (response.ok) return true;
+    if (Object.keys(condition).length > 0 && isLost(response.status)) return false;
+    return this.#client.fail("PUT", key, response);
+  }
+
+  async #delete(keys: string[]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < keys.length) {
+        const key = keys[next++]!;
+        const response = await this.#client.send("DELETE", key);
+        await response.body?.cancel();
+        if (!response.ok && response.status !== 404) await this.#client.fail("DELETE", key, response);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, keys.length) }, worker));
+  }
+
+  async #keysUnder(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const item of this.#client.list(prefix)) keys.push(item.key);
+    return keys;
+  }
+
+  /** Creates the upload record unless one exists (`If-None-Match: *`). */
+  async createUpload(record: UploadRecord): Promise<UploadRecord> {
+    const key = this.#upload(record.key, "upload.json");
+    // A 409 from a racing writer, then a GET that sees nothing yet, is rare but possible: retry.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      if (await this.#putJson(key, record, { "if-none-match": "*" })) return record;
+      const existing = await this.#getJson<UploadRecord>(key);
+      if (existing) return existing.value;
+    }
+    throw new Error(`Upload record "${record.key}" could not be created or read`);
+  }
+
+  /** The upload record, or `undefined`. */
+  async getUpload(key: string): Promise<UploadRecord | undefined> {
+    return (await this.#getJson<UploadRecord>(this.#upload(key, "upload.json")))?.value;
+  }
+
+  /** Buffers the chunk, then stores it with one PUT, so it is visible whole or not at all. */
+  async putChunk(
+    key: string,
+    index: number,
+    data: ReadableStream<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const objectKey = this.#chunk(key, index);
+    const body = new Uint8Array(await new Response(data).arrayBuffer());
+    signal?.throwIfAborted();
+    await this.#client.text("PUT", objectKey, { body, signal });
+    this.#cache(key)?.known.add(index);
+  }
+
+  /** Size of a stored chunk (HEAD), or `undefined`. */
+  async chunkSize(key: string, index: number): Promise<number | undefined> {
+    const objectKey = this.#chunk(key, index);
+    const response = await this.#client.send("HEAD", objectKey);
+    await response.body?.cancel();
+    if (response.status === 404) return undefined;
+    if (!response.ok) return this.#client.fail("HEAD", objectKey, response);
+    return Number(response.headers.get("content-length"));
+  }
+
+  #cache(key: string, create = false): ChunkCache | undefined {
+    const now = Date.now();
+    let entry = this.#chunks.get(key);
+    if (entry && now - entry.touched > CACHE_IDLE_MS) entry = undefined;
+    if (!entry && create) {
+      entry = { known: new Set(), contiguous: 0, touched: now };
+      if (this.#chunks.size >= CACHE_MAX) this.#chunks.delete(this.#chunks.keys().next().value!);
+    }
+    if (entry) {
+      entry.touched = now;
+      // Re-insert so the map stays in least-recently-used order for eviction.
+      this.#chunks.delete(key);
+      this.#chunks.set(key, entry);
+    }
+    return entry;
+  }
+
+  /**
+   * Counts chunks by listing only those after the longest run `1..n` this process already saw, so
+   * a steady upload lists a handful of keys per request instead of every chunk.
+   */
+  async countChunks(key: string): Promise<number> {
+    const entry = this.#cache(key, true)!;
+    const start = entry.contiguous > 0 ? this.#chunk(key, entry.contiguous) : undefined;
+    const prefix = this.#upload(key, "chunks/");
+    for await (const item of this.#client.list(prefix, { startAfter: start })) {
+      const index = Number(item.key.slice(prefix.length));
+      if (Number.isSafeInteger(index) && index > 0) entry.known.add(index);
+    }
+    while (entry.known.has(entry.contiguous + 1)) entry.contiguous++;
+    return entry.known.size;
+  }
+
+  /** Streams a stored chunk. */
+  async openChunk(key: string, index: number): Promise<ReadableStream<Uint8Array>> {
+    const objectKey = this.#chunk(key, index);
+    const response = await this.#client.send("GET", objectKey);
+    if (!response.ok || !response.body) return this.#client.fail("GET", objectKey, response);
+    return response.body;
+  }
+
+  /** Creates the claim with `If-None-Match: *`, or takes over an expired one with `If-Match`. */
+  async claim(key: string, lease: Lease): Promise<Claim | undefined> {
+    const claimKey = this.#upload(key, "claim.json");
+    const first: ClaimBody = { owner: lease.owner, generation: 1, expiresAt: Date.now() + lease.ttlMs };
+    if (await this.#putJson(claimKey, first, { "if-none-match": "*" })) {
+      return { key, owner: lease.owner, generation: 1 };
+    }
+    const held = await this.#getJson<ClaimBody>(claimKey);
+    if (!held || held.value.expiresAt > Date.now()) return undefined;
+    const next: ClaimBody = {
+      owner: lease.owner,
+      generation: held.value.generation + 1,
+      expiresAt: Date.now() + lease.ttlMs,
+    };
+    if (!await this.#putJson(claimKey, next, { "if-match": held.etag })) return undefined;
+    return { key, owner: lease.owner, generation: next.generation };
+  }
+
+  async #heldClaim(claim: Claim): Promise<{ value: ClaimBody; etag: string } | undefined> {
+    const held = await this.#getJson<ClaimBody>(this.#upload(claim.key, "claim.json"));
+    if (held?.value.generation !== claim.generation || held.value.owner !== claim.owner) return undefined;
+    return held;
+  }
+
+  /** Extends the lease with `If-Match`; `false` once someone else's claim replaced it. */
+  async renewClaim(claim: Claim, lease: Lease): Promise<boolean> {
+    const held = await this.#heldClaim(claim);
+    if (!held) return false;
+    const renewed: ClaimBody = { ...held.value, expiresAt: Date.now() + lease.ttlMs };
+    return await this.#putJson(this.#upload(claim.key, "claim.json"), renewed, { "if-match": held.etag });
+  }
+
+  /** Expires a claim at once (`If-Match` on the claim it still holds); the generation stays used. */
+  async releaseClaim(claim: Claim): Promise<void> {
+    const held = await this.#heldClaim(claim);
+    if (!held) return;
+    const released: ClaimBody = { ...held.value, expiresAt: 0 };
+    await this.#putJson(this.#upload(claim.key, "claim.json"), released, { "if-match": held.etag });
+  }
+
+  async #mayPublish(claim: Claim): Promise<boolean> {
+    return !await this.getCompleted(claim.key) && !!await this.#heldClaim(claim);
+  }
+
+  /**
+   * Writes the file with `write`, which completes its multipart upload only while `claim` is the
+   * newest, then creates the completion record with `If-None-Match: *`: the one point where exactly
+   * one committer wins. A claimant that stalled past its lease may still complete the same object
+   * with the same bytes; the published file is the same either way.
+   */
+  async #publish(
+    claim: Claim,
+    file: StoredFile,
+    write: (location: string, hooks: CopyPartsOptions) => Promise<number | undefined>,
+  ): Promise<StoredFile | undefined> {
+    const location = this.#fileDir(file.id) + sanitizeFileName(file.name);
+    const marker = (uploadId: string) => this.#upload(claim.key, `multipart/${uploadId}`);
+    const size = await write(location, {
+      headers: {
+        "content-type": file.type || "application/octet-stream",
+        "content-disposition": `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}`,
+      },
+      mayPublish: () => this.#mayPublish(claim),
+      started: (uploadId) => this.#client.text("PUT", marker(uploadId), { body: location }).then(() => {}),
+      ended: (uploadId) => this.#delete([marker(uploadId)]),
+    });
+    if (size === undefined) return undefined;
+    const stored: StoredFile = { ...file, size, location };
+    await this.#putJson(this.#fileDir(file.id) + ".file.json", stored);
+    if (!await this.#putJson(this.#upload(claim.key, "complete.json"), stored, { "if-none-match": "*" })) {
+      return undefined;
+    }
+    return stored;
+  }
+
+  /**
+   * Streams `data` into `files/<id>/<name>`: one PUT when it fits in a part, else a multipart
+   * upload of `partSize` parts. Published only while `claim` is the newest claim.
+   */
+  async commit(
+    claim: Claim,
+    data: ReadableStream<Uint8Array>,
+    file: StoredFile,
+  ): Promise<StoredFile | undefined> {
+    if (!await this.#mayPublish(claim)) {
+      await data.cancel().catch(() => {});
+      return undefined;
+    }
+    const partSize = Math.max(this.#partSize, Math.ceil(file.size / MAX_PARTS));
+    return await this.#publish(
+      claim,
+      file,
+      (location, hooks) => putStream(this.#client, location, data, { ...hooks, partSize }),
+    );
+  }
+
+  /**
+   * Assembles with server-side copies (UploadPartCopy, one part per chunk) when every chunk but the
+   * last is the same size of at least 5 MiB, so large uploads never pass through this process;
+   * otherwise streams the chunks through {@linkcode S3Storage.commit}, grouping them into parts.
+   */
+  async commitChunks(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined> {
+    const prefix = this.#upload(claim.key, "chunks/");
+    const found = new Map<number, number>();
+    for await (const item of this.#client.list(prefix)) {
+      found.set(Number(item.key.slice(prefix.length)), item.size);
+    }
+    const sizes = Array.from({ length: chunkCount }, (_, i) => found.get(i + 1));
+    const missing = sizes.findIndex((size) => size === undefined);
+    if (missing >= 0) throw new Error(`Chunk ${missing + 1} of upload "${claim.key}" is not stored`);
+    const total = sizes.reduce((sum: number, size) => sum + size!, 0);
+    if (total !== file.size) throw new Error(`Assembled ${total} bytes, expected ${file.size}`);
+    const first = sizes[0]!;
+    const copyable = chunkCount <= MAX_PARTS &&
+      (chunkCount === 1
+        ? first >= MIN_PART
+        : sizes.slice(0, -1).every((size) => size === first && first >= MIN_PART));
+    if (!copyable) {
+      const data = concatLazily(chunkCount, (index) => this.openChunk(claim.key, index));
+      return await this.commit(claim, expectTotalSize(data, file.size), file);
+    }
+    if (!await this.#mayPublish(claim)) return undefined;
+    const sources = sizes.map((_, i) => this.#chunk(claim.key, i + 1));
+    return await this.#publish(
+      claim,
+      file,
+      async (location, hooks) =>
+        await copyParts(this.#client, location, sources, this.#client.bucket, hooks) ? file.size : undefined,
+    );
+  }
+
+  /** The completion record, or `undefined`. */
+  async getCompleted(key: string): Promise<StoredFile | undefined> {
+    return (await this.#getJson<StoredFile>(this.#upload(key, "complete.json")))?.value;
+  }
+
+  /** Opens a completed file by id. */
+  async openFile(fileId: string): Promise<OpenedFile | undefined> {
+    if (!isFileId(fileId)) return undefined;
+    const meta = await this.#getJson<StoredFile>(this.#fileDir(fileId) + ".file.json");
+    if (!meta?.value.location) return undefined;
+    const response = await this.#client.send("GET", meta.value.location);
+    if (response.status === 404) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    if (!response.ok || !response.body) return this.#client.fail("GET", meta.value.location, response);
+    return { file: meta.value, body: response.body };
+  }
+
+  /** Deletes every chunk object, keeping the records. */
+  async removeChunks(key: string): Promise<void> {
+    this.#chunks.delete(key);
+    await this.#delete(await this.#keysUnder(this.#upload(key, "chunks/")));
+  }
+
+  /** Aborts multipart uploads left by crashed assemblers, then deletes every object of the upload. */
+  async removeUpload(key: string): Promise<void> {
+    this.#chunks.delete(key);
+    const keys = await this.#keysUnder(this.#upload(key));
+    const markers = this.#upload(key, "multipart/");
+    for (const marker of keys.filter((k) => k.startsWith(markers))) {
+      const location = await this.#client.text("GET", marker).catch(() => undefined);
+      if (location === undefined) continue;
+      const response = await this.#client.send("DELETE", location, {
+        query: { uploadId: marker.slice(markers.length) },
+      });
+      await response.body?.cancel();
+    }
+    await this.#delete(keys);
+    this.#chunks.delete(key);
+  }
+
+  /** Deletes a completed file and its metadata. */
+  async removeFile(fileId: string): Promise<void> {
+    if (!isFileId(fileId)) return;
+    await this.#delete(await this.#keysUnder(this.#fileDir(fileId)));
+  }
+
+  /** Lists uploads; an upload's last activity is its newest object's `Last-Modified`. */
+  async *listUploads(): AsyncIterable<UploadActivity> {
+    const root = `${this.#prefix}uploads/`;
+    for await (const dir of this.#client.list(root, { delimiter: "/" })) {
+      if (!dir.isPrefix) continue;
+      const key = dir.key.slice(root.length, -1);
+      if (!isUploadKey(key)) continue;
+      let lastActivity = 0;
+      let completed = false;
+      for await (const item of this.#client.list(dir.key)) {
+        lastActivity = Math.max(lastActivity, item.lastModified);
+        if (item.key.endsWith("/complete.json")) completed = true;
+      }
+      if (lastActivity > 0) yield { key, lastActivity, completed };
+    }
+  }
+}

@@ -1,0 +1,205 @@
+// A real S3-compatible server (s3rver) on loopback, plus a shim for what s3rver lacks but S3Storage
+// relies on, implemented as AWS documents it:
+// - conditional PUT: `If-None-Match: *` (412 when the key exists) and `If-Match: <etag>` (412 on a
+//   different ETag, 404 when the key is gone), atomic per key; s3rver ignores both headers;
+// - AbortMultipartUpload (s3rver answers 405);
+// - UploadPartCopy (s3rver answers 501 NotImplemented);
+// - EntityTooSmall on CompleteMultipartUpload when a part other than the last is under 5 MiB
+//   (s3rver accepts any part size).
+// - atomic PUT: s3rver truncates and rewrites an object in place and answers before the bytes are
+//   flushed, so a reader can see an empty or torn object; S3 makes a PUT visible whole or not at all
+//   (read-after-write consistency). The shim writes a temp file and renames it.
+// It also counts multipart uploads that were started and neither completed nor aborted, and can
+// inject 409 ConditionalRequestConflict answers (what AWS and R2 send when conditional writes race).
+import S3rver from "s3rver";
+import { dirname, join } from "node:path";
+import { createHash } from "node:crypto";
+import { Buffer } from "node:buffer";
+import { mkdir, rename, writeFile } from "node:fs/promises";
+
+/** A running s3rver with one bucket, and switches for tests. */
+export interface S3Fixture {
+  endpoint: string;
+  bucket: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  /** Multipart uploads started and neither completed nor aborted. */
+  openMultipartUploads: Set<string>;
+  /** Answer this many of the next conditional PUTs with 409 ConditionalRequestConflict. */
+  conflicts: { next: number };
+  /** How many UploadPartCopy requests the shim served. */
+  copies: { count: number };
+  /** Keys of the objects in the bucket under `prefix`, read from s3rver's store directly. */
+  keys(prefix: string): Promise<string[]>;
+  /** Requests seen, as "METHOD path?query". */
+  log: string[];
+  close(): Promise<void>;
+}
+
+const MIN_PART = 5 * 1024 * 1024;
+
+interface KoaContext {
+  method: string;
+  path: string;
+  querystring: string;
+  query: Record<string, string>;
+  status: number;
+  body: unknown;
+  type: string;
+  get(name: string): string;
+}
+
+function s3Error(ctx: KoaContext, status: number, code: string, message: string): void {
+  ctx.status = status;
+  ctx.type = "application/xml";
+  ctx.body =
+    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`;
+}
+
+/** Starts s3rver on 127.0.0.1 port 0 with bucket "test" and the shim. */
+export async function startS3(): Promise<S3Fixture> {
+  const directory = await Deno.makeTempDir({ prefix: "resumable-s3rver-" });
+  const bucket = "test";
+  const server = new S3rver({
+    address: "127.0.0.1",
+    port: 0,
+    silent: true,
+    directory,
+    configureBuckets: [{ name: bucket }],
+  });
+  const open = new Set<string>();
+  const partSizes = new Map<string, Map<number, number>>();
+  const conflicts = { next: 0 };
+  const copies = { count: 0 };
+  const log: string[] = [];
+  const locks = new Map<string, Promise<unknown>>();
+
+  async function locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const before = locks.get(key) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    const tail = run.catch(() => {});
+    locks.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (locks.get(key) === tail) locks.delete(key);
+    }
+  }
+
+  async function shim(ctx: KoaContext, next: () => Promise<void>): Promise<void> {
+    log.push(`${ctx.method} ${ctx.path}${ctx.querystring ? `?${ctx.querystring}` : ""}`);
+    const [, bucketName = "", ...rest] = ctx.path.split("/");
+    const key = decodeURIComponent(rest.join("/"));
+    const uploadId = ctx.query.uploadId;
+    if (ctx.method === "PUT" && !ctx.querystring && (ctx.get("if-none-match") || ctx.get("if-match"))) {
+      return locked(ctx.path, async () => {
+        if (conflicts.next > 0) {
+          conflicts.next--;
+          return s3Error(ctx, 409, "ConditionalRequestConflict", "A conflicting operation occurred");
+        }
+        const etag = await server.store.getMetadata(bucketName, key).then(
+          (meta: { etag: string }) => meta.etag,
+          () => undefined,
+        );
+        const ifMatch = ctx.get("if-match");
+        if (ctx.get("if-none-match") === "*" && etag) {
+          return s3Error(ctx, 412, "PreconditionFailed", "At least one of the pre-conditions did not hold");
+        }
+        if (ifMatch && !etag) return s3Error(ctx, 404, "NoSuchKey", "The specified key does not exist.");
+        if (ifMatch && ifMatch !== etag) {
+          return s3Error(ctx, 412, "PreconditionFailed", "At least one of the pre-conditions did not hold");
+        }
+        await next();
+      });
+    }
+    if (ctx.method === "PUT" && uploadId && ctx.query.partNumber && ctx.get("x-amz-copy-source")) {
+      const [sourceBucket = "", ...sourceKey] = decodeURIComponent(ctx.get("x-amz-copy-source"))
+        .replace(/^\//, "").split("/");
+      const object = await server.store.getObject(sourceBucket, sourceKey.join("/"));
+      if (!object) return s3Error(ctx, 404, "NoSuchKey", "The specified key does not exist.");
+      const { md5 } = await server.store.putPart(
+        bucketName,
+        uploadId,
+        Number(ctx.query.partNumber),
+        object.content,
+      );
+      const sizes = partSizes.get(uploadId) ?? new Map<number, number>();
+      partSizes.set(uploadId, sizes);
+      sizes.set(Number(ctx.query.partNumber), Number(object.metadata["content-length"]));
+      copies.count++;
+      ctx.status = 200;
+      ctx.type = "application/xml";
+      ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult><LastModified>${
+        new Date().toISOString()
+      }</LastModified><ETag>"${md5}"</ETag></CopyPartResult>`;
+      return;
+    }
+    if (ctx.method === "PUT" && uploadId && ctx.query.partNumber) {
+      const sizes = partSizes.get(uploadId) ?? new Map<number, number>();
+      partSizes.set(uploadId, sizes);
+      sizes.set(Number(ctx.query.partNumber), Number(ctx.get("content-length")));
+      return next();
+    }
+    if (ctx.method === "POST" && uploadId) {
+      const sizes = [...(partSizes.get(uploadId) ?? new Map<number, number>())].sort(([a], [b]) => a - b);
+      if (sizes.slice(0, -1).some(([, size]) => size < MIN_PART)) {
+        return s3Error(ctx, 400, "EntityTooSmall", "Your proposed upload is smaller than the minimum");
+      }
+      await next();
+      if (ctx.status === 200) open.delete(uploadId);
+      return;
+    }
+    if (ctx.method === "DELETE" && uploadId) {
+      if (!open.delete(uploadId)) return s3Error(ctx, 404, "NoSuchUpload", "The upload does not exist");
+      partSizes.delete(uploadId);
+      await Deno.remove(join(server.store.getResourcePath(bucketName, undefined, "uploads"), uploadId), {
+        recursive: true,
+      }).catch(() => {});
+      ctx.status = 204;
+      return;
+    }
+    await next();
+    if (ctx.method === "POST" && "uploads" in ctx.query && ctx.status === 200) {
+      const id = /<UploadId>([^<]+)<\/UploadId>/.exec(String(ctx.body))?.[1];
+      if (id) open.add(id);
+    }
+  }
+
+  const store = server.store;
+  store.putObject = async (object: { bucket: string; key: string; content: unknown; metadata: unknown }) => {
+    const parts: Uint8Array[] = [];
+    if (Buffer.isBuffer(object.content)) parts.push(object.content);
+    else for await (const part of object.content as AsyncIterable<Uint8Array>) parts.push(part);
+    const bytes = Buffer.concat(parts);
+    const md5 = createHash("md5").update(bytes).digest("hex");
+    const path = store.getResourcePath(object.bucket, object.key, "object");
+    await mkdir(dirname(path), { recursive: true });
+    const temp = `${path}.${crypto.randomUUID()}.tmp`;
+    await writeFile(temp, bytes);
+    await store.putMetadata(object.bucket, object.key, object.metadata, md5);
+    await rename(temp, path);
+    return { size: bytes.byteLength, md5 };
+  };
+
+  // s3rver is a Koa app: the shim goes first so it sees every request before s3rver's router.
+  server.middleware.unshift(shim);
+  const { port } = await server.run();
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    bucket,
+    credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+    openMultipartUploads: open,
+    conflicts,
+    copies,
+    log,
+    async keys(prefix: string) {
+      const result = await server.store.listObjects(bucket, { prefix });
+      return result.objects.map((object: { key: string }) => object.key);
+    },
+    async close() {
+      // Idle keep-alive connections from fetch's pool would hold close() open for minutes.
+      server.httpServer.closeAllConnections?.();
+      await server.close();
+      await Deno.remove(directory, { recursive: true }).catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,295 @@
+import assert from "node:assert/strict";
+import { S3Storage } from "../../src/storage/s3.ts";
+import { newFileId, uploadKey } from "../../src/identifier.ts";
+import type { StoredFile, UploadRecord } from "../../mod.ts";
+import { storageSuite } from "../_storage_suite.ts";
+import { type S3Fixture, startS3 } from "./_s3rver.ts";
+
+function storageOn(s3: S3Fixture, prefix = `t${crypto.randomUUID()}/`): S3Storage {
+  return new S3Storage({
+    endpoint: s3.endpoint,
+    bucket: s3.bucket,
+    credentials: s3.credentials,
+    forcePathStyle: true,
+    prefix,
+    partSize: 5 * 1024 * 1024,
+  });
+}
+
+storageSuite("S3Storage (s3rver + conditional-write shim)", async () => {
+  const s3 = await startS3();
+  return { storage: storageOn(s3), cleanup: () => s3.close() };
+});
+
+async function withS3(fn: (s3: S3Fixture) => Promise<void>): Promise<void> {
+  const s3 = await startS3();
+  try {
+    await fn(s3);
+  } finally {
+    await s3.close();
+  }
+}
+
+async function newRecord(totalSize: number, chunkSize: number): Promise<UploadRecord> {
+  return {
+    key: await uploadKey("", crypto.randomUUID()),
+    fileId: newFileId(),
+    identifier: "id",
+    fileName: "big file.bin",
+    relativePath: "big file.bin",
+    type: "application/octet-stream",
+    totalSize,
+    chunkSize,
+    createdAt: Date.now(),
+  };
+}
+
+function fileOf(rec: UploadRecord): StoredFile {
+  return {
+    id: rec.fileId,
+    name: rec.fileName,
+    size: rec.totalSize,
+    type: rec.type,
+    identifier: rec.identifier,
+    relativePath: rec.relativePath,
+    uploadKey: rec.key,
+    completedAt: Date.now(),
+  };
+}
+
+function randomBytes(size: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
+  return bytes;
+}
+
+/** A stream of `bytes` in pieces of `piece` bytes, like chunks concatenated by assembly. */
+function piecewise(bytes: Uint8Array, piece: number, failAfter?: number): ReadableStream<Uint8Array> {
+  let offset = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (failAfter !== undefined && offset >= failAfter) return controller.error(new Error("chunk lost"));
+      if (offset >= bytes.byteLength) return controller.close();
+      controller.enqueue(bytes.slice(offset, offset + piece));
+      offset += piece;
+    },
+  });
+}
+
+async function digest(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+  return Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))).join(",");
+}
+
+Deno.test("S3Storage assembles 1 MiB pieces into 5 MiB multipart parts and publishes only on completion", async () => {
+  await withS3(async (s3) => {
+    const prefix = "m/";
+    const storage = storageOn(s3, prefix);
+    const bytes = randomBytes(11 * 1024 * 1024 + 123);
+    const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    assert.ok(claim);
+    // While parts go up, nothing exists under files/ yet: the object appears on completion.
+    const seenBeforeComplete: string[][] = [];
+    const source = piecewise(bytes, 1024 * 1024).pipeThrough(
+      new TransformStream({
+        async transform(piece, controller) {
+          if (s3.log.some((line) => line.includes("partNumber=2"))) {
+            seenBeforeComplete.push(await s3.keys(`${prefix}files/`));
+          }
+          controller.enqueue(piece);
+        },
+      }),
+    );
+    const stored = await storage.commit(claim, source, fileOf(rec));
+    assert.equal(stored?.size, bytes.byteLength);
+    assert.ok(seenBeforeComplete.length > 0);
+    assert.ok(
+      seenBeforeComplete.every((keys) => keys.length === 0),
+      "no object before CompleteMultipartUpload",
+    );
+    assert.deepEqual(await s3.keys(`${prefix}files/`), [
+      `${prefix}files/${rec.fileId}/.file.json`,
+      `${prefix}files/${rec.fileId}/big file.bin`,
+    ]);
+    const parts = s3.log.filter((line) => line.startsWith("PUT ") && line.includes("partNumber="));
+    assert.equal(parts.length, 3, "11 MiB in 5 MiB parts is 5 + 5 + 1");
+    assert.equal(s3.openMultipartUploads.size, 0);
+    const opened = await storage.openFile(rec.fileId);
+    assert.ok(opened);
+    assert.equal(
+      await digest(opened.body),
+      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+    );
+  });
+});
+
+Deno.test("S3Storage aborts the multipart upload when the assembled stream fails", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3);
+    const bytes = randomBytes(7 * 1024 * 1024);
+    const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    await assert.rejects(storage.commit(claim!, piecewise(bytes, 1024 * 1024, 6 * 1024 * 1024), fileOf(rec)));
+    assert.ok(
+      s3.log.some((line) => line.startsWith("POST ") && line.includes("uploads")),
+      "a multipart upload began",
+    );
+    assert.equal(s3.openMultipartUploads.size, 0, "and was aborted");
+    assert.equal(await storage.openFile(rec.fileId), undefined);
+    assert.equal(await storage.getCompleted(rec.key), undefined);
+  });
+});
+
+Deno.test("S3Storage expiry removal aborts a multipart upload a crashed assembler left behind", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    const bytes = randomBytes(6 * 1024 * 1024);
+    const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    // The "crash": the stream never ends after the first part went up.
+    let release!: () => void;
+    const stalled = new Promise<void>((resolve) => release = resolve);
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent >= 5 * 1024 * 1024) {
+          await stalled;
+          return controller.error(new Error("crashed"));
+        }
+        controller.enqueue(bytes.slice(sent, sent + 1024 * 1024));
+        sent += 1024 * 1024;
+      },
+    });
+    const committing = storage.commit(claim!, stream, fileOf(rec)).catch(() => undefined);
+    while (s3.openMultipartUploads.size === 0) await new Promise((r) => setTimeout(r, 20));
+    while (!s3.log.some((l) => l.includes("partNumber=1"))) await new Promise((r) => setTimeout(r, 20));
+    // A sweep (in any process) sees the stale upload and removes it, aborting the multipart upload.
+    const sweeper = storageOn(s3, "p/");
+    const seen: string[] = [];
+    for await (const activity of sweeper.listUploads()) seen.push(activity.key);
+    assert.deepEqual(seen, [rec.key]);
+    await sweeper.removeUpload(rec.key);
+    assert.equal(s3.openMultipartUploads.size, 0);
+    release();
+    await committing;
+  });
+});
+
+Deno.test("S3Storage treats 409 ConditionalRequestConflict as a lost race", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3);
+    const rec = await newRecord(6, 3);
+    s3.conflicts.next = 1;
+    assert.equal((await storage.createUpload(rec)).fileId, rec.fileId, "retries after 409 and creates it");
+    s3.conflicts.next = 1;
+    assert.equal(await storage.claim(rec.key, { owner: "a", ttlMs: 60_000 }), undefined);
+    const claim = await storage.claim(rec.key, { owner: "b", ttlMs: 60_000 });
+    assert.equal(claim?.generation, 1);
+    s3.conflicts.next = 1;
+    assert.equal(await storage.renewClaim(claim!, { owner: "b", ttlMs: 60_000 }), false);
+  });
+});
+
+Deno.test("S3Storage counts chunks without relisting the ones it has seen in order", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    const rec = await storage.createUpload(await newRecord(30, 3));
+    for (let i = 1; i <= 10; i++) {
+      if (i === 5) continue;
+      await storage.putChunk(rec.key, i, new Blob(["abc"]).stream());
+    }
+    assert.equal(await storage.countChunks(rec.key), 9);
+    await storage.putChunk(rec.key, 5, new Blob(["abc"]).stream());
+    s3.log.length = 0;
+    assert.equal(await storage.countChunks(rec.key), 10);
+    const list = s3.log.find((line) => line.includes("list-type=2"));
+    assert.match(list ?? "", /start-after=[^&]*0000000004/, "lists only after the run 1..4 it knew");
+    assert.equal(
+      await storageOn(s3, "p/").countChunks(rec.key),
+      10,
+      "a process with no memory counts the same",
+    );
+  });
+});
+
+Deno.test("S3Storage signs virtual-host and path-style URLs", () => {
+  const credentials = { accessKeyId: "a", secretAccessKey: "b" };
+  let seen = "";
+  const fake = (input: URL | RequestInfo) => {
+    seen = String(input);
+    return Promise.resolve(new Response(null, { status: 404 }));
+  };
+  const virtual = new S3Storage({
+    bucket: "bkt",
+    region: "eu-west-1",
+    credentials,
+    fetch: fake as typeof fetch,
+  });
+  return virtual.getUpload("0".repeat(32)).then(async (found) => {
+    assert.equal(found, undefined);
+    assert.equal(
+      seen,
+      `https://bkt.s3.eu-west-1.amazonaws.com/resumable/uploads/${"0".repeat(32)}/upload.json`,
+    );
+    const path = new S3Storage({
+      bucket: "bkt",
+      endpoint: "http://127.0.0.1:9000",
+      forcePathStyle: true,
+      credentials,
+      prefix: "",
+      fetch: fake as typeof fetch,
+    });
+    await path.getCompleted("1".repeat(32));
+    assert.equal(seen, `http://127.0.0.1:9000/bkt/uploads/${"1".repeat(32)}/complete.json`);
+    assert.throws(() => new S3Storage({ bucket: "b", credentials, partSize: 1024 }), RangeError);
+  });
+});
+
+async function uploadChunks(storage: S3Storage, bytes: Uint8Array, chunkSize: number): Promise<UploadRecord> {
+  const rec = await storage.createUpload(await newRecord(bytes.byteLength, chunkSize));
+  const count = Math.max(Math.floor(bytes.byteLength / chunkSize), 1);
+  for (let n = 1; n <= count; n++) {
+    const end = n === count ? bytes.byteLength : n * chunkSize;
+    await storage.putChunk(rec.key, n, new Blob([bytes.slice((n - 1) * chunkSize, end)]).stream());
+  }
+  return rec;
+}
+
+Deno.test("S3Storage assembles chunks of 5 MiB and more with server-side UploadPartCopy", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3);
+    const bytes = randomBytes(2 * 5 * 1024 * 1024 + 3 * 1024 * 1024);
+    const rec = await uploadChunks(storage, bytes, 5 * 1024 * 1024);
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    const stored = await storage.commitChunks(claim!, 2, fileOf(rec));
+    assert.equal(stored?.size, bytes.byteLength);
+    assert.equal(s3.copies.count, 2, "one copy per chunk, no bytes streamed");
+    assert.equal(s3.openMultipartUploads.size, 0);
+    const opened = await storage.openFile(rec.fileId);
+    assert.equal(
+      await digest(opened!.body),
+      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+    );
+    assert.equal(await storage.commitChunks(claim!, 2, fileOf(rec)), undefined, "publishes once");
+  });
+});
+
+Deno.test("S3Storage streams small chunks instead of copying, and refuses missing or short chunks", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3);
+    const bytes = randomBytes(6 * 1024 * 1024);
+    const rec = await uploadChunks(storage, bytes, 1024 * 1024);
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    await assert.rejects(storage.commitChunks(claim!, 7, fileOf(rec)), /Chunk 7 .* is not stored/);
+    await assert.rejects(storage.commitChunks(claim!, 6, { ...fileOf(rec), size: 1 }), /expected 1/);
+    const stored = await storage.commitChunks(claim!, 6, fileOf(rec));
+    assert.equal(stored?.size, bytes.byteLength);
+    assert.equal(s3.copies.count, 0);
+    const opened = await storage.openFile(rec.fileId);
+    assert.equal(
+      await digest(opened!.body),
+      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+    );
+  });
+});
