@@ -53,7 +53,8 @@ export function withIdleTimeout(request: Request, idleMs: number): Request {
     method: request.method,
     headers: request.headers,
     body,
-    signal: request.signal,
+    // No `signal: request.signal`: following it subscribes to a signal Deno.serve aborts after every
+    // successful response (and warns about). A client that goes away errors the body instead.
     // Required by the Fetch standard for a stream body; not yet in every lib.dom typing.
     ...({ duplex: "half" } as RequestInit),
   });
