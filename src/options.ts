@@ -104,6 +104,15 @@ export interface ResumableHandlerOptions {
    * @default {30000}
    */
   assemblyLeaseMs?: number;
+  /**
+   * How multipart bodies are read. `"stream"` reads the fields before the file part and streams the
+   * file part straight to storage: memory stays at one network read per request, and throughput
+   * near the wire's (see docs/performance.md). Form fields must then precede the file part, as both
+   * resumable.js and flow.js send them. `"native"` uses the platform's `Request.formData()`, which
+   * buffers the whole body first and accepts fields in any order.
+   * @default {"stream"}
+   */
+  multipartParser?: "stream" | "native";
 }
 
 /** Options after defaults and checks. */
@@ -121,6 +130,7 @@ export interface ResolvedOptions {
   onError: (error: unknown, request: Request) => void;
   statusFor?: (error: ResumableError, dialect: Dialect) => number | undefined;
   assemblyLeaseMs: number;
+  multipartParser: "stream" | "native";
 }
 
 function positiveInteger(
@@ -243,6 +253,12 @@ export function resolveOptions(
       );
     }
   }
+  const multipartParser = options.multipartParser ?? "stream";
+  if (multipartParser !== "stream" && multipartParser !== "native") {
+    throw new TypeError(
+      `Option multipartParser must be "stream" or "native", got "${String(multipartParser)}"`,
+    );
+  }
   const parameterNamespace = options.parameterNamespace ?? "";
   if (typeof parameterNamespace !== "string") {
     throw new TypeError("Option parameterNamespace must be a string");
@@ -270,5 +286,6 @@ export function resolveOptions(
       "assemblyLeaseMs",
       30_000,
     ),
+    multipartParser,
   };
 }
