@@ -31,10 +31,6 @@ export async function assembleOnce(
     storage.renewClaim(claim, lease).catch(() => {});
   }, Math.max(1, Math.floor(leaseMs / 3)));
   try {
-    const data = expectTotalSize(
-      concatLazily(chunkCount, (index) => storage.openChunk(record.key, index)),
-      record.totalSize,
-    );
     const file: StoredFile = {
       id: record.fileId,
       name: record.fileName,
@@ -45,7 +41,16 @@ export async function assembleOnce(
       uploadKey: record.key,
       completedAt: Date.now(),
     };
-    const stored = await storage.commit(claim, data, file);
+    const stored = typeof storage.commitChunks === "function"
+      ? await storage.commitChunks(claim, file, chunkCount)
+      : await storage.commit(
+        claim,
+        expectTotalSize(
+          concatLazily(chunkCount, (index) => storage.openChunk(record.key, index)),
+          record.totalSize,
+        ),
+        file,
+      );
     if (!stored) return { kind: "busy" };
     return { kind: "completed", file: stored };
   } catch (error) {

@@ -4,10 +4,16 @@ import type { FileHandle } from "node:fs/promises";
 const READ_SIZE = 256 * 1024;
 const WRITE_BATCH = 256 * 1024;
 
-/** A pull-based stream of a file's bytes that closes the handle when done or cancelled. */
+/**
+ * A pull-based stream of a file's bytes that closes the handle when done or cancelled: the whole
+ * file from its current position, or `length` bytes from `start`.
+ */
 export function readableFromHandle(
   handle: FileHandle,
+  range?: { start: number; length: number },
 ): ReadableStream<Uint8Array> {
+  let position = range?.start ?? null;
+  let left = range?.length ?? Infinity;
   let closed = false;
   const close = async () => {
     if (closed) return;
@@ -17,14 +23,18 @@ export function readableFromHandle(
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
-        const buffer = new Uint8Array(READ_SIZE);
-        const { bytesRead } = await handle.read(buffer, 0, READ_SIZE, null);
+        const size = Math.min(READ_SIZE, left);
+        const buffer = new Uint8Array(size);
+        const { bytesRead } = size === 0 ? { bytesRead: 0 } : await handle.read(buffer, 0, size, position);
+        if (position !== null) position += bytesRead;
+        left -= bytesRead;
         if (bytesRead === 0) {
+          if (left !== Infinity && left > 0) throw new Error(`File ended ${left} bytes before the range did`);
           await close();
           controller.close();
         } else {
           controller.enqueue(
-            bytesRead === READ_SIZE ? buffer : buffer.subarray(0, bytesRead),
+            bytesRead === size ? buffer : buffer.subarray(0, bytesRead),
           );
         }
       } catch (error) {
@@ -54,13 +64,15 @@ async function writeFully(
 }
 
 /**
- * Writes a stream into a handle, batching small network reads into larger writes.
+ * Writes a stream into a handle, batching small network reads into larger writes: at the handle's
+ * position, or from byte `start` on (positional writes, so several chunks can fill one file).
  * Returns the number of bytes written. Rejects (and cancels the stream) when `signal` aborts.
  */
 export async function writeStreamToHandle(
   handle: FileHandle,
   data: ReadableStream<Uint8Array>,
   signal?: AbortSignal,
+  start?: number,
 ): Promise<number> {
   const reader = data.getReader();
   let batch: Uint8Array[] = [];
@@ -69,9 +81,10 @@ export async function writeStreamToHandle(
   const flush = async () => {
     if (batchBytes === 0) return;
     const bytes = batch.length === 1 ? batch[0]! : concat(batch, batchBytes);
+    const position = start === undefined ? null : start + total - batchBytes;
     batch = [];
     batchBytes = 0;
-    await writeFully(handle, bytes, null);
+    await writeFully(handle, bytes, position);
   };
   try {
     while (true) {

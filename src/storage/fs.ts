@@ -6,7 +6,9 @@
  * Layout under the root directory:
  * ```
  * uploads/<key>/upload.json      upload record (created once, by hard link)
- * uploads/<key>/chunks/<n>       a complete chunk (temp file + rename)
+ * uploads/<key>/data             the file's bytes: every chunk is written at its final offset
+ * uploads/<key>/chunks/<n>       marker of a complete chunk: an empty (sparse) file whose size is
+ *                                the chunk's, published by rename once its bytes are written
  * uploads/<key>/claim-<g>        assembly lease of generation g (O_EXCL; mtime = last renewal)
  * uploads/<key>/complete.json    completion record (created once, by hard link)
  * files/<id>/<sanitised name>    a completed file
@@ -27,6 +29,7 @@
  */
 
 import {
+  constants,
   link,
   mkdir,
   open,
@@ -35,6 +38,7 @@ import {
   rename,
   rm,
   stat,
+  truncate,
   unlink,
   utimes,
   writeFile,
@@ -71,6 +75,11 @@ export interface FileSystemStorageOptions {
 }
 
 const CHUNK_NAME = /^[1-9][0-9]*$/;
+const DATA_NAME = "data";
+// A directory listing is reused only while the directory is unchanged and was already this old when
+// listed: an entry added within the same timestamp tick as the listing would otherwise go unseen.
+const SETTLED_MS = 2000;
+const MAX_CACHED_COUNTS = 10_000;
 const CLAIM_NAME = /^claim-([1-9][0-9]*)$/;
 
 function errorCode(error: unknown): string | undefined {
@@ -102,6 +111,7 @@ export class FileSystemStorage implements UploadStorage {
   /** Absolute path of the root directory. */
   readonly directory: string;
   #durable: boolean;
+  #counts = new Map<string, { mtimeMs: number; ctimeMs: number; count: number }>();
 
   /**
    * Creates a storage rooted at `options.directory`. Nothing touches the disk until first use.
@@ -118,6 +128,10 @@ export class FileSystemStorage implements UploadStorage {
     // if a custom caller passes client text.
     if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
     return join(this.directory, "uploads", key);
+  }
+
+  #dataPath(key: string): string {
+    return join(this.#uploadDir(key), DATA_NAME);
   }
 
   #fileDir(fileId: string): string {
@@ -172,7 +186,12 @@ export class FileSystemStorage implements UploadStorage {
     );
   }
 
-  /** Writes a chunk to a temp file and renames it into place once complete. */
+  /**
+   * Writes a chunk's bytes at its final offset in the upload's data file, then publishes a marker
+   * for it by rename. Assembly is then a rename of the data file (see `commitChunks`), instead of a
+   * second copy of every byte. A chunk that is already stored is read to the end and kept as it
+   * was, so a torn re-send can never damage it. The upload record must exist: it gives the offset.
+   */
   async putChunk(
     key: string,
     index: number,
@@ -182,22 +201,35 @@ export class FileSystemStorage implements UploadStorage {
     if (!Number.isSafeInteger(index) || index < 1) {
       throw new RangeError(`Invalid chunk index ${index}`);
     }
+    const record = await this.getUpload(key);
+    if (!record) throw new Error(`Cannot store chunk ${index} of "${key}": the upload has no record`);
     const chunks = join(this.#uploadDir(key), "chunks");
-    const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
-    const handle = await open(temp, "wx");
-    let published = false;
+    const marker = join(chunks, String(index));
+    if (await this.chunkSize(key, index) !== undefined) {
+      await drain(data, signal);
+      return;
+    }
+    // Once the chunk folder is gone the upload has completed: fail rather than recreate its data.
+    await stat(chunks);
+    // O_CREAT without O_TRUNC or O_APPEND: chunks written in parallel share the file, each at its
+    // offset.
+    const handle = await open(this.#dataPath(key), constants.O_RDWR | constants.O_CREAT, 0o644);
+    let size: number;
     try {
-      await writeStreamToHandle(handle, data, signal);
+      size = await writeStreamToHandle(handle, data, signal, (index - 1) * record.chunkSize);
       if (this.#durable) await handle.sync();
-      await handle.close();
-      signal?.throwIfAborted();
-      await rename(temp, join(chunks, String(index)));
-      published = true;
     } finally {
-      if (!published) {
-        await handle.close().catch(() => {});
-        await unlink(temp).catch(() => {});
-      }
+      await handle.close().catch(() => {});
+    }
+    signal?.throwIfAborted();
+    const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
+    try {
+      await writeFile(temp, "", { flag: "wx" });
+      await truncate(temp, size);
+      await rename(temp, marker);
+    } catch (error) {
+      await unlink(temp).catch(() => {});
+      throw error;
     }
   }
 
@@ -212,27 +244,42 @@ export class FileSystemStorage implements UploadStorage {
     }
   }
 
-  /** Counts chunks with one directory listing. */
+  /**
+   * Counts chunks with one directory listing, reused while the chunk folder is unchanged: a chunk
+   * test on an idle upload then costs one `stat`, whatever the chunk count.
+   */
   async countChunks(key: string): Promise<number> {
+    const chunks = join(this.#uploadDir(key), "chunks");
     try {
-      const names = await readdir(join(this.#uploadDir(key), "chunks"));
-      return names.filter((name) => CHUNK_NAME.test(name)).length;
+      const before = await stat(chunks);
+      const cached = this.#counts.get(key);
+      if (cached && cached.mtimeMs === before.mtimeMs && cached.ctimeMs === before.ctimeMs) {
+        return cached.count;
+      }
+      const names = await readdir(chunks);
+      const count = names.filter((name) => CHUNK_NAME.test(name)).length;
+      if (Date.now() - before.mtimeMs > SETTLED_MS) {
+        if (this.#counts.size >= MAX_CACHED_COUNTS) this.#counts.clear();
+        this.#counts.set(key, { mtimeMs: before.mtimeMs, ctimeMs: before.ctimeMs, count });
+      } else this.#counts.delete(key);
+      return count;
     } catch (error) {
       if (isMissing(error)) return 0;
       throw error;
     }
   }
 
-  /** Streams a stored chunk. */
+  /** Streams a stored chunk from its range of the data file. */
   async openChunk(
     key: string,
     index: number,
   ): Promise<ReadableStream<Uint8Array>> {
-    const handle = await open(
-      join(this.#uploadDir(key), "chunks", String(index)),
-      "r",
-    );
-    return readableFromHandle(handle);
+    const chunks = join(this.#uploadDir(key), "chunks");
+    const { size } = await stat(join(chunks, String(index)));
+    const record = await this.getUpload(key);
+    if (!record) throw new Error(`Upload "${key}" has no record`);
+    const handle = await open(this.#dataPath(key), "r");
+    return readableFromHandle(handle, { start: (index - 1) * record.chunkSize, length: size });
   }
 
   async #newestClaim(dir: string): Promise<number> {
@@ -335,6 +382,49 @@ export class FileSystemStorage implements UploadStorage {
     return stored;
   }
 
+  /**
+   * Publishes the file from its chunks without copying them: they already sit at their final
+   * offsets in the data file, so this checks its size and renames it, under the same claim rules
+   * as {@linkcode FileSystemStorage.commit}.
+   */
+  async commitChunks(claim: Claim, file: StoredFile, chunkCount: number): Promise<StoredFile | undefined> {
+    const dir = this.#uploadDir(claim.key);
+    const data = this.#dataPath(claim.key);
+    let size: number;
+    try {
+      size = (await stat(data)).size;
+    } catch (error) {
+      // Renamed away by a claimant that has completed the upload meanwhile.
+      if (isMissing(error) && await this.getCompleted(claim.key)) return undefined;
+      throw error;
+    }
+    if (size !== file.size) throw new Error(`Assembled ${size} bytes, expected ${file.size}`);
+    // Each chunk's range is fully written before its marker appears, and the ranges of chunks
+    // 1..chunkCount cover the file: with every marker present, every byte is in place.
+    const names = new Set(await readdir(join(dir, "chunks")));
+    for (let index = 1; index <= chunkCount; index++) {
+      if (!names.has(String(index))) {
+        throw new Error(`Cannot assemble "${claim.key}": chunk ${index} is missing`);
+      }
+    }
+    if (await this.#newestClaim(dir) !== claim.generation || await this.getCompleted(claim.key)) {
+      return undefined;
+    }
+    const fileDir = this.#fileDir(file.id);
+    const location = join(fileDir, sanitizeFileName(file.name));
+    const stored: StoredFile = { ...file, size, location };
+    await mkdir(fileDir, { recursive: true });
+    await writeFile(join(fileDir, ".file.json"), JSON.stringify(stored));
+    try {
+      await rename(data, location);
+    } catch (error) {
+      if (isMissing(error) && await this.getCompleted(claim.key)) return undefined;
+      throw error;
+    }
+    if (!await this.#createJson(join(dir, "complete.json"), stored)) return undefined;
+    return stored;
+  }
+
   /** The completion record, or `undefined`. */
   getCompleted(key: string): Promise<StoredFile | undefined> {
     return this.#readJson<StoredFile>(
@@ -359,14 +449,18 @@ export class FileSystemStorage implements UploadStorage {
 
   /** Deletes the chunks, keeping the records. */
   async removeChunks(key: string): Promise<void> {
+    this.#counts.delete(key);
+    // The folder first: a late chunk then fails instead of recreating the data file.
     await rm(join(this.#uploadDir(key), "chunks"), {
       recursive: true,
       force: true,
     });
+    await rm(this.#dataPath(key), { force: true });
   }
 
   /** Deletes the upload directory. */
   async removeUpload(key: string): Promise<void> {
+    this.#counts.delete(key);
     await rm(this.#uploadDir(key), { recursive: true, force: true });
   }
 
@@ -374,5 +468,21 @@ export class FileSystemStorage implements UploadStorage {
   async removeFile(fileId: string): Promise<void> {
     if (!isFileId(fileId)) return;
     await rm(this.#fileDir(fileId), { recursive: true, force: true });
+  }
+}
+
+/** Reads a stream to its end, discarding it; rejects if it fails or `signal` aborts. */
+async function drain(data: ReadableStream<Uint8Array>, signal?: AbortSignal): Promise<void> {
+  const reader = data.getReader();
+  try {
+    while (true) {
+      signal?.throwIfAborted();
+      if ((await reader.read()).done) return;
+    }
+  } catch (error) {
+    await reader.cancel(error).catch(() => {});
+    throw error;
+  } finally {
+    reader.releaseLock();
   }
 }

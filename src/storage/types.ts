@@ -144,6 +144,14 @@ export interface UploadStorage {
     data: ReadableStream<Uint8Array>,
     file: StoredFile,
   ): Promise<StoredFile | undefined>;
+  /**
+   * Publishes the file from its stored chunks `1..chunkCount` without the core streaming them
+   * through {@linkcode UploadStorage.commit}, for storages that can do better (the file system
+   * writes chunks at their final offsets, so this is a rename). Same rules as `commit`: atomic, only
+   * for the newest claim, `undefined` when the claim was lost, and it must reject unless the result
+   * is exactly `file.size` bytes. Optional: without it, the core pipes the chunks into `commit`.
+   */
+  commitChunks?(claim: Claim, file: StoredFile, chunkCount: number): Promise<StoredFile | undefined>;
   /** The completion record of an upload, or `undefined`. */
   getCompleted(key: string): Promise<StoredFile | undefined>;
   /** Opens a completed file by id, or `undefined`. */
