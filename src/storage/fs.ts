@@ -38,7 +38,6 @@ import {
   rename,
   rm,
   stat,
-  truncate,
   unlink,
   utimes,
   writeFile,
@@ -79,7 +78,7 @@ const DATA_NAME = "data";
 // A directory listing is reused only while the directory is unchanged and was already this old when
 // listed: an entry added within the same timestamp tick as the listing would otherwise go unseen.
 const SETTLED_MS = 2000;
-const MAX_CACHED_COUNTS = 10_000;
+const MAX_CACHED = 10_000;
 const CLAIM_NAME = /^claim-([1-9][0-9]*)$/;
 
 function errorCode(error: unknown): string | undefined {
@@ -112,6 +111,7 @@ export class FileSystemStorage implements UploadStorage {
   readonly directory: string;
   #durable: boolean;
   #counts = new Map<string, { mtimeMs: number; ctimeMs: number; count: number }>();
+  #records = new Map<string, UploadRecord>();
 
   /**
    * Creates a storage rooted at `options.directory`. Nothing touches the disk until first use.
@@ -167,23 +167,41 @@ export class FileSystemStorage implements UploadStorage {
   /** Creates the upload record if absent. */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const dir = this.#uploadDir(record.key);
-    await mkdir(join(dir, "chunks"), { recursive: true });
     const path = join(dir, "upload.json");
-    if (await this.#createJson(path, record)) return record;
+    // Every chunk calls this; all but the first find the record, in one read.
+    const found = await this.#readJson<UploadRecord>(path);
+    if (found) return this.#remember(found);
+    await mkdir(join(dir, "chunks"), { recursive: true });
+    if (await this.#createJson(path, record)) return this.#remember(record);
     const existing = await this.#readJson<UploadRecord>(path);
     if (!existing) {
       throw new Error(
         `Upload record "${record.key}" vanished while being created`,
       );
     }
-    return existing;
+    return this.#remember(existing);
   }
 
   /** The upload record, or `undefined`. */
-  getUpload(key: string): Promise<UploadRecord | undefined> {
-    return this.#readJson<UploadRecord>(
+  async getUpload(key: string): Promise<UploadRecord | undefined> {
+    const found = await this.#readJson<UploadRecord>(
       join(this.#uploadDir(key), "upload.json"),
     );
+    return found ? this.#remember(found) : undefined;
+  }
+
+  /**
+   * Keeps the record last read, so writing the chunk that follows needs no second read. Records
+   * never change once created; a removed upload is forgotten by `removeUpload`.
+   */
+  #remember(record: UploadRecord): UploadRecord {
+    if (this.#records.size >= MAX_CACHED) this.#records.clear();
+    this.#records.set(record.key, record);
+    return record;
+  }
+
+  async #record(key: string): Promise<UploadRecord | undefined> {
+    return this.#records.get(key) ?? await this.getUpload(key);
   }
 
   /**
@@ -201,7 +219,7 @@ export class FileSystemStorage implements UploadStorage {
     if (!Number.isSafeInteger(index) || index < 1) {
       throw new RangeError(`Invalid chunk index ${index}`);
     }
-    const record = await this.getUpload(key);
+    const record = await this.#record(key);
     if (!record) throw new Error(`Cannot store chunk ${index} of "${key}": the upload has no record`);
     const chunks = join(this.#uploadDir(key), "chunks");
     const marker = join(chunks, String(index));
@@ -224,8 +242,12 @@ export class FileSystemStorage implements UploadStorage {
     signal?.throwIfAborted();
     const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
     try {
-      await writeFile(temp, "", { flag: "wx" });
-      await truncate(temp, size);
+      const markerHandle = await open(temp, "wx");
+      try {
+        await markerHandle.truncate(size);
+      } finally {
+        await markerHandle.close();
+      }
       await rename(temp, marker);
     } catch (error) {
       await unlink(temp).catch(() => {});
@@ -259,7 +281,7 @@ export class FileSystemStorage implements UploadStorage {
       const names = await readdir(chunks);
       const count = names.filter((name) => CHUNK_NAME.test(name)).length;
       if (Date.now() - before.mtimeMs > SETTLED_MS) {
-        if (this.#counts.size >= MAX_CACHED_COUNTS) this.#counts.clear();
+        if (this.#counts.size >= MAX_CACHED) this.#counts.clear();
         this.#counts.set(key, { mtimeMs: before.mtimeMs, ctimeMs: before.ctimeMs, count });
       } else this.#counts.delete(key);
       return count;
@@ -276,7 +298,7 @@ export class FileSystemStorage implements UploadStorage {
   ): Promise<ReadableStream<Uint8Array>> {
     const chunks = join(this.#uploadDir(key), "chunks");
     const { size } = await stat(join(chunks, String(index)));
-    const record = await this.getUpload(key);
+    const record = await this.#record(key);
     if (!record) throw new Error(`Upload "${key}" has no record`);
     const handle = await open(this.#dataPath(key), "r");
     return readableFromHandle(handle, { start: (index - 1) * record.chunkSize, length: size });
@@ -461,6 +483,7 @@ export class FileSystemStorage implements UploadStorage {
   /** Deletes the upload directory. */
   async removeUpload(key: string): Promise<void> {
     this.#counts.delete(key);
+    this.#records.delete(key);
     await rm(this.#uploadDir(key), { recursive: true, force: true });
   }
 

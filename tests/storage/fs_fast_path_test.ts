@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
+import type { FileHandle } from "node:fs/promises";
 import { FileSystemStorage } from "../../src/storage/fs.ts";
+import { writeStreamToHandle } from "../../src/storage/_fs_streams.ts";
 import type { UploadRecord } from "../../src/storage/types.ts";
 
 async function fixture(totalSize: number, chunkSize: number) {
@@ -125,4 +127,35 @@ Deno.test("FileSystemStorage with durable: true stores and assembles the same by
   } finally {
     await Deno.remove(directory, { recursive: true });
   }
+});
+
+Deno.test("writeStreamToHandle() gathers reads into vectored writes at their offsets, surviving short writes", async () => {
+  const file = new Uint8Array(64);
+  let calls = 0;
+  // A handle whose writes stop after at most 5 bytes, as a full disk or a signal may cause.
+  const handle = {
+    writev(parts: Uint8Array[], position: number) {
+      calls++;
+      let written = 0;
+      for (const part of parts) {
+        for (const byte of part) {
+          if (written === 5) return Promise.resolve({ bytesWritten: written });
+          file[position + written++] = byte;
+        }
+      }
+      return Promise.resolve({ bytesWritten: written });
+    },
+    write(bytes: Uint8Array, offset: number, length: number, position: number) {
+      calls++;
+      const n = Math.min(5, length);
+      file.set(bytes.subarray(offset, offset + n), position);
+      return Promise.resolve({ bytesWritten: n });
+    },
+  };
+  const pieces = ["abc", "defgh", "ij", "klmnopq"].map((s) => new TextEncoder().encode(s));
+  const source = ReadableStream.from(pieces);
+  const total = await writeStreamToHandle(handle as unknown as FileHandle, source, undefined, 10);
+  assert.equal(total, 17);
+  assert.equal(new TextDecoder().decode(file.subarray(10, 27)), "abcdefghijklmnopq");
+  assert.ok(calls >= 4);
 });
