@@ -8,6 +8,7 @@
 
 import { ResumableError } from "./errors.ts";
 import { limitStream } from "./_limit_stream.ts";
+import { boundaryOf, type MultipartHead, readMultipartStream } from "./_multipart.ts";
 
 /** True when the request body is `multipart/form-data`. */
 export function isMultipart(request: Request): boolean {
@@ -69,6 +70,38 @@ export async function readMultipart(
   }
 }
 
+/** A multipart body read up to its file part, and where a later failure of the body is recorded. */
+export interface StreamedMultipart extends MultipartHead {
+  /** Set once the body fails (too large, broken off, malformed); the file stream errors with it. */
+  failure: { error?: ResumableError };
+}
+
+/**
+ * Reads a multipart body with the streaming reader, at most `limit` bytes: the fields before the
+ * file part `fileField`, and that part as a stream read straight from the request.
+ *
+ * @throws {ResumableError} `body_too_large`, `body_incomplete` or `malformed_body`.
+ */
+export async function readMultipartStreamed(
+  request: Request,
+  limit: number,
+  fileField: string,
+): Promise<StreamedMultipart> {
+  checkDeclaredLength(request, limit);
+  const boundary = boundaryOf(request.headers.get("content-type") ?? "");
+  if (!request.body) {
+    throw new ResumableError("malformed_body", "Multipart request has no body");
+  }
+  const failure: { error?: ResumableError } = {};
+  const limited = limitStream(request.body, limit, failure);
+  try {
+    const head = await readMultipartStream(limited, boundary, { fileField, maxFieldBytes: limit, failure });
+    return { ...head, failure };
+  } catch (error) {
+    throw failure.error ?? error;
+  }
+}
+
 /** The bytes of a chunk taken from a form, with their length. */
 export interface FormChunk {
   stream: ReadableStream<Uint8Array>;
@@ -95,6 +128,11 @@ export function chunkFromForm(
   if (typeof value !== "string") {
     return { stream: value.stream(), size: value.size };
   }
+  return chunkFromDataUrl(value, name);
+}
+
+/** The chunk in a `data:` URL field (resumable.js `chunkFormat: "base64"`). */
+export function chunkFromDataUrl(value: string, name: string): FormChunk {
   const bytes = decodeDataUrl(value, name);
   return { stream: new Blob([bytes]).stream(), size: bytes.byteLength };
 }

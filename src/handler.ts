@@ -5,7 +5,15 @@
  * @module
  */
 
-import { checkDeclaredLength, chunkFromForm, contentLength, isMultipart, readMultipart } from "./body.ts";
+import {
+  checkDeclaredLength,
+  chunkFromDataUrl,
+  chunkFromForm,
+  contentLength,
+  isMultipart,
+  readMultipart,
+  readMultipartStreamed,
+} from "./body.ts";
 import { expectedDigest } from "./checksum.ts";
 import { ChunkService } from "./chunk_service.ts";
 import { cleanupExpired, type CleanupReport } from "./cleanup.ts";
@@ -14,7 +22,14 @@ import { ResumableError } from "./errors.ts";
 import { withIdleTimeout } from "./idle_body.ts";
 import { largestLegalChunk } from "./layout.ts";
 import { type ResolvedOptions, resolveOptions, type ResumableHandlerOptions } from "./options.ts";
-import { type Dialect, hasAnyParam, paramSource, readParams } from "./params.ts";
+import {
+  type Dialect,
+  hasAnyParam,
+  type ParamSource,
+  paramSource,
+  readParams,
+  recordSource,
+} from "./params.ts";
 import { asResumableError, defaultStatus, emptyResponse, errorResponse, jsonResponse } from "./response.ts";
 import type { UploadStorage } from "./storage/types.ts";
 import { maxChunkBytes, validateChunkRequest } from "./validate.ts";
@@ -197,10 +212,10 @@ async function test(
   service: ChunkService,
   options: ResolvedOptions,
   context: RequestContext,
-  form?: FormData,
+  source?: ParamSource,
 ): Promise<Response> {
   const url = new URL(request.url);
-  const raw = readParams(paramSource(url, form), {
+  const raw = readParams(source ?? paramSource(url), {
     namespace: options.parameterNamespace,
     custom: options.parameterNames,
   });
@@ -226,6 +241,9 @@ async function upload(
     const overhead = 64 * 1024 +
       8 * (options.limits.maxNameLength + options.limits.maxIdentifierLength);
     const limit = (early ? maxChunkBytes(early) : largestLegalChunk(options.limits.maxChunkSize)) + overhead;
+    if (options.multipartParser === "stream") {
+      return await uploadStreamed(request, service, options, context, limit);
+    }
     const form = await readMultipart(request, limit);
     const part = chunkFromForm(
       form,
@@ -233,7 +251,7 @@ async function upload(
     );
     if (!part) {
       if (canBeTest) {
-        return test(request, service, options, context, form);
+        return test(request, service, options, context, paramSource(url, form));
       }
       throw new ResumableError(
         "unsupported_media_type",
@@ -280,4 +298,63 @@ async function upload(
   });
   const body = request.body ?? new Blob([]).stream();
   return jsonResponse(200, await service.store(request, chunk, body, digest));
+}
+
+/** The multipart branch with the streaming reader: the file part goes straight to storage. */
+async function uploadStreamed(
+  request: Request,
+  service: ChunkService,
+  options: ResolvedOptions,
+  context: RequestContext,
+  limit: number,
+): Promise<Response> {
+  const url = new URL(request.url);
+  const fileField = options.parameterNamespace + options.fileParameterName;
+  const body = await readMultipartStreamed(request, limit, fileField);
+  const source = recordSource(url, body.fields);
+  let stream = body.file?.stream;
+  let size: number | undefined;
+  try {
+    if (!stream) {
+      const value = body.fields.get(fileField);
+      if (value === undefined) {
+        if (request.method.toUpperCase() === options.testMethod) {
+          return await test(request, service, options, context, source);
+        }
+        throw new ResumableError(
+          "unsupported_media_type",
+          `Multipart body has no file field "${fileField}"`,
+        );
+      }
+      ({ stream, size } = chunkFromDataUrl(value, fileField));
+    }
+    const raw = readParams(source, { namespace: options.parameterNamespace, custom: options.parameterNames });
+    context.dialect = raw.dialect;
+    let chunk;
+    try {
+      chunk = validateChunkRequest(raw, options.limits);
+    } catch (error) {
+      if (error instanceof ResumableError && body.file && error.message.startsWith("Missing parameter")) {
+        // The reader does not buffer the file part, so it cannot wait for fields sent after it.
+        throw new ResumableError(error.code, `${error.message} (form fields must precede the file part)`);
+      }
+      throw error;
+    }
+    if (size !== undefined && !chunk.allowedSizes.includes(size)) {
+      throw new ResumableError(
+        "chunk_size_mismatch",
+        `Received ${size} bytes for chunk ${chunk.chunkNumber}, expected ${chunk.allowedSizes.join(" or ")}`,
+      );
+    }
+    const digest = expectedDigest(options.checksum, request, source, {
+      namespace: options.parameterNamespace,
+      multipart: true,
+    });
+    const status = await service.store(request, chunk, stream, digest);
+    return jsonResponse(200, status);
+  } catch (error) {
+    await stream?.cancel(error).catch(() => {});
+    // A body that failed mid-stream is reported as itself, not as the storage's view of it.
+    throw body.failure.error ?? error;
+  }
 }

@@ -181,6 +181,15 @@ export interface ResumableHandlerOptions {
    * @default {10737418240} (10 GiB)
    */
   maxPendingBytes?: number;
+  /**
+   * How multipart bodies are read. `"stream"` reads the fields before the file part and streams the
+   * file part straight to storage: memory stays at one network read per request, and throughput
+   * near the wire's (see docs/performance.md). Form fields must then precede the file part, as both
+   * resumable.js and flow.js send them. `"native"` uses the platform's `Request.formData()`, which
+   * buffers the whole body first and accepts fields in any order.
+   * @default {"stream"}
+   */
+  multipartParser?: "stream" | "native";
 }
 
 /** Options after defaults and checks. */
@@ -207,6 +216,7 @@ export interface ResolvedOptions {
   completedExpireAfter: number;
   maxUploadsPerScope: number;
   maxPendingBytes: number;
+  multipartParser: "stream" | "native";
 }
 
 function positiveInteger(
@@ -352,6 +362,12 @@ export function resolveOptions(
       `Option expireAfter (${expireAfter}) must be longer than bodyTimeoutMs and assemblyLeaseMs`,
     );
   }
+  const multipartParser = options.multipartParser ?? "stream";
+  if (multipartParser !== "stream" && multipartParser !== "native") {
+    throw new TypeError(
+      `Option multipartParser must be "stream" or "native", got "${String(multipartParser)}"`,
+    );
+  }
   const parameterNamespace = options.parameterNamespace ?? "";
   if (typeof parameterNamespace !== "string") {
     throw new TypeError("Option parameterNamespace must be a string");
@@ -388,5 +404,6 @@ export function resolveOptions(
     ),
     maxUploadsPerScope: limit(options.maxUploadsPerScope, "maxUploadsPerScope", 1000),
     maxPendingBytes: limit(options.maxPendingBytes, "maxPendingBytes", 10 * 1024 ** 3),
+    multipartParser,
   };
 }

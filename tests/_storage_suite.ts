@@ -182,6 +182,28 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
     assert.equal(await readAll(opened.body), "abcdef");
   });
 
+  step("commits from stored chunks in place, when it can, under the same claim rules", async (storage) => {
+    if (!storage.commitChunks) return;
+    const rec = await storage.createUpload(await record(7, 3));
+    await storage.putChunk(rec.key, 2, streamOf("defg"));
+    const early = await storage.claim(rec.key, { owner: "early", ttlMs: 60_000 });
+    // Chunk 1 is missing: the result would not be the file's size, so nothing is published.
+    await assert.rejects(storage.commitChunks(early!, 2, { ...fileOf(rec), size: 7 }));
+    assert.equal(await storage.getCompleted(rec.key), undefined);
+    await storage.putChunk(rec.key, 1, streamOf("abc"));
+    await storage.releaseClaim?.(early!);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const stale = await storage.claim(rec.key, { owner: "stale", ttlMs: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const current = await storage.claim(rec.key, { owner: "current", ttlMs: 60_000 });
+    assert.ok(stale && current);
+    assert.equal(await storage.commitChunks(stale, 2, fileOf(rec)), undefined);
+    const stored = await storage.commitChunks(current, 2, fileOf(rec));
+    assert.equal(stored?.size, 7);
+    assert.equal((await storage.getCompleted(rec.key))?.id, rec.fileId);
+    assert.equal(await readAll((await storage.openFile(rec.fileId))!.body), "abcdefg");
+  });
+
   step("publishes nothing when the assembled stream fails", async (storage) => {
     const rec = await storage.createUpload(await record());
     const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });

@@ -25,7 +25,7 @@ const OPS = [
   "putChunk mid-write",
   "putChunk",
   "commit mid-write",
-  "commit",
+  "commitChunks",
   "claim",
   "removeChunks",
   "createUpload",

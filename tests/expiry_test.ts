@@ -106,7 +106,7 @@ Deno.test("cleanup() never removes an upload whose chunk is being received, and 
   });
 });
 
-Deno.test("FileSystemStorage counts a growing temp chunk as activity, so another process's upload survives", async () => {
+Deno.test("FileSystemStorage counts a chunk being written as activity, so another process's upload survives", async () => {
   const dir = await Deno.makeTempDir({ prefix: "resumable-expiry-fs-" });
   try {
     const storage = new FileSystemStorage({ directory: dir });
@@ -138,11 +138,11 @@ Deno.test("FileSystemStorage counts a growing temp chunk as activity, so another
         },
       }),
     );
-    const chunks = `${dir}/uploads/${live.key}/chunks`;
-    while (!(await listTree(chunks)).some((name) => name.endsWith(".tmp"))) {
+    // A chunk being received is written into the upload's data file at its offset.
+    while (!(await listTree(`${dir}/uploads/${live.key}`)).includes("data")) {
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
-    // Age everything but the temp file by two days, as if the upload had started long ago.
+    // Age everything but the data file by two days, as if the upload had started long ago.
     const past = new Date(Date.now() - 2 * DAY);
     for (const key of [old.key, live.key]) {
       const base = `${dir}/uploads/${key}`;

@@ -6,7 +6,9 @@
  * Layout under the root directory:
  * ```
  * uploads/<key>/upload.json      upload record (created once, by hard link)
- * uploads/<key>/chunks/<n>       a complete chunk (temp file + rename)
+ * uploads/<key>/data             the file's bytes: every chunk is written at its final offset
+ * uploads/<key>/chunks/<n>       marker of a complete chunk: an empty (sparse) file whose size is
+ *                                the chunk's, published by rename once its bytes are written
  * uploads/<key>/claim-<g>        assembly lease of generation g (O_EXCL; mtime = last renewal)
  * uploads/<key>/complete.json    completion record (created once, by hard link)
  * files/<id>/<sanitised name>    a completed file
@@ -27,6 +29,7 @@
  */
 
 import {
+  constants,
   link,
   mkdir,
   open,
@@ -79,6 +82,11 @@ export interface FileSystemStorageOptions {
 }
 
 const CHUNK_NAME = /^[1-9][0-9]*$/;
+const DATA_NAME = "data";
+// A directory listing is reused only while the directory is unchanged and was already this old when
+// listed: an entry added within the same timestamp tick as the listing would otherwise go unseen.
+const SETTLED_MS = 2000;
+const MAX_CACHED = 10_000;
 const CLAIM_NAME = /^claim-([1-9][0-9]*)$/;
 
 function errorCode(error: unknown): string | undefined {
@@ -88,6 +96,16 @@ function errorCode(error: unknown): string | undefined {
 function isMissing(error: unknown): boolean {
   const code = errorCode(error);
   return code === "ENOENT" || code === "ENOTDIR";
+}
+
+/** Size of the file at `path`, or `undefined` when there is none. */
+async function sizeOf(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size;
+  } catch (error) {
+    if (isMissing(error)) return undefined;
+    throw error;
+  }
 }
 
 function randomSuffix(): string {
@@ -110,6 +128,8 @@ export class FileSystemStorage implements UploadStorage {
   /** Absolute path of the root directory. */
   readonly directory: string;
   #durable: boolean;
+  #counts = new Map<string, { mtimeMs: number; ctimeMs: number; count: number }>();
+  #records = new Map<string, UploadRecord>();
 
   /**
    * Creates a storage rooted at `options.directory`. Nothing touches the disk until first use.
@@ -126,6 +146,10 @@ export class FileSystemStorage implements UploadStorage {
     // if a custom caller passes client text.
     if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
     return join(this.directory, "uploads", key);
+  }
+
+  #dataPath(key: string): string {
+    return join(this.#uploadDir(key), DATA_NAME);
   }
 
   #fileDir(fileId: string): string {
@@ -161,26 +185,49 @@ export class FileSystemStorage implements UploadStorage {
   /** Creates the upload record if absent. */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const dir = this.#uploadDir(record.key);
-    await mkdir(join(dir, "chunks"), { recursive: true });
     const path = join(dir, "upload.json");
-    if (await this.#createJson(path, record)) return record;
+    // Every chunk calls this; all but the first find the record, in one read.
+    const found = await this.#readJson<UploadRecord>(path);
+    if (found) return this.#remember(found);
+    await mkdir(join(dir, "chunks"), { recursive: true });
+    if (await this.#createJson(path, record)) return this.#remember(record);
     const existing = await this.#readJson<UploadRecord>(path);
     if (!existing) {
       throw new Error(
         `Upload record "${record.key}" vanished while being created`,
       );
     }
-    return existing;
+    return this.#remember(existing);
   }
 
   /** The upload record, or `undefined`. */
-  getUpload(key: string): Promise<UploadRecord | undefined> {
-    return this.#readJson<UploadRecord>(
+  async getUpload(key: string): Promise<UploadRecord | undefined> {
+    const found = await this.#readJson<UploadRecord>(
       join(this.#uploadDir(key), "upload.json"),
     );
+    return found ? this.#remember(found) : undefined;
   }
 
-  /** Writes a chunk to a temp file and renames it into place once complete. */
+  /**
+   * Keeps the record last read, so writing the chunk that follows needs no second read. Records
+   * never change once created; a removed upload is forgotten by `removeUpload`.
+   */
+  #remember(record: UploadRecord): UploadRecord {
+    if (this.#records.size >= MAX_CACHED) this.#records.clear();
+    this.#records.set(record.key, record);
+    return record;
+  }
+
+  async #record(key: string): Promise<UploadRecord | undefined> {
+    return this.#records.get(key) ?? await this.getUpload(key);
+  }
+
+  /**
+   * Writes a chunk's bytes at its final offset in the upload's data file, then publishes a marker
+   * for it by rename. Assembly is then a rename of the data file (see `commitChunks`), instead of a
+   * second copy of every byte. A chunk that is already stored is read to the end and kept as it
+   * was, so a torn re-send can never damage it. The upload record must exist: it gives the offset.
+   */
   async putChunk(
     key: string,
     index: number,
@@ -190,22 +237,39 @@ export class FileSystemStorage implements UploadStorage {
     if (!Number.isSafeInteger(index) || index < 1) {
       throw new RangeError(`Invalid chunk index ${index}`);
     }
+    const record = await this.#record(key);
+    if (!record) throw new Error(`Cannot store chunk ${index} of "${key}": the upload has no record`);
     const chunks = join(this.#uploadDir(key), "chunks");
-    const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
-    const handle = await open(temp, "wx");
-    let published = false;
+    const marker = join(chunks, String(index));
+    if (await this.chunkSize(key, index) !== undefined) {
+      await drain(data, signal);
+      return;
+    }
+    // Once the chunk folder is gone the upload has completed: fail rather than recreate its data.
+    await stat(chunks);
+    // O_CREAT without O_TRUNC or O_APPEND: chunks written in parallel share the file, each at its
+    // offset.
+    const handle = await open(this.#dataPath(key), constants.O_RDWR | constants.O_CREAT, 0o644);
+    let size: number;
     try {
-      await writeStreamToHandle(handle, data, signal);
+      size = await writeStreamToHandle(handle, data, signal, (index - 1) * record.chunkSize);
       if (this.#durable) await handle.sync();
-      await handle.close();
-      signal?.throwIfAborted();
-      await rename(temp, join(chunks, String(index)));
-      published = true;
     } finally {
-      if (!published) {
-        await handle.close().catch(() => {});
-        await unlink(temp).catch(() => {});
+      await handle.close().catch(() => {});
+    }
+    signal?.throwIfAborted();
+    const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
+    try {
+      const markerHandle = await open(temp, "wx");
+      try {
+        await markerHandle.truncate(size);
+      } finally {
+        await markerHandle.close();
       }
+      await rename(temp, marker);
+    } catch (error) {
+      await unlink(temp).catch(() => {});
+      throw error;
     }
   }
 
@@ -220,27 +284,42 @@ export class FileSystemStorage implements UploadStorage {
     }
   }
 
-  /** Counts chunks with one directory listing. */
+  /**
+   * Counts chunks with one directory listing, reused while the chunk folder is unchanged: a chunk
+   * test on an idle upload then costs one `stat`, whatever the chunk count.
+   */
   async countChunks(key: string): Promise<number> {
+    const chunks = join(this.#uploadDir(key), "chunks");
     try {
-      const names = await readdir(join(this.#uploadDir(key), "chunks"));
-      return names.filter((name) => CHUNK_NAME.test(name)).length;
+      const before = await stat(chunks);
+      const cached = this.#counts.get(key);
+      if (cached && cached.mtimeMs === before.mtimeMs && cached.ctimeMs === before.ctimeMs) {
+        return cached.count;
+      }
+      const names = await readdir(chunks);
+      const count = names.filter((name) => CHUNK_NAME.test(name)).length;
+      if (Date.now() - before.mtimeMs > SETTLED_MS) {
+        if (this.#counts.size >= MAX_CACHED) this.#counts.clear();
+        this.#counts.set(key, { mtimeMs: before.mtimeMs, ctimeMs: before.ctimeMs, count });
+      } else this.#counts.delete(key);
+      return count;
     } catch (error) {
       if (isMissing(error)) return 0;
       throw error;
     }
   }
 
-  /** Streams a stored chunk. */
+  /** Streams a stored chunk from its range of the data file. */
   async openChunk(
     key: string,
     index: number,
   ): Promise<ReadableStream<Uint8Array>> {
-    const handle = await open(
-      join(this.#uploadDir(key), "chunks", String(index)),
-      "r",
-    );
-    return readableFromHandle(handle);
+    const chunks = join(this.#uploadDir(key), "chunks");
+    const { size } = await stat(join(chunks, String(index)));
+    const record = await this.#record(key);
+    if (!record) throw new Error(`Upload "${key}" has no record`);
+    const handle = await open(this.#dataPath(key), "r");
+    return readableFromHandle(handle, { start: (index - 1) * record.chunkSize, length: size });
   }
 
   async #newestClaim(dir: string): Promise<number> {
@@ -332,7 +411,7 @@ export class FileSystemStorage implements UploadStorage {
     const location = join(fileDir, sanitizeFileName(file.name));
     const stored: StoredFile = { ...file, size, location };
     await mkdir(fileDir, { recursive: true });
-    await writeFile(join(fileDir, ".file.json"), JSON.stringify(stored));
+    await this.#writeJsonAtomically(join(fileDir, ".file.json"), stored);
     await rename(temp, location);
     // The completion record is the linearisation point: whoever links it first has completed the
     // upload. A rare loser (a claimant that stalled past its lease) has renamed identical bytes
@@ -410,6 +489,63 @@ export class FileSystemStorage implements UploadStorage {
     }
   }
 
+  /**
+   * Publishes the file from its chunks without copying them: they already sit at their final
+   * offsets in the data file, so this checks its size and renames it, under the same claim rules
+   * as {@linkcode FileSystemStorage.commit}.
+   */
+  async commitChunks(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined> {
+    const dir = this.#uploadDir(claim.key);
+    const location = join(this.#fileDir(file.id), sanitizeFileName(file.name));
+    let size = await sizeOf(this.#dataPath(claim.key));
+    // A claimant that died between renaming the data file into place and recording completion left a
+    // complete file at its final, deterministic location: finish its work instead of failing forever.
+    let published = false;
+    if (size === undefined) {
+      if (await this.getCompleted(claim.key)) return undefined;
+      size = await sizeOf(location);
+      if (size === undefined) throw new Error(`Cannot assemble "${claim.key}": its data file is missing`);
+      published = true;
+    }
+    if (size !== file.size) throw new Error(`Assembled ${size} bytes, expected ${file.size}`);
+    // Each chunk's range is fully written before its marker appears, and the ranges of chunks
+    // 1..chunkCount cover the file: with every marker present, every byte is in place.
+    const names = new Set(await readdir(join(dir, "chunks")));
+    for (let index = 1; index <= chunkCount; index++) {
+      if (!names.has(String(index))) {
+        throw new Error(`Cannot assemble "${claim.key}": chunk ${index} is missing`);
+      }
+    }
+    if (await this.#newestClaim(dir) !== claim.generation || await this.getCompleted(claim.key)) {
+      return undefined;
+    }
+    const stored: StoredFile = { ...file, size, location };
+    await mkdir(this.#fileDir(file.id), { recursive: true });
+    await this.#writeJsonAtomically(join(this.#fileDir(file.id), ".file.json"), stored);
+    if (!published) {
+      try {
+        await rename(this.#dataPath(claim.key), location);
+      } catch (error) {
+        if (isMissing(error) && await this.getCompleted(claim.key)) return undefined;
+        throw error;
+      }
+    }
+    if (!await this.#createJson(join(dir, "complete.json"), stored)) return undefined;
+    return stored;
+  }
+
+  /** Replaces `path` with JSON so that readers see the old or the new content, never a torn one. */
+  async #writeJsonAtomically(path: string, value: unknown): Promise<void> {
+    const temp = `${path}.${randomSuffix()}.tmp`;
+    await writeFile(temp, JSON.stringify(value));
+    try {
+      await rename(temp, path);
+    } catch (error) {
+      await unlink(temp).catch(() => {});
+      throw error;
+    }
+  }
+
   /** The completion record, or `undefined`. */
   getCompleted(key: string): Promise<StoredFile | undefined> {
     return this.#readJson<StoredFile>(
@@ -434,15 +570,20 @@ export class FileSystemStorage implements UploadStorage {
 
   /** Deletes the chunks, keeping the records. */
   async removeChunks(key: string): Promise<void> {
+    this.#counts.delete(key);
+    // The folder first: a late chunk then fails instead of recreating the data file.
     await rm(join(this.#uploadDir(key), "chunks"), {
       recursive: true,
       force: true,
     });
+    await rm(this.#dataPath(key), { force: true });
   }
 
   /** Deletes the upload directory, and partial assemblies a crash left behind for it. */
   async removeUpload(key: string): Promise<void> {
     const record = await this.getUpload(key).catch(() => undefined);
+    this.#counts.delete(key);
+    this.#records.delete(key);
     await rm(this.#uploadDir(key), { recursive: true, force: true });
     if (record && isFileId(record.fileId)) await this.#removeTempFiles(record.fileId);
   }
@@ -451,5 +592,21 @@ export class FileSystemStorage implements UploadStorage {
   async removeFile(fileId: string): Promise<void> {
     if (!isFileId(fileId)) return;
     await rm(this.#fileDir(fileId), { recursive: true, force: true });
+  }
+}
+
+/** Reads a stream to its end, discarding it; rejects if it fails or `signal` aborts. */
+async function drain(data: ReadableStream<Uint8Array>, signal?: AbortSignal): Promise<void> {
+  const reader = data.getReader();
+  try {
+    while (true) {
+      signal?.throwIfAborted();
+      if ((await reader.read()).done) return;
+    }
+  } catch (error) {
+    await reader.cancel(error).catch(() => {});
+    throw error;
+  } finally {
+    reader.releaseLock();
   }
 }

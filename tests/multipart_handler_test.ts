@@ -1,0 +1,129 @@
+// The multipart branch of the handler with both parsers: same answers for well-formed bodies, clear
+// 4xx for malformed ones, and nothing stored from a body that fails after its file part.
+import assert from "node:assert/strict";
+import { createResumableHandler } from "../mod.ts";
+import { MemoryStorage } from "../src/storage/memory.ts";
+import { chunkRequest, clientChunks, seededBytes, sha256, testRequest } from "./_helpers.ts";
+
+const BASE = "http://localhost/upload";
+const PARSERS = ["stream", "native"] as const;
+
+function handlerFor(parser: "stream" | "native") {
+  const storage = new MemoryStorage();
+  return { storage, handler: createResumableHandler({ storage, multipartParser: parser }) };
+}
+
+function rawMultipart(url: string, body: string | Uint8Array, boundary = "b"): Request {
+  return new Request(url, {
+    method: "POST",
+    headers: { "content-type": `multipart/form-data; boundary=${boundary}` },
+    body: body as BodyInit,
+  });
+}
+
+function fieldsOf(params: Record<string, string>): string {
+  return Object.entries(params)
+    .map(([k, v]) => `--b\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`).join("");
+}
+
+function filePart(text: string): string {
+  return `--b\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n` +
+    `Content-Type: application/octet-stream\r\n\r\n${text}\r\n`;
+}
+
+Deno.test("both multipart parsers store a flow.js upload with identical bytes", async () => {
+  for (const parser of PARSERS) {
+    const { storage, handler } = handlerFor(parser);
+    const data = seededBytes(300_001, 7);
+    const chunks = clientChunks(data, { identifier: `f-${parser}`, chunkSize: 65_536, dialect: "flow" });
+    let last;
+    for (const chunk of chunks) {
+      const response = await handler(chunkRequest(BASE, chunk));
+      assert.equal(response.status, 200, parser);
+      last = await response.json();
+    }
+    assert.equal(last.complete, true, parser);
+    const opened = await storage.openFile(last.file.id);
+    const stored = new Uint8Array(await new Response(opened!.body).arrayBuffer());
+    assert.equal(await sha256(stored), await sha256(data), parser);
+  }
+});
+
+Deno.test("the stream parser refuses a body that turns malformed after the file part, storing nothing", async () => {
+  const { handler } = handlerFor("stream");
+  const [chunk] = clientChunks(seededBytes(5, 1), { identifier: "m-1", chunkSize: 100, dialect: "flow" });
+  for (
+    const tail of [
+      "", // no closing delimiter
+      filePart("again") + "--b--\r\n", // duplicate file field
+      "--b\r\nbroken header\r\n\r\nx\r\n--b--\r\n",
+    ]
+  ) {
+    const body = fieldsOf(chunk!.params) + filePart("hello") + tail;
+    const response = await handler(rawMultipart(BASE, body));
+    assert.equal(response.status, 415, JSON.stringify(tail)); // flow dialect: malformed_body is 415
+    assert.equal((await response.json()).error.code, "malformed_body");
+    const test = await handler(testRequest(BASE, chunk!));
+    assert.equal(test.status, 204, "the chunk was not stored");
+    await test.body?.cancel();
+  }
+});
+
+Deno.test("the stream parser answers 400 for a missing or bad boundary", async () => {
+  const { handler } = handlerFor("stream");
+  const [chunk] = clientChunks(seededBytes(5, 2), { identifier: "m-2", chunkSize: 100 });
+  const url = `${BASE}?${new URLSearchParams(chunk!.params)}`;
+  for (const type of ["multipart/form-data", "multipart/form-data; boundary=\u00e9"]) {
+    const response = await handler(
+      new Request(url, { method: "POST", headers: { "content-type": type }, body: "x" }),
+    );
+    assert.equal(response.status, 400, type);
+    assert.equal((await response.json()).error.code, "malformed_body");
+  }
+});
+
+Deno.test("the stream parser asks for fields before the file part; the native parser accepts any order", async () => {
+  for (const parser of PARSERS) {
+    const { handler } = handlerFor(parser);
+    const [chunk] = clientChunks(seededBytes(5, 3), {
+      identifier: `late-${parser}`,
+      chunkSize: 100,
+      dialect: "flow",
+    });
+    const body = filePart("hello") + fieldsOf(chunk!.params) + "--b--\r\n";
+    const response = await handler(rawMultipart(BASE, body));
+    const json = await response.json();
+    if (parser === "native") assert.equal(response.status, 200);
+    else {
+      assert.equal(response.status, 400);
+      assert.match(json.error.message, /must precede the file part/);
+    }
+  }
+});
+
+Deno.test("both parsers accept a chunk sent as a base64 data: URL string", async () => {
+  for (const parser of PARSERS) {
+    const { handler } = handlerFor(parser);
+    const [chunk] = clientChunks(new TextEncoder().encode("hello"), {
+      identifier: `b64-${parser}`,
+      chunkSize: 100,
+    });
+    const body = fieldsOf(chunk!.params) +
+      `--b\r\nContent-Disposition: form-data; name="file"\r\n\r\ndata:application/octet-stream;base64,aGVsbG8=\r\n--b--\r\n`;
+    const response = await handler(rawMultipart(BASE, body));
+    assert.equal(response.status, 200, parser);
+    assert.equal((await response.json()).complete, true);
+  }
+});
+
+Deno.test("the stream parser refuses a file part of the wrong size and a body over the limit", async () => {
+  const { handler } = handlerFor("stream");
+  const [chunk] = clientChunks(seededBytes(5, 4), { identifier: "m-4", chunkSize: 100 });
+  const short = await handler(rawMultipart(BASE, fieldsOf(chunk!.params) + filePart("hell") + "--b--\r\n"));
+  assert.equal(short.status, 400);
+  assert.equal((await short.json()).error.code, "chunk_size_mismatch");
+  const url = `${BASE}?${new URLSearchParams(chunk!.params)}`;
+  const huge = await handler(rawMultipart(url, filePart("x".repeat(200_000)) + "--b--\r\n"));
+  assert.equal(huge.status, 400);
+  assert.equal((await huge.json()).error.code, "body_too_large");
+});

@@ -1,0 +1,320 @@
+import assert from "node:assert/strict";
+import { boundaryOf, readMultipartStream } from "../src/_multipart.ts";
+import { ResumableError } from "../src/errors.ts";
+
+const encoder = new TextEncoder();
+const B = "----formdata-b0undary";
+
+/** A body in pieces cut at `cuts` (byte offsets), as a network would deliver it. */
+function streamOf(bytes: Uint8Array, cuts: number[] = []): ReadableStream<Uint8Array> {
+  const points = [0, ...cuts.filter((c) => c > 0 && c < bytes.length), bytes.length];
+  let i = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (i + 1 >= points.length) return controller.close();
+      controller.enqueue(bytes.slice(points[i], points[i + 1]));
+      i++;
+    },
+  });
+}
+
+function concat(...parts: (string | Uint8Array)[]): Uint8Array {
+  const arrays = parts.map((p) => typeof p === "string" ? encoder.encode(p) : p);
+  const out = new Uint8Array(arrays.reduce((n, a) => n + a.length, 0));
+  let offset = 0;
+  for (const a of arrays) {
+    out.set(a, offset);
+    offset += a.length;
+  }
+  return out;
+}
+
+function field(name: string, value: string): string {
+  return `--${B}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
+}
+
+function filePart(name: string, data: Uint8Array | string, filename = "a.bin"): Uint8Array {
+  return concat(
+    `--${B}\r\nContent-Disposition: form-data; name="${name}"; filename="${filename}"\r\n`,
+    `Content-Type: application/octet-stream\r\n\r\n`,
+    data,
+    "\r\n",
+  );
+}
+
+const CLOSE = `--${B}--\r\n`;
+
+async function parse(bytes: Uint8Array, cuts: number[] = []) {
+  const head = await readMultipartStream(streamOf(bytes, cuts), B, {
+    fileField: "file",
+    maxFieldBytes: 1 << 20,
+  });
+  const file = head.file ? new Uint8Array(await new Response(head.file.stream).arrayBuffer()) : undefined;
+  return { fields: head.fields, file, filename: head.file?.filename, type: head.file?.type };
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof ResumableError, `expected a ResumableError, got ${error}`);
+    assert.equal(error.code, code, error.message);
+    return true;
+  });
+}
+
+/** File bytes that look like parts of a delimiter, to trip any naive search. */
+const TRICKY = concat(
+  "\r\n--",
+  B.slice(0, 10),
+  "\r\r\n-",
+  "\r\n--",
+  B.slice(0, -1),
+  "X\r\n",
+  new Uint8Array([0, 255, 13]),
+  "\r",
+);
+
+const FLOW_BODY = concat(
+  field("flowChunkNumber", "1"),
+  field("flowIdentifier", "id-1"),
+  filePart("file", TRICKY),
+  CLOSE,
+);
+
+Deno.test("readMultipartStream() reads fields and file bytes whatever the network splits, at every byte position", async () => {
+  for (let cut = 0; cut <= FLOW_BODY.length; cut++) {
+    const result = await parse(FLOW_BODY, [cut]);
+    assert.equal(result.fields.get("flowChunkNumber"), "1", `cut at ${cut}`);
+    assert.equal(result.fields.get("flowIdentifier"), "id-1", `cut at ${cut}`);
+    assert.deepEqual(result.file, TRICKY, `cut at ${cut}`);
+  }
+  const everyByte = Array.from({ length: FLOW_BODY.length }, (_, i) => i);
+  assert.deepEqual((await parse(FLOW_BODY, everyByte)).file, TRICKY);
+  const twoCuts = await parse(FLOW_BODY, [37, 38]);
+  assert.equal(twoCuts.filename, "a.bin");
+  assert.equal(twoCuts.type, "application/octet-stream");
+});
+
+Deno.test("readMultipartStream() keeps CRLF edge cases in file data exact", async () => {
+  for (
+    const data of [
+      "",
+      "\r",
+      "\n",
+      "\r\n",
+      "\r\n\r\n",
+      "--",
+      `\r\n--${B}`.slice(0, -1),
+      `--${B}--`,
+      "x\r",
+    ]
+  ) {
+    const bytes = encoder.encode(data);
+    const result = await parse(concat(filePart("file", bytes), CLOSE), [5, 60, 90]);
+    assert.deepEqual(result.file, bytes, JSON.stringify(data));
+  }
+});
+
+Deno.test("readMultipartStream() ignores preamble, epilogue and transport padding", async () => {
+  const body = concat(
+    "preamble\r\nmore preamble\r\n",
+    `--${B}  \t\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n`,
+    filePart("file", "data"),
+    `--${B}--\r\nepilogue bytes`,
+  );
+  const result = await parse(body);
+  assert.equal(result.fields.get("a"), "1");
+  assert.deepEqual(result.file, encoder.encode("data"));
+});
+
+Deno.test("readMultipartStream() reads quoted names with ';' and escapes, and a file with an empty filename", async () => {
+  const body = concat(
+    `--${B}\r\nContent-Disposition: form-data; name="a;b\\"c"\r\n\r\nv\r\n`,
+    filePart("file", "x", ""),
+    CLOSE,
+  );
+  const result = await parse(body);
+  assert.equal(result.fields.get('a;b"c'), "v");
+  assert.equal(result.filename, "");
+  assert.deepEqual(result.file, encoder.encode("x"));
+});
+
+Deno.test("boundaryOf() refuses a missing or illegal boundary", () => {
+  assert.equal(boundaryOf(`multipart/form-data; boundary=${B}`), B);
+  assert.equal(boundaryOf(`multipart/form-data; charset=utf-8; boundary="a b"`), "a b");
+  for (
+    const type of [
+      "multipart/form-data",
+      "multipart/form-data; boundary=",
+      'multipart/form-data; boundary=""',
+      `multipart/form-data; boundary=${"x".repeat(71)}`,
+      'multipart/form-data; boundary="a\u0001b"',
+      'multipart/form-data; boundary="ends with space "',
+    ]
+  ) {
+    assert.throws(
+      () => boundaryOf(type),
+      (e: unknown) => e instanceof ResumableError && e.code === "malformed_body",
+      type,
+    );
+  }
+});
+
+Deno.test("readMultipartStream() refuses a body without its boundary", async () => {
+  await rejectsWith(parse(encoder.encode("no boundary here at all")), "malformed_body");
+  await rejectsWith(parse(new Uint8Array()), "malformed_body");
+  const other = encoder.encode(
+    FLOW_BODY.length ? new TextDecoder().decode(FLOW_BODY).replaceAll(B, "other") : "",
+  );
+  await rejectsWith(parse(other), "malformed_body");
+});
+
+Deno.test("readMultipartStream() fails the file stream of a truncated body, so nothing is stored", async () => {
+  // Truncated at every position from inside the file part to just before the closing "--": either
+  // the head or the file stream fails. ("--B--" without its final CRLF is complete.)
+  const start = FLOW_BODY.length - CLOSE.length - TRICKY.length - 40;
+  for (let end = start; end < FLOW_BODY.length - 2; end++) {
+    const cut = FLOW_BODY.slice(0, end);
+    await rejectsWith(parse(cut), "malformed_body");
+  }
+});
+
+Deno.test("readMultipartStream() refuses a body without the closing delimiter", async () => {
+  await rejectsWith(parse(concat(filePart("file", "data"))), "malformed_body");
+  await rejectsWith(parse(concat(filePart("file", "data"), `--${B}`)), "malformed_body");
+  await rejectsWith(parse(concat(filePart("file", "data"), `--${B}\r\n`)), "malformed_body");
+  await rejectsWith(parse(concat(filePart("file", "data"), `--${B}-`)), "malformed_body");
+  await rejectsWith(parse(concat(field("a", "1"))), "malformed_body");
+});
+
+Deno.test("readMultipartStream() refuses a boundary followed by junk, and parts without a name", async () => {
+  await rejectsWith(
+    parse(concat(`--${B}junk\r\n`, "Content-Disposition: form-data; name=a\r\n\r\n1\r\n", CLOSE)),
+    "malformed_body",
+  );
+  await rejectsWith(
+    parse(concat(`--${B}\r\nContent-Type: text/plain\r\n\r\n1\r\n`, CLOSE)),
+    "malformed_body",
+  );
+  await rejectsWith(parse(concat(`--${B}\r\n\r\n1\r\n`, CLOSE)), "malformed_body");
+  await rejectsWith(
+    parse(concat(`--${B}\r\nContent-Disposition: attachment; name="a"\r\n\r\n1\r\n`, CLOSE)),
+    "malformed_body",
+  );
+  await rejectsWith(
+    parse(concat(`--${B}\r\nContent-Disposition: form-data; name="a\r\n\r\n1\r\n`, CLOSE)),
+    "malformed_body",
+  );
+  await rejectsWith(parse(concat(`--${B}\r\nno colon here\r\n\r\n1\r\n`, CLOSE)), "malformed_body");
+  await rejectsWith(
+    parse(concat(`--${B}\r\nX: ${"y".repeat(20_000)}\r\n\r\n1\r\n`, CLOSE)),
+    "malformed_body",
+  );
+});
+
+Deno.test("readMultipartStream() refuses a duplicate file field, before or after the file part", async () => {
+  await rejectsWith(parse(concat(filePart("file", "a"), filePart("file", "b"), CLOSE)), "malformed_body");
+  await rejectsWith(parse(concat(field("file", "data:,x"), filePart("file", "b"), CLOSE)), "malformed_body");
+  await rejectsWith(parse(concat(filePart("file", "a"), field("file", "x"), CLOSE)), "malformed_body");
+  await rejectsWith(parse(concat(field("file", "x"), field("file", "y"), CLOSE)), "malformed_body");
+});
+
+Deno.test("readMultipartStream() returns a file sent as a string (base64 data: URL) as a field", async () => {
+  const result = await parse(
+    concat(field("a", "1"), field("file", "data:application/octet-stream;base64,aGk="), CLOSE),
+  );
+  assert.equal(result.file, undefined);
+  assert.equal(result.fields.get("file"), "data:application/octet-stream;base64,aGk=");
+});
+
+Deno.test("readMultipartStream() parses fields after the file part but does not report them", async () => {
+  const result = await parse(concat(field("a", "1"), filePart("file", "data"), field("late", "2"), CLOSE));
+  assert.deepEqual(result.file, encoder.encode("data"));
+  assert.equal(result.fields.get("a"), "1");
+  assert.equal(result.fields.has("late"), false);
+  // ...and a malformed part after the file still fails the file stream.
+  await rejectsWith(
+    parse(concat(filePart("file", "data"), `--${B}\r\nbad\r\n\r\nx\r\n`, CLOSE)),
+    "malformed_body",
+  );
+});
+
+Deno.test("readMultipartStream() skips other file parts without keeping them", async () => {
+  const big = new Uint8Array(3 << 20);
+  const head = await readMultipartStream(
+    streamOf(concat(filePart("other", big), field("a", "1"), filePart("file", "x"), CLOSE), [1000, 70_000]),
+    B,
+    { fileField: "file", maxFieldBytes: 1024 },
+  );
+  assert.equal(head.fields.get("a"), "1");
+  assert.equal(head.fields.has("other"), false);
+  assert.equal(await new Response(head.file!.stream).text(), "x");
+});
+
+Deno.test("readMultipartStream() bounds the text fields it keeps", async () => {
+  const body = concat(field("a", "x".repeat(2000)), filePart("file", "x"), CLOSE);
+  await rejectsWith(
+    readMultipartStream(streamOf(body), B, { fileField: "file", maxFieldBytes: 1000 }),
+    "body_too_large",
+  );
+});
+
+Deno.test("readMultipartStream() reports a body that breaks off as body_incomplete", async () => {
+  let sent = false;
+  const broken = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent) return controller.error(new Error("connection reset"));
+      sent = true;
+      controller.enqueue(concat(filePart("file", "abc").slice(0, -2)));
+    },
+  });
+  const failure: { error?: ResumableError } = {};
+  const head = await readMultipartStream(broken, B, { fileField: "file", maxFieldBytes: 1024, failure });
+  await rejectsWith(new Response(head.file!.stream).arrayBuffer(), "body_incomplete");
+  assert.equal(failure.error?.code, "body_incomplete");
+});
+
+Deno.test("readMultipartStream() streams the file part before the body has ended", async () => {
+  let push!: (bytes: Uint8Array | null) => void;
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      push = (bytes) => bytes ? controller.enqueue(bytes) : controller.close();
+    },
+  });
+  const headPromise = readMultipartStream(body, B, { fileField: "file", maxFieldBytes: 1024 });
+  push(concat(field("a", "1"), filePart("file", "first bytes|").slice(0, -2)));
+  const head = await headPromise;
+  const reader = head.file!.stream.getReader();
+  const first = await reader.read();
+  // The body is still open: the reader handed out file bytes without waiting for the end.
+  assert.equal(new TextDecoder().decode(first.value!).startsWith("first"), true);
+  let text = new TextDecoder().decode(first.value!);
+  push(encoder.encode("second\r\n"));
+  push(encoder.encode(CLOSE));
+  push(null);
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  assert.equal(text, "first bytes|second");
+});
+
+Deno.test("readMultipartStream() fails only with ResumableError on mutated bodies (fuzz)", async () => {
+  let seed = 12345;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (let round = 0; round < 500; round++) {
+    const bytes = FLOW_BODY.slice();
+    const edits = 1 + Math.floor(random() * 4);
+    for (let e = 0; e < edits; e++) {
+      bytes[Math.floor(random() * bytes.length)] = [13, 10, 45, 34, 59, 0, 97][Math.floor(random() * 7)]!;
+    }
+    const cuts = [Math.floor(random() * bytes.length)];
+    const end = random() < 0.3 ? Math.floor(random() * bytes.length) : bytes.length;
+    try {
+      await parse(bytes.slice(0, end), cuts);
+    } catch (error) {
+      assert.ok(error instanceof ResumableError, `round ${round}: ${error}`);
+      assert.ok(["malformed_body", "body_incomplete", "body_too_large"].includes(error.code));
+    }
+  }
+});

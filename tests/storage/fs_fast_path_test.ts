@@ -1,0 +1,191 @@
+// What makes the file-system storage fast, checked for correctness (speed itself goes to bench/).
+import assert from "node:assert/strict";
+import { stat, utimes } from "node:fs/promises";
+import { join } from "node:path";
+import { newFileId, uploadKey } from "../../src/identifier.ts";
+import type { FileHandle } from "node:fs/promises";
+import { FileSystemStorage } from "../../src/storage/fs.ts";
+import { writeStreamToHandle } from "../../src/storage/_fs_streams.ts";
+import type { UploadRecord } from "../../src/storage/types.ts";
+
+async function fixture(totalSize: number, chunkSize: number) {
+  const directory = await Deno.makeTempDir({ prefix: "resumable-fast-" });
+  const storage = new FileSystemStorage({ directory });
+  const record: UploadRecord = {
+    key: await uploadKey("", crypto.randomUUID()),
+    fileId: newFileId(),
+    identifier: "id",
+    fileName: "f.bin",
+    relativePath: "f.bin",
+    type: "",
+    totalSize,
+    chunkSize,
+    createdAt: Date.now(),
+  };
+  await storage.createUpload(record);
+  return {
+    storage,
+    record,
+    dir: join(directory, "uploads", record.key),
+    [Symbol.asyncDispose]: () => Deno.remove(directory, { recursive: true }),
+  };
+}
+
+const text = (s: string) => new Blob([s]).stream();
+
+Deno.test("FileSystemStorage writes chunks at their final offsets, so assembly renames the data file", async () => {
+  await using fx = await fixture(10, 4);
+  // Out of order and in parallel, as browsers send them; chunk 2 is the stretched last chunk.
+  await Promise.all([
+    fx.storage.putChunk(fx.record.key, 2, text("efghij")),
+    fx.storage.putChunk(fx.record.key, 1, text("abcd")),
+  ]);
+  assert.equal(await fx.storage.chunkSize(fx.record.key, 2), 6);
+  assert.equal(await new Response(await fx.storage.openChunk(fx.record.key, 2)).text(), "efghij");
+  const { ino } = await stat(join(fx.dir, "data"));
+  const claim = await fx.storage.claim(fx.record.key, { owner: "o", ttlMs: 60_000 });
+  const stored = await fx.storage.commitChunks(claim!, 2, {
+    id: fx.record.fileId,
+    name: "f.bin",
+    size: 10,
+    type: "",
+    identifier: "id",
+    relativePath: "f.bin",
+    uploadKey: fx.record.key,
+    completedAt: Date.now(),
+  });
+  // Same inode: the published file is the data file itself, not a copy.
+  assert.equal((await stat(stored!.location!)).ino, ino);
+  assert.equal(await new Response((await fx.storage.openFile(fx.record.fileId))!.body).text(), "abcdefghij");
+  await fx.storage.removeChunks(fx.record.key);
+  await assert.rejects(
+    fx.storage.putChunk(fx.record.key, 1, text("abcd")),
+    "a late chunk cannot recreate the data",
+  );
+  await assert.rejects(stat(join(fx.dir, "data")));
+});
+
+Deno.test("FileSystemStorage keeps a stored chunk when a re-send of it breaks off", async () => {
+  await using fx = await fixture(8, 4);
+  await fx.storage.putChunk(fx.record.key, 1, text("abcd"));
+  let sent = false;
+  const torn = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent) return controller.error(new Error("reset"));
+      sent = true;
+      controller.enqueue(new TextEncoder().encode("XY"));
+    },
+  });
+  await assert.rejects(fx.storage.putChunk(fx.record.key, 1, torn));
+  assert.equal(await new Response(await fx.storage.openChunk(fx.record.key, 1)).text(), "abcd");
+});
+
+Deno.test("FileSystemStorage refuses a chunk of an upload without a record", async () => {
+  await using fx = await fixture(8, 4);
+  const other = await uploadKey("", "no-record");
+  await assert.rejects(fx.storage.putChunk(other, 1, text("abcd")), /has no record/);
+});
+
+Deno.test("FileSystemStorage reuses a chunk count only while the chunk folder is unchanged", async () => {
+  await using fx = await fixture(40, 4);
+  for (const n of [1, 2, 3]) await fx.storage.putChunk(fx.record.key, n, text("abcd"));
+  // Age the folder so its listing may be reused, then change it: the count must follow.
+  const old = new Date(Date.now() - 60_000);
+  await utimes(join(fx.dir, "chunks"), old, old);
+  assert.equal(await fx.storage.countChunks(fx.record.key), 3);
+  assert.equal(await fx.storage.countChunks(fx.record.key), 3);
+  await fx.storage.putChunk(fx.record.key, 4, text("abcd"));
+  assert.equal(await fx.storage.countChunks(fx.record.key), 4);
+  await utimes(join(fx.dir, "chunks"), old, old);
+  assert.equal(await fx.storage.countChunks(fx.record.key), 4);
+  await fx.storage.putChunk(fx.record.key, 5, text("abcd"));
+  assert.equal(await fx.storage.countChunks(fx.record.key), 5);
+  await fx.storage.removeChunks(fx.record.key);
+  assert.equal(await fx.storage.countChunks(fx.record.key), 0);
+});
+
+Deno.test("FileSystemStorage with durable: true stores and assembles the same bytes", async () => {
+  const directory = await Deno.makeTempDir({ prefix: "resumable-durable-" });
+  try {
+    const storage = new FileSystemStorage({ directory, durable: true });
+    const key = await uploadKey("", "durable");
+    await storage.createUpload({
+      key,
+      fileId: newFileId(),
+      identifier: "d",
+      fileName: "d",
+      relativePath: "d",
+      type: "",
+      totalSize: 4,
+      chunkSize: 2,
+      createdAt: Date.now(),
+    });
+    await storage.putChunk(key, 2, text("cd"));
+    await storage.putChunk(key, 1, text("ab"));
+    assert.equal(await storage.countChunks(key), 2);
+    assert.equal(await new Response(await storage.openChunk(key, 2)).text(), "cd");
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+});
+
+Deno.test("writeStreamToHandle() gathers reads into vectored writes at their offsets, surviving short writes", async () => {
+  const file = new Uint8Array(64);
+  let calls = 0;
+  // A handle whose writes stop after at most 5 bytes, as a full disk or a signal may cause.
+  const handle = {
+    writev(parts: Uint8Array[], position: number) {
+      calls++;
+      let written = 0;
+      for (const part of parts) {
+        for (const byte of part) {
+          if (written === 5) return Promise.resolve({ bytesWritten: written });
+          file[position + written++] = byte;
+        }
+      }
+      return Promise.resolve({ bytesWritten: written });
+    },
+    write(bytes: Uint8Array, offset: number, length: number, position: number) {
+      calls++;
+      const n = Math.min(5, length);
+      file.set(bytes.subarray(offset, offset + n), position);
+      return Promise.resolve({ bytesWritten: n });
+    },
+  };
+  const pieces = ["abc", "defgh", "ij", "klmnopq"].map((s) => new TextEncoder().encode(s));
+  const source = ReadableStream.from(pieces);
+  const total = await writeStreamToHandle(handle as unknown as FileHandle, source, undefined, 10);
+  assert.equal(total, 17);
+  assert.equal(new TextDecoder().decode(file.subarray(10, 27)), "abcdefghijklmnopq");
+  assert.ok(calls >= 4);
+});
+
+Deno.test("FileSystemStorage finishes an assembly whose claimant died between publishing the file and recording it", async () => {
+  await using fx = await fixture(10, 4);
+  await fx.storage.putChunk(fx.record.key, 1, text("abcd"));
+  await fx.storage.putChunk(fx.record.key, 2, text("efghij"));
+  const file = {
+    id: fx.record.fileId,
+    name: "f.bin",
+    size: 10,
+    type: "",
+    identifier: "id",
+    relativePath: "f.bin",
+    uploadKey: fx.record.key,
+    completedAt: Date.now(),
+  };
+  // The state a SIGKILL leaves right after the rename: the file in place, no completion record.
+  const dead = await fx.storage.claim(fx.record.key, { owner: "dead", ttlMs: 20 });
+  assert.ok(dead);
+  const root = join(fx.dir, "..", "..");
+  await Deno.mkdir(join(root, "files", fx.record.fileId), { recursive: true });
+  await Deno.rename(join(fx.dir, "data"), join(root, "files", fx.record.fileId, "f.bin"));
+  assert.equal(await fx.storage.getCompleted(fx.record.key), undefined);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  const successor = await fx.storage.claim(fx.record.key, { owner: "successor", ttlMs: 60_000 });
+  assert.ok(successor);
+  const stored = await fx.storage.commitChunks(successor, 2, file);
+  assert.equal(stored?.size, 10);
+  assert.equal((await fx.storage.getCompleted(fx.record.key))?.id, fx.record.fileId);
+  assert.equal(await new Response((await fx.storage.openFile(fx.record.fileId))!.body).text(), "abcdefghij");
+});
