@@ -143,6 +143,9 @@ const SERVERS: ServerSpec[] = [
   },
 ];
 
+/** Servers now running, stopped on Ctrl-C too so nothing outlives the benchmark. */
+const running = new Set<Running>();
+
 interface Running {
   url: string;
   pid: number;
@@ -174,11 +177,12 @@ async function startServer(spec: ServerSpec): Promise<Running> {
   (async () => {
     while (!(await reader.read()).done) { /* discard */ }
   })().catch(() => {});
-  return {
+  const server: Running = {
     url: `http://127.0.0.1:${port}`,
     pid: child.pid,
     dir,
     async stop() {
+      running.delete(server);
       try {
         child.kill("SIGTERM");
       } catch { /* already gone */ }
@@ -186,6 +190,8 @@ async function startServer(spec: ServerSpec): Promise<Running> {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
+  running.add(server);
+  return server;
 }
 
 async function peakRss(pid: number): Promise<number> {
@@ -718,6 +724,11 @@ const big: CaseSpec = {
 
 const results: CaseResult[] = [];
 const cleanup = () => Deno.remove(work, { recursive: true }).catch(() => {});
+Deno.addSignalListener("SIGINT", async () => {
+  await Promise.all([...running].map((server) => server.stop()));
+  await cleanup();
+  Deno.exit(130);
+});
 try {
   const planned = [...(PARTS.includes("matrix") ? cases : []), ...(PARTS.includes("big") ? [big] : [])];
   for (const c of planned) {
