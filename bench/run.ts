@@ -1,0 +1,859 @@
+/**
+ * The benchmark of issue 5: `deno task bench` (full, several minutes) or `BENCH_QUICK=1 deno task bench`
+ * (small sizes, for development). `BENCH_ONLY=drain-mp,deno-stream` runs only the named servers.
+ *
+ * Every server runs as its own process on 127.0.0.1, one fresh process per case (so its peak RSS
+ * belongs to that case), and every figure is a ratio within this one run. Needs deno, and for the
+ * peers node (+ `npm install` in bench/tus) and bun; a missing runtime skips its servers.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+
+const MiB = 1024 ** 2;
+const QUICK = Deno.env.get("BENCH_QUICK") === "1" || Deno.args.includes("--quick");
+const ONLY = Deno.env.get("BENCH_ONLY")?.split(",").filter(Boolean);
+const PARTS = (Deno.env.get("BENCH_PARTS") ?? "matrix,big,get").split(",");
+// Other work on the machine moves absolute figures a lot: each matrix case runs REPEAT times,
+// servers interleaved, and the median run is reported.
+const REPEAT = Number(Deno.env.get("BENCH_REPEAT") ?? (QUICK ? 1 : 3));
+const FILES = 16; // at least the most requests in flight, so tus (one request per upload at a time) gets as many
+const FILE_SIZE = QUICK ? 8 * MiB : 32 * MiB;
+const BIG_SIZE = QUICK ? 256 * MiB : 2048 * MiB;
+const CHUNK_SIZES = [1 * MiB, 8 * MiB];
+const IN_FLIGHT = [4, 16];
+const BIG_IN_FLIGHT = 4;
+const here = new URL(".", import.meta.url).pathname;
+const root = new URL("..", import.meta.url).pathname;
+// Stored files go to the system temp dir unless BENCH_DIR names a disk to measure.
+const benchDir = Deno.env.get("BENCH_DIR");
+const work = await Deno.makeTempDir({ ...(benchDir ? { dir: benchDir } : {}), prefix: "resumable-bench-" });
+
+// ---------------------------------------------------------------- servers
+
+type Protocol = "multipart" | "octet" | "tus";
+interface ServerSpec {
+  name: string;
+  label: string;
+  protocol: Protocol;
+  /** Stores files, so they are checked; the reference servers only read. */
+  stores: boolean;
+  /** One of this project's servers: held to the memory target. */
+  ours: boolean;
+  command: (dir: string) => { cmd: string; args: string[]; env: Record<string, string> };
+  bigOnly?: boolean;
+}
+
+const deno = Deno.execPath();
+const denoServer = (script: string, env: Record<string, string>) => (dir: string) => ({
+  cmd: deno,
+  args: ["run", "-A", join(here, "servers", script)],
+  env: { ...env, DIR: dir },
+});
+const bunServer = (env: Record<string, string>) => (dir: string) => ({
+  cmd: "bun",
+  args: ["run", join(here, "servers", "project.ts")],
+  env: { ...env, DIR: dir },
+});
+
+const SERVERS: ServerSpec[] = [
+  {
+    name: "drain-mp",
+    label: "drain (multipart)",
+    protocol: "multipart",
+    stores: false,
+    ours: false,
+    command: denoServer("reference.ts", { MODE: "drain" }),
+  },
+  {
+    name: "formdata",
+    label: "Deno formData() only",
+    protocol: "multipart",
+    stores: false,
+    ours: false,
+    command: denoServer("reference.ts", { MODE: "formdata" }),
+  },
+  {
+    name: "tus",
+    label: "@tus/server + file-store (Node)",
+    protocol: "tus",
+    stores: true,
+    ours: false,
+    command: (dir) => ({ cmd: "node", args: [join(here, "tus", "server.mjs")], env: { DIR: dir } }),
+  },
+  {
+    name: "deno-stream",
+    label: "this, Deno, multipart (stream)",
+    protocol: "multipart",
+    stores: true,
+    ours: true,
+    command: denoServer("project.ts", { PARSER: "stream" }),
+  },
+  {
+    name: "deno-native",
+    label: "this, Deno, multipart (native)",
+    protocol: "multipart",
+    stores: true,
+    ours: true,
+    command: denoServer("project.ts", { PARSER: "native" }),
+  },
+  {
+    name: "bun-stream",
+    label: "this, Bun, multipart (stream)",
+    protocol: "multipart",
+    stores: true,
+    ours: true,
+    command: bunServer({ PARSER: "stream" }),
+  },
+  {
+    name: "drain-oct",
+    label: "drain (octet)",
+    protocol: "octet",
+    stores: false,
+    ours: false,
+    command: denoServer("reference.ts", { MODE: "drain" }),
+  },
+  {
+    name: "deno-octet",
+    label: "this, Deno, octet",
+    protocol: "octet",
+    stores: true,
+    ours: true,
+    command: denoServer("project.ts", {}),
+  },
+  {
+    name: "bun-octet",
+    label: "this, Bun, octet",
+    protocol: "octet",
+    stores: true,
+    ours: true,
+    command: bunServer({}),
+  },
+  {
+    name: "deno-pipe",
+    label: "this, Deno, multipart, assembly by piping",
+    protocol: "multipart",
+    stores: true,
+    ours: true,
+    command: denoServer("project.ts", { PARSER: "stream", ASSEMBLY: "pipe" }),
+    bigOnly: true,
+  },
+];
+
+/** Servers now running, stopped on Ctrl-C too so nothing outlives the benchmark. */
+const running = new Set<Running>();
+
+interface Running {
+  url: string;
+  pid: number;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+async function startServer(spec: ServerSpec): Promise<Running> {
+  const dir = await Deno.makeTempDir({ dir: work, prefix: `${spec.name}-` });
+  const { cmd, args, env } = spec.command(dir);
+  const child = new Deno.Command(cmd, {
+    args,
+    env,
+    cwd: root,
+    stdout: "piped",
+    stderr: Deno.env.get("BENCH_VERBOSE") ? "inherit" : "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  const timeout = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  while (!/listening (\d+)/.test(text)) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`${spec.name} exited before listening`);
+    text += value;
+  }
+  clearTimeout(timeout);
+  const port = Number(/listening (\d+)/.exec(text)![1]);
+  // Keep draining its stdout so the child never blocks on a full pipe.
+  (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })().catch(() => {});
+  const server: Running = {
+    url: `http://127.0.0.1:${port}`,
+    pid: child.pid,
+    dir,
+    async stop() {
+      running.delete(server);
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await child.status;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+  running.add(server);
+  return server;
+}
+
+async function peakRss(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+async function available(cmd: string): Promise<boolean> {
+  try {
+    return (await new Deno.Command(cmd, { args: ["--version"], stdout: "null", stderr: "null" }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- data
+
+/** Chunk `n` of file `f`: a shared random block stamped with (f, n), so misplaced bytes are caught. */
+const BASE = new Uint8Array(8 * MiB);
+for (let i = 0; i < BASE.length; i += 65536) crypto.getRandomValues(BASE.subarray(i, i + 65536));
+
+function writeChunk(target: Uint8Array, at: number, file: number, n: number, size: number): void {
+  target.set(BASE.subarray(0, size), at);
+  const view = new DataView(target.buffer, target.byteOffset + at, Math.min(size, 8));
+  if (size >= 8) {
+    view.setUint32(0, file);
+    view.setUint32(4, n);
+  }
+}
+
+const hashCache = new Map<string, string>();
+function expectedHash(file: number, size: number, chunkSize: number): string {
+  const id = `${file}/${size}/${chunkSize}`;
+  const cached = hashCache.get(id);
+  if (cached) return cached;
+  const hash = createHash("sha256");
+  const buffer = new Uint8Array(chunkSize);
+  for (let n = 1; n <= size / chunkSize; n++) {
+    writeChunk(buffer, 0, file, n, chunkSize);
+    hash.update(buffer);
+  }
+  const digest = hash.digest("hex");
+  hashCache.set(id, digest);
+  return digest;
+}
+
+async function fileHash(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const part of createReadStream(path, { highWaterMark: 4 * MiB })) {
+    hash.update(part as Uint8Array);
+  }
+  return hash.digest("hex");
+}
+
+// ---------------------------------------------------------------- clients
+
+interface CaseSpec {
+  name: string;
+  files: number;
+  fileSize: number;
+  chunkSize: number;
+  inFlight: number;
+}
+
+interface FileOutcome {
+  /** Where the stored file is, once known. */
+  path?: string;
+  /** Latency of the request that completed the file. */
+  completeMs?: number;
+  /** From the last chunk's response to the file being readable at full size. */
+  readyMs?: number;
+}
+
+/** Server-side assembly times (last chunk written → file published), by file id, when reported. */
+async function assemblyTimes(dir: string): Promise<number[]> {
+  const text = await readFile(join(dir, "assembly.jsonl"), "utf8").catch(() => "");
+  return text.split("\n").filter(Boolean).map((line) => JSON.parse(line).ms as number);
+}
+
+interface CaseResult {
+  server: ServerSpec;
+  spec: CaseSpec;
+  mibps: number;
+  p50: number;
+  p99: number;
+  completeMs: number;
+  readyMs: number;
+  /** Slowest server-side assembly: last chunk stored → file published (this project only). */
+  assemblyMs: number;
+  rss: number;
+  sha: "ok" | "n/a" | string;
+  error?: string;
+}
+
+const BOUNDARY = "----benchBoundary7MA4YWxkTrZu0gW";
+const encoder = new TextEncoder();
+
+function params(spec: CaseSpec, file: number, n: number): Record<string, string> {
+  const count = spec.fileSize / spec.chunkSize;
+  return {
+    resumableChunkNumber: String(n),
+    resumableChunkSize: String(spec.chunkSize),
+    resumableCurrentChunkSize: String(spec.chunkSize),
+    resumableTotalSize: String(spec.fileSize),
+    resumableType: "",
+    resumableIdentifier: `${spec.fileSize}-bench-${file}`,
+    resumableFilename: `file-${file}.bin`,
+    resumableRelativePath: `file-${file}.bin`,
+    resumableTotalChunks: String(count),
+  };
+}
+
+/** A resumable.js request: parameters in the URL, and (multipart) also as fields before the file part. */
+function chunkRequest(url: string, protocol: "multipart" | "octet", spec: CaseSpec, file: number, n: number) {
+  const p = params(spec, file, n);
+  const target = `${url}/upload?${new URLSearchParams(p)}`;
+  if (protocol === "octet") {
+    const body = new Uint8Array(spec.chunkSize);
+    writeChunk(body, 0, file, n, spec.chunkSize);
+    return { target, body, headers: { "content-type": "application/octet-stream" } };
+  }
+  const fields = Object.entries(p)
+    .map(([k, v]) => `--${BOUNDARY}\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`).join("");
+  const head = encoder.encode(
+    `${fields}--${BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="file-${file}.bin"\r\n` +
+      `Content-Type: application/octet-stream\r\n\r\n`,
+  );
+  const tail = encoder.encode(`\r\n--${BOUNDARY}--\r\n`);
+  const body = new Uint8Array(head.length + spec.chunkSize + tail.length);
+  body.set(head, 0);
+  writeChunk(body, head.length, file, n, spec.chunkSize);
+  body.set(tail, head.length + spec.chunkSize);
+  return { target, body, headers: { "content-type": `multipart/form-data; boundary=${BOUNDARY}` } };
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+async function whenReadable(path: () => Promise<string | undefined>, size: number): Promise<number> {
+  const start = performance.now();
+  for (let i = 0; i < 20_000; i++) {
+    const at = await path();
+    if (at) {
+      const info = await stat(at).catch(() => undefined);
+      if (info?.size === size) return performance.now() - start;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  throw new Error("file never became readable");
+}
+
+/** resumable.js-style: a pool of `inFlight` requests over all chunks of all files, file by file. */
+async function runResumable(server: Running, spec: ServerSpec, c: CaseSpec, latencies: number[]) {
+  const protocol = spec.protocol as "multipart" | "octet";
+  const count = c.fileSize / c.chunkSize;
+  const tasks: [number, number][] = [];
+  for (let f = 0; f < c.files; f++) for (let n = 1; n <= count; n++) tasks.push([f, n]);
+  const outcomes: FileOutcome[] = Array.from({ length: c.files }, () => ({}));
+  const pending = Array.from({ length: c.files }, () => count);
+  const readiness: Promise<void>[] = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: c.inFlight }, async () => {
+    while (next < tasks.length) {
+      const [f, n] = tasks[next++]!;
+      const request = chunkRequest(server.url, protocol, c, f, n);
+      const start = performance.now();
+      const response = await fetch(request.target, {
+        method: "POST",
+        body: request.body,
+        headers: request.headers,
+      });
+      const text = await response.text();
+      const ms = performance.now() - start;
+      if (!response.ok) throw new Error(`chunk ${n} of file ${f}: ${response.status} ${text.slice(0, 200)}`);
+      latencies.push(ms);
+      const outcome = outcomes[f]!;
+      if (spec.stores) {
+        const json = JSON.parse(text);
+        if (json.complete && outcome.completeMs === undefined) {
+          outcome.completeMs = ms;
+          const meta = join(server.dir, "files", json.file.id, ".file.json");
+          outcome.path = JSON.parse(await readFile(meta, "utf8")).location;
+        }
+      }
+      if (--pending[f]! === 0 && spec.stores) {
+        readiness.push((async () => {
+          outcome.readyMs = await whenReadable(() => Promise.resolve(outcome.path), c.fileSize);
+        })());
+      }
+    }
+  }));
+  await Promise.all(readiness);
+  return outcomes;
+}
+
+/** tus: one upload per file, its PATCHes in order (the protocol allows one at a time per upload). */
+async function runTus(server: Running, c: CaseSpec, latencies: number[]) {
+  const count = c.fileSize / c.chunkSize;
+  const outcomes: FileOutcome[] = Array.from({ length: c.files }, () => ({}));
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(c.inFlight, c.files) }, async () => {
+    while (next < c.files) {
+      const f = next++;
+      const created = await fetch(`${server.url}/files`, {
+        method: "POST",
+        headers: {
+          "tus-resumable": "1.0.0",
+          "upload-length": String(c.fileSize),
+          "upload-metadata": `filename ${btoa(`file-${f}.bin`)}`,
+        },
+      });
+      await created.body?.cancel();
+      if (created.status !== 201) throw new Error(`tus create: ${created.status}`);
+      const location = new URL(created.headers.get("location")!, server.url).href;
+      const id = location.split("/").pop()!;
+      const body = new Uint8Array(c.chunkSize);
+      for (let n = 1; n <= count; n++) {
+        writeChunk(body, 0, f, n, c.chunkSize);
+        const start = performance.now();
+        const response = await fetch(location, {
+          method: "PATCH",
+          body,
+          headers: {
+            "tus-resumable": "1.0.0",
+            "upload-offset": String((n - 1) * c.chunkSize),
+            "content-type": "application/offset+octet-stream",
+          },
+        });
+        await response.body?.cancel();
+        const ms = performance.now() - start;
+        if (response.status !== 204) throw new Error(`tus PATCH ${n} of file ${f}: ${response.status}`);
+        latencies.push(ms);
+        if (n === count) {
+          const path = join(server.dir, id);
+          outcomes[f] = {
+            path,
+            completeMs: ms,
+            readyMs: await whenReadable(() => Promise.resolve(path), c.fileSize),
+          };
+        }
+      }
+    }
+  }));
+  return outcomes;
+}
+
+async function runCase(spec: ServerSpec, c: CaseSpec): Promise<CaseResult> {
+  const server = await startServer(spec);
+  const latencies: number[] = [];
+  const result: CaseResult = {
+    server: spec,
+    spec: c,
+    mibps: NaN,
+    p50: NaN,
+    p99: NaN,
+    completeMs: NaN,
+    readyMs: NaN,
+    assemblyMs: NaN,
+    rss: NaN,
+    sha: "n/a",
+  };
+  try {
+    const start = performance.now();
+    const outcomes = spec.protocol === "tus"
+      ? await runTus(server, c, latencies)
+      : await runResumable(server, spec, c, latencies);
+    const seconds = (performance.now() - start) / 1000;
+    result.rss = await peakRss(server.pid);
+    result.mibps = c.files * c.fileSize / MiB / seconds;
+    latencies.sort((a, b) => a - b);
+    result.p50 = percentile(latencies, 0.5);
+    result.p99 = percentile(latencies, 0.99);
+    if (spec.stores) {
+      result.completeMs = Math.max(...outcomes.map((o) => o.completeMs ?? NaN));
+      result.readyMs = Math.max(...outcomes.map((o) => o.readyMs ?? NaN));
+      if (spec.ours) result.assemblyMs = Math.max(...await assemblyTimes(server.dir));
+      for (const [f, outcome] of outcomes.entries()) {
+        if (!outcome.path) throw new Error(`file ${f} was never completed`);
+        const actual = await fileHash(outcome.path);
+        if (actual !== expectedHash(f, c.fileSize, c.chunkSize)) {
+          throw new Error(`file ${f}: SHA-256 differs`);
+        }
+      }
+      result.sha = "ok";
+    }
+  } catch (error) {
+    result.error = error instanceof Error ? error.message : String(error);
+    result.sha = "FAIL";
+  } finally {
+    await server.stop();
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------- GET tests
+
+/**
+ * Chunk tests (GET) per second on two idle uploads of one server, one with 10 chunks and one with
+ * 10 000, all but the last chunk stored. Rounds alternate between the two so that load from
+ * elsewhere hits both alike; each figure is the median of its rounds.
+ */
+async function testRates(): Promise<{ rate10: number; rate10k: number }> {
+  const spec = SERVERS.find((s) => s.name === "deno-octet")!;
+  const server = await startServer(spec);
+  try {
+    const uploads = [10, 10_000].map((chunks, i) => ({
+      chunks,
+      c: { name: "", files: 1, fileSize: chunks * 1024, chunkSize: 1024, inFlight: 16 } as CaseSpec,
+      file: 1000 + i,
+    }));
+    for (const { chunks, c, file } of uploads) {
+      let next = 1;
+      await Promise.all(Array.from({ length: 16 }, async () => {
+        while (next < chunks) {
+          const n = next++;
+          const request = chunkRequest(server.url, "octet", c, file, n);
+          const response = await fetch(request.target, {
+            method: "POST",
+            body: request.body,
+            headers: request.headers,
+          });
+          if (!response.ok) throw new Error(`test setup: ${response.status} ${await response.text()}`);
+          await response.body?.cancel();
+        }
+      }));
+    }
+    // The chunk folder must have settled for its listing to be reused (see countChunks).
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const perRound = QUICK ? 1000 : 4000;
+    const rounds: number[][] = [[], []];
+    for (let round = 0; round < (QUICK ? 4 : 6); round++) {
+      for (const [i, { chunks, c, file }] of uploads.entries()) {
+        const urls = Array.from({ length: 64 }, (_, j) => {
+          const n = 1 + (j * 7919) % (chunks - 1);
+          return `${server.url}/upload?${new URLSearchParams(params(c, file, n))}`;
+        });
+        let sent = 0;
+        const start = performance.now();
+        await Promise.all(Array.from({ length: 16 }, async () => {
+          while (sent < perRound) {
+            const url = urls[sent++ % urls.length]!;
+            const response = await fetch(url);
+            await response.body?.cancel();
+            if (response.status !== 200) {
+              throw new Error(`test of a stored chunk answered ${response.status}`);
+            }
+          }
+        }));
+        rounds[i]!.push(perRound / ((performance.now() - start) / 1000));
+      }
+    }
+    const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    return { rate10: median(rounds[0]!), rate10k: median(rounds[1]!) };
+  } finally {
+    await server.stop();
+  }
+}
+
+// ---------------------------------------------------------------- reporting
+
+async function cpSeconds(size: number): Promise<number> {
+  const source = join(work, "cp-source.bin");
+  const file = await Deno.open(source, { write: true, create: true, truncate: true });
+  for (let written = 0; written < size; written += BASE.length) {
+    await file.write(BASE.subarray(0, Math.min(BASE.length, size - written)));
+  }
+  file.close();
+  const start = performance.now();
+  const out = await new Deno.Command("cp", { args: [source, join(work, "cp-copy.bin")] }).output();
+  const seconds = (performance.now() - start) / 1000;
+  await Deno.remove(source);
+  await Deno.remove(join(work, "cp-copy.bin"));
+  if (!out.success) throw new Error("cp failed");
+  return seconds;
+}
+
+const fmt = (n: number, digits = 0) => Number.isFinite(n) ? n.toFixed(digits) : "–";
+
+function caseRows(results: CaseResult[]): string[][] {
+  const rows: string[][] = [];
+  for (const r of results) {
+    const same = results.filter((o) => o.spec.name === r.spec.name);
+    const drain = same.find((o) =>
+      o.server.name === (r.server.protocol === "octet" ? "drain-oct" : "drain-mp")
+    );
+    const tus = same.find((o) => o.server.name === "tus");
+    rows.push([
+      r.spec.name,
+      r.server.label,
+      fmt(r.mibps),
+      drain ? fmt(r.mibps / drain.mibps, 2) : "–",
+      tus ? fmt(r.mibps / tus.mibps, 2) : "–",
+      fmt(r.p50, 1),
+      fmt(r.p99, 1),
+      fmt(r.completeMs, 1),
+      fmt(r.readyMs, 1),
+      fmt(r.assemblyMs, 1),
+      fmt(r.rss / MiB),
+      r.error ? `FAIL: ${r.error}` : r.sha,
+    ]);
+  }
+  return rows;
+}
+
+const HEADER = [
+  "case",
+  "server",
+  "MiB/s",
+  "× drain",
+  "× tus",
+  "p50 ms",
+  "p99 ms",
+  "completing ms",
+  "ready ms",
+  "assembly ms",
+  "peak RSS MiB",
+  "SHA-256",
+];
+
+function markdownTable(header: string[], rows: string[][]): string {
+  return [
+    `| ${header.join(" | ")} |`,
+    `| ${header.map(() => "---").join(" | ")} |`,
+    ...rows.map((row) => `| ${row.join(" | ")} |`),
+  ].join("\n");
+}
+
+function chart(results: CaseResult[]): string {
+  const cases = [...new Set(results.map((r) => r.spec.name))];
+  const servers = [...new Set(results.map((r) => r.server.name))];
+  const colors = [
+    "#9e9e9e",
+    "#bdbdbd",
+    "#e57373",
+    "#1e88e5",
+    "#90caf9",
+    "#43a047",
+    "#616161",
+    "#3949ab",
+    "#7cb342",
+    "#ffb300",
+  ];
+  const max = Math.max(...results.map((r) => Number.isFinite(r.mibps) ? r.mibps : 0), 1);
+  const barH = 11, gap = 14, left = 190, width = 560;
+  let y = 30;
+  const parts: string[] = [];
+  for (const c of cases) {
+    parts.push(`<text x="4" y="${y + 10}" font-weight="bold">${c}</text>`);
+    y += 16;
+    for (const [i, s] of servers.entries()) {
+      const r = results.find((o) => o.spec.name === c && o.server.name === s);
+      if (!r) continue;
+      const w = Number.isFinite(r.mibps) ? (r.mibps / max) * width : 0;
+      parts.push(
+        `<text x="${left - 6}" y="${y + 9}" text-anchor="end">${r.server.label}</text>`,
+        `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${
+          colors[i % colors.length]
+        }"/>`,
+        `<text x="${left + w + 4}" y="${y + 9}">${r.error ? "FAIL" : `${fmt(r.mibps)} MiB/s`}</text>`,
+      );
+      y += barH + 2;
+    }
+    y += gap;
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${
+    left + width + 90
+  }" height="${y}" font-family="sans-serif" font-size="10">\n` +
+    `<text x="4" y="16" font-size="13" font-weight="bold">Upload throughput, MiB/s (loopback, same run; higher is better)</text>\n` +
+    parts.join("\n") + "\n</svg>\n";
+}
+
+async function machine(): Promise<string> {
+  const cpu = /model name\s*:\s*(.*)/.exec(await Deno.readTextFile("/proc/cpuinfo").catch(() => ""))?.[1] ??
+    "?";
+  const mem = /MemTotal:\s+(\d+)/.exec(await Deno.readTextFile("/proc/meminfo").catch(() => ""))?.[1];
+  const version = async (cmd: string) => {
+    try {
+      const out = await new Deno.Command(cmd, { args: ["--version"], stdout: "piped", stderr: "null" })
+        .output();
+      return new TextDecoder().decode(out.stdout).split("\n")[0]!.trim();
+    } catch {
+      return "absent";
+    }
+  };
+  return `${cpu}, ${navigator.hardwareConcurrency} cores, ${
+    mem ? Math.round(Number(mem) / 1024 / 1024) : "?"
+  } GiB RAM, ` +
+    `${Deno.build.os} ${Deno.osRelease()}; deno ${Deno.version.deno}, bun ${await version(
+      "bun",
+    )}, node ${await version("node")}`;
+}
+
+// ---------------------------------------------------------------- main
+
+const hasNode = await available("node") &&
+  await stat(join(here, "tus", "node_modules", "@tus", "server")).then(() => true, () => false);
+const hasBun = await available("bun");
+const servers = SERVERS.filter((s) =>
+  (!ONLY || ONLY.includes(s.name)) &&
+  (s.name !== "tus" || hasNode) &&
+  (!s.name.startsWith("bun") || hasBun)
+);
+if (!hasNode) {
+  console.error("node or bench/tus/node_modules missing (run npm install in bench/tus): skipping tus");
+}
+if (!hasBun) console.error("bun missing: skipping the Bun servers");
+
+const cases: CaseSpec[] = [];
+for (const chunkSize of CHUNK_SIZES) {
+  for (const inFlight of IN_FLIGHT) {
+    cases.push({
+      name: `${FILES}×${FILE_SIZE / MiB} MiB, ${chunkSize / MiB} MiB chunks, ${inFlight} in flight`,
+      files: FILES,
+      fileSize: FILE_SIZE,
+      chunkSize,
+      inFlight,
+    });
+  }
+}
+const big: CaseSpec = {
+  name: `1×${BIG_SIZE / MiB} MiB, 8 MiB chunks, ${BIG_IN_FLIGHT} in flight`,
+  files: 1,
+  fileSize: BIG_SIZE,
+  chunkSize: 8 * MiB,
+  inFlight: BIG_IN_FLIGHT,
+};
+
+const results: CaseResult[] = [];
+const cleanup = () => Deno.remove(work, { recursive: true }).catch(() => {});
+Deno.addSignalListener("SIGINT", async () => {
+  await Promise.all([...running].map((server) => server.stop()));
+  await cleanup();
+  Deno.exit(130);
+});
+try {
+  const planned = [...(PARTS.includes("matrix") ? cases : []), ...(PARTS.includes("big") ? [big] : [])];
+  for (const c of planned) {
+    const runs = new Map<ServerSpec, CaseResult[]>();
+    const repeat = c === big ? 1 : REPEAT;
+    for (let round = 0; round < repeat; round++) {
+      for (const spec of servers) {
+        if (spec.bigOnly && c !== big) continue;
+        if (spec.name === "formdata" && c === big) continue; // buffers whole bodies; nothing to learn at 2 GiB
+        const r = await runCase(spec, c);
+        runs.set(spec, [...(runs.get(spec) ?? []), r]);
+        console.log(
+          `${c.name} | ${spec.label}: ${fmt(r.mibps)} MiB/s, p99 ${fmt(r.p99, 1)} ms, RSS ${
+            fmt(r.rss / MiB)
+          } MiB, ${r.error ?? r.sha}`,
+        );
+      }
+    }
+    for (const list of runs.values()) {
+      const failed = list.find((r) => r.error);
+      const sorted = [...list].sort((a, b) => a.mibps - b.mibps);
+      const median = failed ?? sorted[Math.floor(sorted.length / 2)]!;
+      results.push({ ...median, rss: Math.max(...list.map((r) => r.rss)) });
+    }
+  }
+  const { rate10, rate10k } = PARTS.includes("get") ? await testRates() : { rate10: NaN, rate10k: NaN };
+  const cp = PARTS.includes("big") ? await cpSeconds(BIG_SIZE) : NaN;
+
+  // ---- targets
+  const targets: string[][] = [];
+  const check = (name: string, ok: boolean, detail: string) =>
+    targets.push([name, ok ? "met" : "NOT met", detail]);
+  const get = (caseName: string, server: string) =>
+    results.find((r) => r.spec.name === caseName && r.server.name === server);
+  for (const ours of ["deno-stream", "bun-stream"]) {
+    const ratios = cases.map((c) => (get(c.name, ours)?.mibps ?? NaN) / (get(c.name, "tus")?.mibps ?? NaN));
+    if (ratios.every((r) => !Number.isNaN(r))) {
+      check(
+        `multipart ≥ 1.5× tus in every case (${ours})`,
+        ratios.every((r) => r >= 1.5),
+        ratios.map((r) => `${fmt(r, 2)}×`).join(", "),
+      );
+    }
+    const eight = cases.filter((c) => c.chunkSize === 8 * MiB).map((c) =>
+      (get(c.name, ours)?.mibps ?? NaN) / (get(c.name, "drain-mp")?.mibps ?? NaN)
+    );
+    if (eight.every((r) => !Number.isNaN(r))) {
+      check(
+        `multipart ≥ 50 % of drain with 8 MiB chunks (${ours})`,
+        eight.every((r) => r >= 0.5),
+        eight.map((r) => `${fmt(r * 100)} %`).join(", "),
+      );
+    }
+  }
+  for (const ours of ["deno-octet", "bun-octet"]) {
+    const ratios = cases.map((c) =>
+      (get(c.name, ours)?.mibps ?? NaN) / (get(c.name, "drain-oct")?.mibps ?? NaN)
+    );
+    if (ratios.every((r) => !Number.isNaN(r))) {
+      check(
+        `octet ≥ 70 % of drain (${ours})`,
+        ratios.every((r) => r >= 0.7),
+        ratios.map((r) => `${fmt(r * 100)} %`).join(", "),
+      );
+    }
+  }
+  const memory = results.filter((r) => r.server.ours && Number.isFinite(r.rss));
+  if (memory.length) {
+    const over = memory.filter((r) => r.rss > 64 * MiB + 2 * r.spec.chunkSize * r.spec.inFlight);
+    check(
+      "peak RSS ≤ 64 MiB + 2 × chunk × in flight (this project, every case)",
+      over.length === 0,
+      over.length
+        ? over.map((r) => `${r.server.name} ${r.spec.name}: ${fmt(r.rss / MiB)} MiB`).join("; ")
+        : `max ${
+          fmt(
+            Math.max(...memory.map((r) => r.rss / (64 * MiB + 2 * r.spec.chunkSize * r.spec.inFlight))) * 100,
+          )
+        } % of the bound`,
+    );
+  }
+  const bigOurs = get(big.name, "deno-stream");
+  if (bigOurs && Number.isFinite(bigOurs.assemblyMs)) {
+    const pipe = get(big.name, "deno-pipe");
+    check(
+      `${BIG_SIZE / MiB} MiB file readable within 0.25 × cp after its last chunk is stored (deno-stream)`,
+      bigOurs.assemblyMs <= 0.25 * cp * 1000,
+      `${fmt(bigOurs.assemblyMs, 1)} ms vs cp ${fmt(cp * 1000)} ms (${
+        fmt(bigOurs.assemblyMs / (cp * 10), 2)
+      } % of cp)` +
+        (pipe ? `; the piping path took ${fmt(pipe.assemblyMs)} ms` : ""),
+    );
+  }
+  if (PARTS.includes("get")) {
+    check(
+      "GET tests at 10 000 chunks within 10 % of 10 chunks",
+      rate10k >= 0.9 * rate10,
+      `${fmt(rate10)} req/s at 10, ${fmt(rate10k)} req/s at 10 000 (${fmt(rate10k / rate10 * 100)} %)`,
+    );
+  }
+
+  const table = markdownTable(HEADER, caseRows(results));
+  const targetTable = markdownTable(["target", "result", "figures"], targets);
+  console.log(
+    `\n${table}\n\nGET tests: ${fmt(rate10)} req/s at 10 chunks, ${
+      fmt(rate10k)
+    } req/s at 10 000 chunks\ncp of ${BIG_SIZE / MiB} MiB: ${fmt(cp * 1000)} ms\n\n${targetTable}`,
+  );
+  const when = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  const md = `# Benchmark results\n\n` +
+    `${when} on ${await machine()}.${QUICK ? " QUICK mode (small sizes)." : ""}\n\n` +
+    `Generated by \`deno task bench\` (bench/run.ts). Client and servers share the machine over loopback; ` +
+    `compare ratios within this run, not absolute figures across machines. "completing ms" is the slowest ` +
+    `latency of a request that completed a file (it includes assembly); "ready ms" the slowest time from a ` +
+    `file's last response to the file being readable at full size. tus sends one request at a time per upload, ` +
+    `so in the single-file case it has one request in flight.\n\n` +
+    `![throughput](results.svg)\n\n${table}\n\n` +
+    `## Chunk tests (GET), idle upload, 16 in flight\n\n` +
+    markdownTable(["chunks in the upload", "requests/s"], [["10", fmt(rate10)], ["10 000", fmt(rate10k)]]) +
+    `\n\n\`cp\` of a ${BIG_SIZE / MiB} MiB file on the same disk: ${
+      fmt(cp * 1000)
+    } ms.\n\n## Targets (issue 5)\n\n${targetTable}\n`;
+  await Deno.writeTextFile(join(here, QUICK ? "results-quick.md" : "results.md"), md);
+  await Deno.writeTextFile(join(here, QUICK ? "results-quick.svg" : "results.svg"), chart(results));
+  console.log(`\nwrote bench/${QUICK ? "results-quick" : "results"}.{md,svg}`);
+} finally {
+  await cleanup();
+}

@@ -1,0 +1,68 @@
+// This project behind Deno.serve or Bun.serve, on the file-system storage. Environment: DIR (storage
+// root), PARSER (stream | native), ASSEMBLY (rename | pipe: hide commitChunks to measure the
+// general piping path).
+import { createResumableHandler } from "../../mod.ts";
+import { FileSystemStorage } from "../../src/storage/fs.ts";
+import { appendFile } from "node:fs/promises";
+import { join } from "node:path";
+
+declare const Bun: {
+  serve(options: {
+    hostname: string;
+    port: number;
+    maxRequestBodySize: number;
+    fetch: (request: Request) => Promise<Response>;
+  }): { port: number };
+};
+
+const env = (name: string) =>
+  (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
+const storage = new FileSystemStorage({ directory: env("DIR") ?? "./uploads-bench" });
+if (env("ASSEMBLY") === "pipe") Object.defineProperty(storage, "commitChunks", { value: undefined });
+
+// Assembly time as the server sees it: from the end of an upload's last chunk write to its file
+// being published. Appended to DIR/assembly.jsonl for bench/run.ts.
+const lastPut = new Map<string, number>();
+const putChunk = storage.putChunk.bind(storage);
+storage.putChunk = async (key, index, data, signal) => {
+  await putChunk(key, index, data, signal);
+  lastPut.set(key, performance.now());
+};
+for (const name of ["commit", "commitChunks"] as const) {
+  const original = storage[name]?.bind(storage) as
+    | ((...args: unknown[]) => Promise<{ id: string } | undefined>)
+    | undefined;
+  if (!original) continue;
+  Object.defineProperty(storage, name, {
+    value: async (...args: unknown[]) => {
+      const stored = await original(...args);
+      const key = (args[0] as { key: string }).key;
+      if (stored) {
+        const ms = performance.now() - (lastPut.get(key) ?? NaN);
+        await appendFile(
+          join(storage.directory, "assembly.jsonl"),
+          JSON.stringify({ id: stored.id, ms }) + "\n",
+        );
+      }
+      return stored;
+    },
+  });
+}
+
+const handler = createResumableHandler({
+  storage,
+  maxFileSize: 64 * 1024 ** 3,
+  maxChunks: 10_000_000,
+  multipartParser: env("PARSER") === "native" ? "native" : "stream",
+  onError: (error) => console.error(error),
+});
+
+if (typeof Bun !== "undefined") {
+  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, maxRequestBodySize: 1024 ** 3, fetch: handler });
+  console.log(`listening ${server.port}`);
+} else {
+  Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(`listening ${port}`) },
+    handler,
+  );
+}
