@@ -531,6 +531,8 @@ export class FileSystemStorage implements UploadStorage {
       }
     }
     if (!await this.#createJson(join(dir, "complete.json"), stored)) return undefined;
+    // A streamed assembly that crashed earlier (e.g. before an upgrade to this path) left a temp file.
+    await this.#removeTempFiles(file.id);
     return stored;
   }
 
