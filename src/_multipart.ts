@@ -6,6 +6,7 @@
 //
 // The file stream closes only after the rest of the body has been checked up to the closing
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
+import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 
 /** The file part, ready to be streamed. */
@@ -295,13 +296,7 @@ export async function readMultipartStream(
       scanner.pos = end;
       if (!await scanner.fill()) throw malformed("ends inside a part (no closing boundary)");
     }
-    const bytes = new Uint8Array(size);
-    let offset = 0;
-    for (const part of kept) {
-      bytes.set(part, offset);
-      offset += part.length;
-    }
-    return bytes;
+    return concatBytes(kept);
   }
 
   /** Reads parts until the file part (returns its headers) or the closing delimiter (undefined). */

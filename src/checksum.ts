@@ -12,6 +12,7 @@
  * @module
  */
 
+import { collectBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 import type { ParamSource } from "./params.ts";
 
@@ -133,30 +134,12 @@ export async function verifiedStream(
   expected: Uint8Array,
   label: string,
 ): Promise<ReadableStream<Uint8Array>> {
-  const bytes = await collect(data);
+  const bytes = await collectBytes(data);
   const actual = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   if (!equal(actual, expected)) {
     throw new ResumableError("checksum_mismatch", `SHA-256 of ${label} does not match the digest sent`);
   }
   return new Blob([bytes]).stream();
-}
-
-// A reader loop, not `Response#arrayBuffer()`, so the stream's own error (size mismatch, client
-// gone) reaches the caller unchanged.
-async function collect(data: ReadableStream<Uint8Array>): Promise<Uint8Array<ArrayBuffer>> {
-  const parts: Uint8Array[] = [];
-  let length = 0;
-  for await (const part of data) {
-    parts.push(part);
-    length += part.byteLength;
-  }
-  const bytes = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.byteLength;
-  }
-  return bytes;
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {

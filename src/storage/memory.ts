@@ -13,6 +13,7 @@
  * @module
  */
 
+import { collectBytes } from "../_bytes.ts";
 import type {
   Claim,
   Lease,
@@ -40,22 +41,6 @@ interface UploadState {
   completed?: StoredFile;
   /** Last write of any kind, in ms since the epoch; what expiry sweeps read. */
   lastActivity: number;
-}
-
-async function collect(data: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  let length = 0;
-  for await (const part of data) {
-    parts.push(part);
-    length += part.byteLength;
-  }
-  const bytes = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.byteLength;
-  }
-  return bytes;
 }
 
 function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
@@ -115,7 +100,7 @@ export class MemoryStorage implements UploadStorage {
       if (state) state.lastActivity = Date.now();
     };
     touch();
-    const bytes = await collect(data.pipeThrough(
+    const bytes = await collectBytes(data.pipeThrough(
       new TransformStream({
         transform(part, controller) {
           touch();
@@ -204,7 +189,7 @@ export class MemoryStorage implements UploadStorage {
     data: ReadableStream<Uint8Array>,
     file: StoredFile,
   ): Promise<StoredFile | undefined> {
-    const bytes = await collect(data);
+    const bytes = await collectBytes(data);
     const state = this.#uploads.get(claim.key);
     const held = state?.claim?.claim;
     if (
