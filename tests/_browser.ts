@@ -6,15 +6,26 @@ import { type BrowserContext, chromium } from "playwright-core";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 
-/** A browser with a fresh profile; `close()` stops it and removes the profile. */
-export interface Chromium {
+/** A headless Chromium with a throw-away profile. */
+export interface Browser {
   context: BrowserContext;
   close(): Promise<void>;
 }
 
-/** Starts headless Chromium with a throw-away profile. Fails (never skips) when it is missing. */
-export async function launchChromium(): Promise<Chromium> {
-  const profile = await Deno.makeTempDir({ prefix: "hardening-chromium-" });
+/**
+ * Starts headless Chromium. Throws (never skips) when it is missing: a browser suite that silently
+ * does nothing would report green without having tested anything.
+ */
+export async function launchBrowser(): Promise<Browser> {
+  try {
+    await Deno.stat(CHROMIUM);
+  } catch {
+    throw new Error(
+      `Chromium not found at ${CHROMIUM}. The browser tests need it: apt-get install -y chromium ` +
+        `(or set CHROMIUM_PATH). They fail rather than skip.`,
+    );
+  }
+  const profile = await Deno.makeTempDir({ prefix: "e2e-chromium-" });
   try {
     const context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { createResumableHandler, type StoredFile } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import { launchChromium, libraryScripts, scriptResponse } from "./_browser.ts";
+import { launchBrowser, libraryScripts, scriptResponse } from "./_browser.ts";
 import { serve, sha256 } from "./_helpers.ts";
 
 const SIZE = 250_000;
@@ -71,7 +71,7 @@ Deno.test({
       if (request.method === "POST") statuses.push(response.status);
       return response;
     });
-    const browser = await launchChromium();
+    const browser = await launchBrowser();
     try {
       const tab = await browser.context.newPage();
       await tab.goto(`http://127.0.0.1:${server.port}/`);

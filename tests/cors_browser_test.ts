@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { type CorsOptions, createResumableHandler, type StoredFile } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import { launchChromium, libraryScripts, scriptResponse } from "./_browser.ts";
+import { launchBrowser, libraryScripts, scriptResponse } from "./_browser.ts";
 import { serve, sha256 } from "./_helpers.ts";
 
 const SIZE = 300_000;
@@ -38,7 +38,7 @@ interface PageApi {
 }
 
 Deno.test({
-  name: "CORS: resumable.js and flow.js on another loopback origin upload through preflights in Chromium",
+  name: "CORS: resumable.js and flow.js on another loopback origin upload through preflights in Browser",
   // playwright-core keeps pipes and timers of the browser process it manages.
   sanitizeOps: false,
   sanitizeResources: false,
@@ -79,7 +79,7 @@ Deno.test({
       credentials: true,
       allowHeaders: ["X-Token"],
     });
-    const browser = await launchChromium();
+    const browser = await launchBrowser();
     try {
       const tab = await browser.context.newPage();
       await tab.goto(`${pageOrigin}/`);

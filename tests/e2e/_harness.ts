@@ -1,61 +1,15 @@
 // Shared fixtures of the browser tests: the example server as a child process (Deno or Bun), a
 // headless Chromium driven by playwright-core, the demo page, and checks of what reached the disk.
 import assert from "node:assert/strict";
-import { type BrowserContext, chromium, type Page, type Request as PwRequest } from "playwright-core";
+import type { Page, Request as PwRequest } from "playwright-core";
+import { type Browser, launchBrowser } from "../_browser.ts";
+
+export { type Browser, launchBrowser };
 
 const ROOT = new URL("../../", import.meta.url);
-const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 
 /** The chunk size every browser test uses unless a case says otherwise: small, so tests are quick. */
 export const CHUNK = 64 * 1024;
-
-/** A headless Chromium with a throw-away profile. */
-export interface Browser {
-  context: BrowserContext;
-  close(): Promise<void>;
-}
-
-/**
- * Starts headless Chromium. Throws (never skips) when it is missing: a browser suite that silently
- * does nothing would report green without having tested anything.
- */
-export async function launchBrowser(): Promise<Browser> {
-  try {
-    await Deno.stat(CHROMIUM);
-  } catch {
-    throw new Error(
-      `Chromium not found at ${CHROMIUM}. The browser tests need it: apt-get install -y chromium ` +
-        `(or set CHROMIUM_PATH). They fail rather than skip.`,
-    );
-  }
-  const profile = await Deno.makeTempDir({ prefix: "e2e-chromium-" });
-  try {
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
-    return {
-      context,
-      async close() {
-        await context.close();
-        await Deno.remove(profile, { recursive: true });
-      },
-    };
-  } catch (error) {
-    await Deno.remove(profile, { recursive: true }).catch(() => {});
-    throw error;
-  }
-}
 
 export type Runtime = "deno" | "bun";
 
