@@ -3,6 +3,7 @@
 // on the same directory; the upload is finished the way a client resumes (test, then send what is
 // missing). Replay: CRASH_SEED=<seed> deno test -A tests/crash_test.ts
 import assert from "node:assert/strict";
+import { type ChildServer, spawnServer } from "./_child.ts";
 import { cleanupExpired } from "../src/cleanup.ts";
 import { uploadKey } from "../src/identifier.ts";
 import { FileSystemStorage } from "../src/storage/fs.ts";
@@ -33,28 +34,12 @@ const OPS = [
 ];
 console.log(`crash seed ${SEED} (replay: CRASH_SEED=${SEED} deno test -A tests/crash_test.ts)`);
 
-interface Child {
-  url: string;
-  process: Deno.ChildProcess;
-}
-
-async function startChild(root: string, log: string, env: Record<string, string>): Promise<Child> {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./fixtures/crash_server.ts", import.meta.url).pathname],
-    env: { UPLOAD_DIR: root, COMPLETIONS_LOG: log, LEASE_MS: "200", ...env },
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let output = "";
-  while (!/listening (\d+)/.test(output)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`child exited before listening: ${output}`);
-    output += value;
-  }
-  reader.releaseLock();
-  process.stdout.cancel().catch(() => {});
-  return { url: `http://127.0.0.1:${/listening (\d+)/.exec(output)![1]}/upload`, process };
+function startChild(root: string, log: string, env: Record<string, string>): Promise<ChildServer> {
+  return spawnServer(
+    "crash_server.ts",
+    { UPLOAD_DIR: root, COMPLETIONS_LOG: log, LEASE_MS: "200", ...env },
+    true,
+  );
 }
 
 /** Resumes like resumable.js: tests each chunk, sends the missing ones three at a time. */

@@ -1,33 +1,13 @@
 // Two handler processes share one upload directory and race the same uploads' last chunks.
 import assert from "node:assert/strict";
+import { type ChildServer, spawnServer } from "./_child.ts";
 import { chunkRequest, type ClientChunk, clientChunks, seededBytes, sha256 } from "./_helpers.ts";
 
-interface Child {
-  url: string;
-  process: Deno.ChildProcess;
+function startChild(dir: string, log: string): Promise<ChildServer> {
+  return spawnServer("fs_server.ts", { UPLOAD_DIR: dir, COMPLETIONS_LOG: log });
 }
 
-async function startChild(dir: string, log: string): Promise<Child> {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./fixtures/fs_server.ts", import.meta.url).pathname],
-    env: { UPLOAD_DIR: dir, COMPLETIONS_LOG: log },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let output = "";
-  while (!/listening (\d+)/.test(output)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`child exited before listening: ${output}`);
-    output += value;
-  }
-  reader.releaseLock();
-  process.stdout.cancel().catch(() => {});
-  const port = /listening (\d+)/.exec(output)![1];
-  return { url: `http://127.0.0.1:${port}/upload`, process };
-}
-
-async function stop(child: Child): Promise<void> {
+async function stop(child: ChildServer): Promise<void> {
   child.process.kill("SIGTERM");
   await child.process.status;
 }
