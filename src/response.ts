@@ -20,7 +20,21 @@ import { type ErrorCode, ResumableError } from "./errors.ts";
 import type { Dialect } from "./params.ts";
 import type { StoredFile } from "./storage/types.ts";
 
-const RESUMABLE_STATUS: Record<ErrorCode, number> = {
+/** Refusals of the client's input: the only codes whose status depends on the client. */
+type Refusal =
+  | "invalid_parameters"
+  | "invalid_identifier"
+  | "chunk_out_of_range"
+  | "chunk_size_mismatch"
+  | "upload_mismatch"
+  | "file_too_large"
+  | "too_many_chunks"
+  | "chunk_too_large"
+  | "body_too_large"
+  | "malformed_body";
+
+// Final in resumable.js; 413 would be retried 100 times.
+const RESUMABLE_REFUSALS: Record<Refusal, number> = {
   invalid_parameters: 400,
   invalid_identifier: 400,
   chunk_out_of_range: 400,
@@ -30,9 +44,27 @@ const RESUMABLE_STATUS: Record<ErrorCode, number> = {
   too_many_chunks: 400,
   chunk_too_large: 400,
   body_too_large: 400,
+  malformed_body: 400,
+};
+
+// Final in flow.js; 400 is retried once the app turns retries on.
+const FLOW_REFUSALS: Record<Refusal, number> = {
+  invalid_parameters: 415,
+  invalid_identifier: 415,
+  chunk_out_of_range: 415,
+  chunk_size_mismatch: 415,
+  upload_mismatch: 415,
+  file_too_large: 413,
+  too_many_chunks: 413,
+  chunk_too_large: 413,
+  body_too_large: 413,
+  malformed_body: 415,
+};
+
+/** Statuses that mean the same to both clients. */
+const SHARED_STATUS: Record<Exclude<ErrorCode, Refusal>, number> = {
   // The client has gone, or a proxy cut the body: worth a retry, never a stored chunk.
   body_incomplete: 408,
-  malformed_body: 400,
   unsupported_media_type: 415,
   method_not_allowed: 405,
   unauthorized: 401,
@@ -46,30 +78,8 @@ const RESUMABLE_STATUS: Record<ErrorCode, number> = {
   internal_error: 500,
 };
 
-const FLOW_STATUS: Record<ErrorCode, number> = {
-  invalid_parameters: 415,
-  invalid_identifier: 415,
-  chunk_out_of_range: 415,
-  chunk_size_mismatch: 415,
-  upload_mismatch: 415,
-  file_too_large: 413,
-  too_many_chunks: 413,
-  chunk_too_large: 413,
-  body_too_large: 413,
-  body_incomplete: 408,
-  malformed_body: 415,
-  unsupported_media_type: 415,
-  method_not_allowed: 405,
-  unauthorized: 401,
-  forbidden: 403,
-  origin_not_allowed: 403,
-  // Corruption in transit: the same chunk sent again may well match.
-  checksum_mismatch: 422,
-  too_many_uploads: 429,
-  storage_full: 507,
-  storage_unavailable: 503,
-  internal_error: 500,
-};
+const RESUMABLE_STATUS: Record<ErrorCode, number> = { ...SHARED_STATUS, ...RESUMABLE_REFUSALS };
+const FLOW_STATUS: Record<ErrorCode, number> = { ...SHARED_STATUS, ...FLOW_REFUSALS };
 
 /** Default HTTP status of an error code for a client dialect. */
 export function defaultStatus(code: ErrorCode, dialect: Dialect): number {
