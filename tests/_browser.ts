@@ -54,6 +54,24 @@ export async function launchBrowser(): Promise<Browser> {
   }
 }
 
+/**
+ * Page-side script defining `runClient(lib, options, file)`: uploads `file` with resumable.js or
+ * flow.js and resolves `{ ok, message }` from `fileSuccess` or `fileError`.
+ */
+export const RUN_CLIENT_SCRIPT = `
+window.runClient = (lib, options, file) => new Promise((resolve) => {
+  const client = lib === "resumable" ? new Resumable(options) : new Flow(options);
+  client.on("fileSuccess", (_file, message) => resolve({ ok: true, message }));
+  client.on("fileError", (_file, message) => resolve({ ok: false, message }));
+  if (lib === "resumable") {
+    client.on("filesAdded", () => client.upload());
+    client.addFile(file);
+  } else {
+    client.addFile(file);
+    client.upload();
+  }
+});`;
+
 /** The two client libraries by the path a test page loads them from. */
 export async function libraryScripts(): Promise<Record<string, string>> {
   const read = (specifier: string) => readFile(fileURLToPath(import.meta.resolve(specifier)), "utf8");

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { createResumableHandler, type StoredFile } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import { launchBrowser, libraryScripts, scriptResponse } from "./_browser.ts";
+import { launchBrowser, libraryScripts, RUN_CLIENT_SCRIPT, scriptResponse } from "./_browser.ts";
 import { serve, sha256 } from "./_helpers.ts";
 
 const SIZE = 250_000;
@@ -11,8 +11,9 @@ const SIZE = 250_000;
 // `preprocess` and `query` are the docs' snippet; `corrupt` only spoils the digest for the refusal case.
 const PAGE = `<!doctype html><meta charset="utf-8"><title>checksum</title>
 <script src="/resumable.js"></script><script src="/flow.js"></script>
+<script>${RUN_CLIENT_SCRIPT}</script>
 <script>
-window.upload = (lib, corrupt) => new Promise((resolve) => {
+window.upload = (lib, corrupt) => {
   const bytes = new Uint8Array(${SIZE});
   for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 13 + 5) & 255;
   const file = new File([bytes], lib + (corrupt ? "-corrupt" : "") + ".bin");
@@ -27,17 +28,8 @@ window.upload = (lib, corrupt) => new Promise((resolve) => {
       chunk.preprocessFinished();
     },
   };
-  const client = lib === "resumable" ? new Resumable(options) : new Flow(options);
-  client.on("fileSuccess", (_file, message) => resolve({ ok: true, message }));
-  client.on("fileError", (_file, message) => resolve({ ok: false, message }));
-  if (lib === "resumable") {
-    client.on("filesAdded", () => client.upload());
-    client.addFile(file);
-  } else {
-    client.addFile(file);
-    client.upload();
-  }
-});
+  return runClient(lib, options, file);
+};
 </script>`;
 
 interface PageApi {

@@ -4,15 +4,16 @@
 import assert from "node:assert/strict";
 import { type CorsOptions, createResumableHandler, type StoredFile } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import { launchBrowser, libraryScripts, scriptResponse } from "./_browser.ts";
+import { launchBrowser, libraryScripts, RUN_CLIENT_SCRIPT, scriptResponse } from "./_browser.ts";
 import { serve, sha256 } from "./_helpers.ts";
 
 const SIZE = 300_000;
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>cors</title>
 <script src="/resumable.js"></script><script src="/flow.js"></script>
+<script>${RUN_CLIENT_SCRIPT}</script>
 <script>
-window.upload = (lib, target, method) => new Promise((resolve) => {
+window.upload = (lib, target, method) => {
   const bytes = new Uint8Array(${SIZE});
   for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31 + 7) & 255;
   const file = new File([bytes], lib + ".bin", { type: "application/x-test" });
@@ -20,17 +21,8 @@ window.upload = (lib, target, method) => new Promise((resolve) => {
     target, method, chunkSize: 100000, testChunks: true, withCredentials: true,
     headers: { "X-Token": "secret" }, maxChunkRetries: 2, chunkRetryInterval: 10,
   };
-  const client = lib === "resumable" ? new Resumable(options) : new Flow(options);
-  client.on("fileSuccess", (_file, message) => resolve({ ok: true, message }));
-  client.on("fileError", (_file, message) => resolve({ ok: false, message }));
-  if (lib === "resumable") {
-    client.on("filesAdded", () => client.upload());
-    client.addFile(file);
-  } else {
-    client.addFile(file);
-    client.upload();
-  }
-});
+  return runClient(lib, options, file);
+};
 </script>`;
 
 interface PageApi {
@@ -38,7 +30,7 @@ interface PageApi {
 }
 
 Deno.test({
-  name: "CORS: resumable.js and flow.js on another loopback origin upload through preflights in Browser",
+  name: "CORS: resumable.js and flow.js on another loopback origin upload through preflights in Chromium",
   // playwright-core keeps pipes and timers of the browser process it manages.
   sanitizeOps: false,
   sanitizeResources: false,
