@@ -46,7 +46,8 @@ function tornStream(text: string): ReadableStream<Uint8Array> {
   });
 }
 
-function fileOf(rec: UploadRecord): StoredFile {
+/** The file a completed `rec` becomes. */
+export function fileOf(rec: UploadRecord): StoredFile {
   return {
     id: rec.fileId,
     name: rec.fileName,

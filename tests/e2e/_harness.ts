@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import type { Page, Request as PwRequest } from "playwright-core";
 import { type Browser, launchBrowser } from "../_browser.ts";
+import { seededBytes } from "../_helpers.ts";
 
 export { type Browser, launchBrowser };
 
@@ -202,19 +203,9 @@ export interface FileSpec {
   type?: string;
 }
 
-/** The bytes `makeFiles` makes in the page for `seed` (xorshift32, low byte of each step). */
+/** The bytes `makeFiles` makes in the page for `seed`: the same xorshift32 as `seededBytes`. */
 export function prngBytes(seed: number, size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < size; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    bytes[i] = x & 0xff;
-  }
-  return bytes;
+  return seededBytes(size, seed);
 }
 
 /**
@@ -225,7 +216,7 @@ export function makeFiles(page: Page, specs: FileSpec[]): Promise<string[]> {
   return page.evaluate(async (specs) => {
     const made = specs.map(({ name, size, seed, type }) => {
       const bytes = new Uint8Array(size);
-      // xorshift32: fast, and the same seed always gives the same file, in any page.
+      // xorshift32, as `seededBytes` in tests/_helpers.ts: this copy runs in the page.
       let x = seed >>> 0 || 1;
       for (let i = 0; i < size; i++) {
         x ^= x << 13;

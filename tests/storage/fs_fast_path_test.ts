@@ -7,6 +7,7 @@ import type { FileHandle } from "node:fs/promises";
 import { FileSystemStorage } from "../../src/storage/fs.ts";
 import { writeStreamToHandle } from "../../src/storage/_fs_streams.ts";
 import type { UploadRecord } from "../../src/storage/types.ts";
+import { fileOf } from "../_storage_suite.ts";
 
 async function fixture(totalSize: number, chunkSize: number) {
   const directory = await Deno.makeTempDir({ prefix: "resumable-fast-" });
@@ -44,16 +45,7 @@ Deno.test("FileSystemStorage writes chunks at their final offsets, so assembly r
   assert.equal(await new Response(await fx.storage.openChunk(fx.record.key, 2)).text(), "efghij");
   const { ino } = await stat(join(fx.dir, "data"));
   const claim = await fx.storage.claim(fx.record.key, { owner: "o", ttlMs: 60_000 });
-  const stored = await fx.storage.commitChunks(claim!, 2, {
-    id: fx.record.fileId,
-    name: "f.bin",
-    size: 10,
-    type: "",
-    identifier: "id",
-    relativePath: "f.bin",
-    uploadKey: fx.record.key,
-    completedAt: Date.now(),
-  });
+  const stored = await fx.storage.commitChunks(claim!, 2, fileOf(fx.record));
   // Same inode: the published file is the data file itself, not a copy.
   assert.equal((await stat(stored!.location!)).ino, ino);
   assert.equal(await new Response((await fx.storage.openFile(fx.record.fileId))!.body).text(), "abcdefghij");
@@ -164,16 +156,7 @@ Deno.test("FileSystemStorage finishes an assembly whose claimant died between pu
   await using fx = await fixture(10, 4);
   await fx.storage.putChunk(fx.record.key, 1, text("abcd"));
   await fx.storage.putChunk(fx.record.key, 2, text("efghij"));
-  const file = {
-    id: fx.record.fileId,
-    name: "f.bin",
-    size: 10,
-    type: "",
-    identifier: "id",
-    relativePath: "f.bin",
-    uploadKey: fx.record.key,
-    completedAt: Date.now(),
-  };
+  const file = fileOf(fx.record);
   // The state a SIGKILL leaves right after the rename: the file in place, no completion record.
   const dead = await fx.storage.claim(fx.record.key, { owner: "dead", ttlMs: 20 });
   assert.ok(dead);

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { S3Storage } from "../../src/storage/s3.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
-import type { StoredFile, UploadRecord } from "../../mod.ts";
-import { storageSuite } from "../_storage_suite.ts";
+import type { UploadRecord } from "../../mod.ts";
+import { fileOf, storageSuite } from "../_storage_suite.ts";
 import { type S3Fixture, startS3 } from "./_s3rver.ts";
 
 function storageOn(s3: S3Fixture, prefix = `t${crypto.randomUUID()}/`): S3Storage {
@@ -41,19 +41,6 @@ async function newRecord(totalSize: number, chunkSize: number): Promise<UploadRe
     totalSize,
     chunkSize,
     createdAt: Date.now(),
-  };
-}
-
-function fileOf(rec: UploadRecord): StoredFile {
-  return {
-    id: rec.fileId,
-    name: rec.fileName,
-    size: rec.totalSize,
-    type: rec.type,
-    identifier: rec.identifier,
-    relativePath: rec.relativePath,
-    uploadKey: rec.key,
-    completedAt: Date.now(),
   };
 }
 
