@@ -56,12 +56,8 @@ export async function readMultipart(
       headers: { "content-type": contentType },
     }).formData();
   } catch (cause) {
+    // A client that went away errors the body, which the limiter records as body_incomplete.
     if (failure.error) throw failure.error;
-    if (request.signal.aborted) {
-      throw new ResumableError("body_incomplete", "Request was aborted", {
-        cause,
-      });
-    }
     throw new ResumableError(
       "malformed_body",
       "Multipart body cannot be parsed",

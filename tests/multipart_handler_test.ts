@@ -127,3 +127,25 @@ Deno.test("the stream parser refuses a file part of the wrong size and a body ov
   assert.equal(huge.status, 400);
   assert.equal((await huge.json()).error.code, "body_too_large");
 });
+
+Deno.test("both multipart parsers answer 408 to a body that errors midway, and store nothing", async () => {
+  for (const parser of PARSERS) {
+    const { handler } = handlerFor(parser);
+    const [chunk] = clientChunks(seededBytes(2000, 9), { identifier: `gone-${parser}`, chunkSize: 4096 });
+    const head = new TextEncoder().encode(fieldsOf(chunk!.params) + filePart("").slice(0, -2));
+    let sent = false;
+    // A client that goes away: the fields and part of the file arrive, then the connection resets.
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent) return controller.error(new Error("connection reset"));
+        sent = true;
+        controller.enqueue(head);
+        controller.enqueue(chunk!.bytes.subarray(0, 1000));
+      },
+    });
+    const response = await handler(rawMultipart(BASE, body as unknown as Uint8Array));
+    assert.equal(response.status, 408, parser);
+    assert.equal((await response.json()).error.code, "body_incomplete", parser);
+    assert.equal((await handler(testRequest(BASE, chunk!))).status, 204, `${parser}: nothing stored`);
+  }
+});
