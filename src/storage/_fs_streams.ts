@@ -1,34 +1,31 @@
-// Web streams over node:fs file handles, shared by the file-system storage.
-import type { FileHandle } from "node:fs/promises";
+// Web streams over open files, shared by the file-system storage.
+import type { FileReader, FileWriter } from "./_fs_file.ts";
 
 const READ_SIZE = 256 * 1024;
-// Network reads are 64 KiB (Deno) to 128 KiB (Bun); gathering 1 MiB per vectored write costs no copy
-// and 16x fewer write calls, which matters where file I/O runs on the JS thread (Deno's node:fs).
-const WRITE_BATCH = 1024 * 1024;
 
 /**
- * A pull-based stream of a file's bytes that closes the handle when done or cancelled: the whole
- * file from its current position, or `length` bytes from `start`.
+ * A pull-based stream of a file's bytes that closes the file when done or cancelled: the whole
+ * file, or `length` bytes from `start`.
  */
-export function readableFromHandle(
-  handle: FileHandle,
+export function readableFromFile(
+  file: FileReader,
   range?: { start: number; length: number },
 ): ReadableStream<Uint8Array> {
-  let position = range?.start ?? null;
+  let position = range?.start ?? 0;
   let left = range?.length ?? Infinity;
   let closed = false;
   const close = async () => {
     if (closed) return;
     closed = true;
-    await handle.close();
+    await file.close();
   };
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
         const size = Math.min(READ_SIZE, left);
         const buffer = new Uint8Array(size);
-        const { bytesRead } = size === 0 ? { bytesRead: 0 } : await handle.read(buffer, 0, size, position);
-        if (position !== null) position += bytesRead;
+        const bytesRead = size === 0 ? 0 : await file.readAt(buffer, position);
+        position += bytesRead;
         left -= bytesRead;
         if (bytesRead === 0) {
           if (left !== Infinity && left > 0) throw new Error(`File ended ${left} bytes before the range did`);
@@ -48,33 +45,16 @@ export function readableFromHandle(
   }, { highWaterMark: 0 });
 }
 
-async function writeFully(
-  handle: FileHandle,
-  bytes: Uint8Array,
-  position: number | null,
-): Promise<void> {
-  let written = 0;
-  while (written < bytes.byteLength) {
-    const { bytesWritten } = await handle.write(
-      bytes,
-      written,
-      bytes.byteLength - written,
-      position === null ? null : position + written,
-    );
-    written += bytesWritten;
-  }
-}
-
 /**
- * Writes a stream into a handle, batching small network reads into larger writes: at the handle's
- * position, or from byte `start` on (positional writes, so several chunks can fill one file).
- * Returns the number of bytes written. Rejects (and cancels the stream) when `signal` aborts.
+ * Writes a stream into a file from byte `start` on (positional, so several chunks can fill one
+ * file at once), gathering network reads into writes of `file.batchBytes`. Returns the number of bytes
+ * written. Rejects (and cancels the stream) when `signal` aborts.
  */
-export async function writeStreamToHandle(
-  handle: FileHandle,
+export async function writeStreamToFile(
+  file: FileWriter,
   data: ReadableStream<Uint8Array>,
   signal?: AbortSignal,
-  start?: number,
+  start = 0,
 ): Promise<number> {
   const reader = data.getReader();
   let batch: Uint8Array[] = [];
@@ -82,11 +62,11 @@ export async function writeStreamToHandle(
   let total = 0;
   const flush = async () => {
     if (batchBytes === 0) return;
-    const position = start === undefined ? null : start + total - batchBytes;
+    const position = start + total - batchBytes;
     const parts = batch;
     batch = [];
     batchBytes = 0;
-    await writeAll(handle, parts, position);
+    await file.writeAt(parts, position);
   };
   try {
     while (true) {
@@ -96,7 +76,7 @@ export async function writeStreamToHandle(
       total += value.byteLength;
       batch.push(value);
       batchBytes += value.byteLength;
-      if (batchBytes >= WRITE_BATCH) await flush();
+      if (batchBytes >= file.batchBytes) await flush();
     }
     await flush();
     return total;
@@ -105,27 +85,5 @@ export async function writeStreamToHandle(
     throw error;
   } finally {
     reader.releaseLock();
-  }
-}
-
-/** Writes `parts` in order with vectored writes, continuing after a short write. */
-async function writeAll(handle: FileHandle, parts: Uint8Array[], position: number | null): Promise<void> {
-  if (parts.length === 1) return writeFully(handle, parts[0]!, position);
-  let rest = parts;
-  let offset = 0;
-  while (rest.length > 0) {
-    const { bytesWritten } = await handle.writev(rest, position === null ? undefined : position + offset);
-    offset += bytesWritten;
-    let skip = bytesWritten;
-    const next: Uint8Array[] = [];
-    for (const part of rest) {
-      if (skip >= part.byteLength) skip -= part.byteLength;
-      else {
-        next.push(skip > 0 ? part.subarray(skip) : part);
-        skip = 0;
-      }
-    }
-    if (bytesWritten === 0 && next.length > 0) throw new Error("File write made no progress");
-    rest = next;
   }
 }

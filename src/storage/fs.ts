@@ -28,23 +28,23 @@
  * @module
  */
 
+import { join, resolve } from "node:path";
+import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
+import { openReader, openWriter } from "./_fs_file.ts";
 import {
-  constants,
+  createSized,
   link,
-  mkdir,
-  open,
+  mkdirs,
   readdir,
-  readFile,
+  readText,
+  removeAll,
   rename,
-  rm,
   stat,
   unlink,
   utimes,
-  writeFile,
-} from "node:fs/promises";
-import { join, resolve } from "node:path";
-import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
-import { readableFromHandle, writeStreamToHandle } from "./_fs_streams.ts";
+  writeText,
+} from "./_fs_ops.ts";
+import { readableFromFile, writeStreamToFile } from "./_fs_streams.ts";
 import type {
   Claim,
   Lease,
@@ -159,7 +159,7 @@ export class FileSystemStorage implements UploadStorage {
 
   async #readJson<T>(path: string): Promise<T | undefined> {
     try {
-      return JSON.parse(await readFile(path, "utf8")) as T;
+      return JSON.parse(await readText(path)) as T;
     } catch (error) {
       if (isMissing(error)) return undefined;
       throw error;
@@ -169,7 +169,7 @@ export class FileSystemStorage implements UploadStorage {
   /** Writes JSON under `path` only if nothing is there; returns whether this call created it. */
   async #createJson(path: string, value: unknown): Promise<boolean> {
     const temp = `${path}.${randomSuffix()}.tmp`;
-    await writeFile(temp, JSON.stringify(value), { flag: "wx" });
+    await writeText(temp, JSON.stringify(value), true);
     try {
       // A hard link publishes complete content atomically and fails if the name exists.
       await link(temp, path);
@@ -189,7 +189,7 @@ export class FileSystemStorage implements UploadStorage {
     // Every chunk calls this; all but the first find the record, in one read.
     const found = await this.#readJson<UploadRecord>(path);
     if (found) return this.#remember(found);
-    await mkdir(join(dir, "chunks"), { recursive: true });
+    await mkdirs(join(dir, "chunks"));
     if (await this.#createJson(path, record)) return this.#remember(record);
     const existing = await this.#readJson<UploadRecord>(path);
     if (!existing) {
@@ -249,23 +249,18 @@ export class FileSystemStorage implements UploadStorage {
     await stat(chunks);
     // O_CREAT without O_TRUNC or O_APPEND: chunks written in parallel share the file, each at its
     // offset.
-    const handle = await open(this.#dataPath(key), constants.O_RDWR | constants.O_CREAT, 0o644);
+    const file = await openWriter(this.#dataPath(key), "shared");
     let size: number;
     try {
-      size = await writeStreamToHandle(handle, data, signal, (index - 1) * record.chunkSize);
-      if (this.#durable) await handle.sync();
+      size = await writeStreamToFile(file, data, signal, (index - 1) * record.chunkSize);
+      if (this.#durable) await file.sync();
     } finally {
-      await handle.close().catch(() => {});
+      await file.close().catch(() => {});
     }
     signal?.throwIfAborted();
     const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
     try {
-      const markerHandle = await open(temp, "wx");
-      try {
-        await markerHandle.truncate(size);
-      } finally {
-        await markerHandle.close();
-      }
+      await createSized(temp, size);
       await rename(temp, marker);
     } catch (error) {
       await unlink(temp).catch(() => {});
@@ -318,8 +313,8 @@ export class FileSystemStorage implements UploadStorage {
     const { size } = await stat(join(chunks, String(index)));
     const record = await this.#record(key);
     if (!record) throw new Error(`Upload "${key}" has no record`);
-    const handle = await open(this.#dataPath(key), "r");
-    return readableFromHandle(handle, { start: (index - 1) * record.chunkSize, length: size });
+    const file = await openReader(this.#dataPath(key));
+    return readableFromFile(file, { start: (index - 1) * record.chunkSize, length: size });
   }
 
   async #newestClaim(dir: string): Promise<number> {
@@ -349,7 +344,7 @@ export class FileSystemStorage implements UploadStorage {
     }
     const generation = newest + 1;
     try {
-      await writeFile(join(dir, `claim-${generation}`), JSON.stringify(lease), { flag: "wx" });
+      await writeText(join(dir, `claim-${generation}`), JSON.stringify(lease), true);
       return { key, owner: lease.owner, generation };
     } catch (error) {
       if (errorCode(error) === "EEXIST") return undefined;
@@ -385,21 +380,21 @@ export class FileSystemStorage implements UploadStorage {
     const dir = this.#uploadDir(claim.key);
     const fileDir = this.#fileDir(file.id);
     const tempDir = join(this.directory, "files", ".tmp");
-    await mkdir(tempDir, { recursive: true });
+    await mkdirs(tempDir);
     const temp = join(
       tempDir,
       `${file.id}.${claim.generation}.${randomSuffix()}`,
     );
-    const handle = await open(temp, "wx");
+    const writer = await openWriter(temp, "new");
     let size: number;
     try {
-      size = await writeStreamToHandle(handle, data);
-      if (this.#durable) await handle.sync();
+      size = await writeStreamToFile(writer, data);
+      if (this.#durable) await writer.sync();
     } catch (error) {
       await unlink(temp).catch(() => {});
       throw error;
     } finally {
-      await handle.close().catch(() => {});
+      await writer.close().catch(() => {});
     }
     if (
       await this.#newestClaim(dir) !== claim.generation ||
@@ -410,7 +405,7 @@ export class FileSystemStorage implements UploadStorage {
     }
     const location = join(fileDir, sanitizeFileName(file.name));
     const stored: StoredFile = { ...file, size, location };
-    await mkdir(fileDir, { recursive: true });
+    await mkdirs(fileDir);
     await this.#writeJsonAtomically(join(fileDir, ".file.json"), stored);
     await rename(temp, location);
     // The completion record is the linearisation point: whoever links it first has completed the
@@ -520,7 +515,7 @@ export class FileSystemStorage implements UploadStorage {
       return undefined;
     }
     const stored: StoredFile = { ...file, size, location };
-    await mkdir(this.#fileDir(file.id), { recursive: true });
+    await mkdirs(this.#fileDir(file.id));
     await this.#writeJsonAtomically(join(this.#fileDir(file.id), ".file.json"), stored);
     if (!published) {
       try {
@@ -539,7 +534,7 @@ export class FileSystemStorage implements UploadStorage {
   /** Replaces `path` with JSON so that readers see the old or the new content, never a torn one. */
   async #writeJsonAtomically(path: string, value: unknown): Promise<void> {
     const temp = `${path}.${randomSuffix()}.tmp`;
-    await writeFile(temp, JSON.stringify(value));
+    await writeText(temp, JSON.stringify(value));
     try {
       await rename(temp, path);
     } catch (error) {
@@ -563,7 +558,7 @@ export class FileSystemStorage implements UploadStorage {
     );
     if (!file?.location) return undefined;
     try {
-      return { file, body: readableFromHandle(await open(file.location, "r")) };
+      return { file, body: readableFromFile(await openReader(file.location)) };
     } catch (error) {
       if (isMissing(error)) return undefined;
       throw error;
@@ -574,11 +569,8 @@ export class FileSystemStorage implements UploadStorage {
   async removeChunks(key: string): Promise<void> {
     this.#counts.delete(key);
     // The folder first: a late chunk then fails instead of recreating the data file.
-    await rm(join(this.#uploadDir(key), "chunks"), {
-      recursive: true,
-      force: true,
-    });
-    await rm(this.#dataPath(key), { force: true });
+    await removeAll(join(this.#uploadDir(key), "chunks"));
+    await removeAll(this.#dataPath(key));
   }
 
   /** Deletes the upload directory, and partial assemblies a crash left behind for it. */
@@ -586,14 +578,14 @@ export class FileSystemStorage implements UploadStorage {
     const record = await this.getUpload(key).catch(() => undefined);
     this.#counts.delete(key);
     this.#records.delete(key);
-    await rm(this.#uploadDir(key), { recursive: true, force: true });
+    await removeAll(this.#uploadDir(key));
     if (record && isFileId(record.fileId)) await this.#removeTempFiles(record.fileId);
   }
 
   /** Deletes a completed file and its metadata. */
   async removeFile(fileId: string): Promise<void> {
     if (!isFileId(fileId)) return;
-    await rm(this.#fileDir(fileId), { recursive: true, force: true });
+    await removeAll(this.#fileDir(fileId));
   }
 }
 

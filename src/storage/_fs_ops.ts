@@ -1,0 +1,108 @@
+// Path operations of the file-system storage: Deno's synchronous calls under Deno, node:fs
+// elsewhere (see _fs_platform.ts for why). Asynchronous either way, so callers need not care; a
+// failure is always a rejected promise, never a throw.
+import { denoFs, loadNodeFs } from "./_fs_platform.ts";
+
+/** What the storage reads from a `stat`. */
+export interface FileStat {
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+function isMissing(error: unknown): boolean {
+  const code = (error as { code?: string } | null)?.code;
+  return code === "ENOENT";
+}
+
+/** The file's text, as UTF-8. */
+export async function readText(path: string): Promise<string> {
+  if (denoFs) return denoFs.readTextFileSync(path);
+  return await (await loadNodeFs()).readFile(path, "utf8");
+}
+
+/** Writes `text` to `path`, replacing it; with `exclusive`, fails with EEXIST if `path` exists. */
+export async function writeText(path: string, text: string, exclusive = false): Promise<void> {
+  if (denoFs) return denoFs.writeTextFileSync(path, text, exclusive ? { createNew: true } : {});
+  await (await loadNodeFs()).writeFile(path, text, exclusive ? { flag: "wx" } : {});
+}
+
+/** Creates a new file (EEXIST if present) of `size` bytes without writing any: a sparse file. */
+export async function createSized(path: string, size: number): Promise<void> {
+  if (denoFs) {
+    const file = denoFs.openSync(path, { write: true, createNew: true, mode: 0o644 });
+    try {
+      file.truncateSync(size);
+    } finally {
+      file.close();
+    }
+    return;
+  }
+  const handle = await (await loadNodeFs()).open(path, "wx");
+  try {
+    await handle.truncate(size);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Names in a directory. */
+export async function readdir(path: string): Promise<string[]> {
+  if (denoFs) {
+    return Array.from(denoFs.readDirSync(path), (entry) => entry.name);
+  }
+  return await (await loadNodeFs()).readdir(path);
+}
+
+/** Creates a directory and its parents; no error if it exists. */
+export async function mkdirs(path: string): Promise<void> {
+  if (denoFs) return denoFs.mkdirSync(path, { recursive: true });
+  await (await loadNodeFs()).mkdir(path, { recursive: true });
+}
+
+/** Hard-links `target` as `path`; EEXIST if `path` exists. */
+export async function link(target: string, path: string): Promise<void> {
+  if (denoFs) return denoFs.linkSync(target, path);
+  await (await loadNodeFs()).link(target, path);
+}
+
+/** Renames, replacing `to` if it is a file. */
+export async function rename(from: string, to: string): Promise<void> {
+  if (denoFs) return denoFs.renameSync(from, to);
+  await (await loadNodeFs()).rename(from, to);
+}
+
+/** Removes a file. */
+export async function unlink(path: string): Promise<void> {
+  if (denoFs) return denoFs.removeSync(path);
+  await (await loadNodeFs()).unlink(path);
+}
+
+/** Removes a file or a directory tree; nothing if it is absent (`rm -rf`). */
+export async function removeAll(path: string): Promise<void> {
+  if (denoFs) {
+    try {
+      denoFs.removeSync(path, { recursive: true });
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
+    return;
+  }
+  await (await loadNodeFs()).rm(path, { recursive: true, force: true });
+}
+
+/** Size and times of a file or directory. */
+export async function stat(path: string): Promise<FileStat> {
+  if (denoFs) {
+    const info = denoFs.statSync(path);
+    return { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, ctimeMs: info.ctime?.getTime() ?? 0 };
+  }
+  const info = await (await loadNodeFs()).stat(path);
+  return { size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs };
+}
+
+/** Sets access and modification times. */
+export async function utimes(path: string, atime: Date, mtime: Date): Promise<void> {
+  if (denoFs) return denoFs.utimeSync(path, atime, mtime);
+  await (await loadNodeFs()).utimes(path, atime, mtime);
+}

@@ -1,0 +1,67 @@
+// Which file API the file-system storage runs on.
+//
+// Under Deno it calls Deno's synchronous file functions. Deno's asynchronous file calls each hand
+// the work to a thread pool and back: two thread wake-ups per call, which cost more than the call
+// itself. On the 2-core VM where bench/run.ts ran, a server writing 1 MiB chunks this way spent
+// about twice the CPU of one making the same `pwrite`s on its own thread, and `node:fs` under
+// Deno is a JavaScript layer over that pool that adds calls of its own (four for one
+// `readFile`), converts every error and copies vectored writes twice. The synchronous calls made
+// here are short: metadata calls on one directory and writes of one network read (64 KiB) into
+// the page cache, like the blocking writes nginx makes when it buffers request bodies to disk.
+// The trade-off: on a disk that stalls (a saturated or network file system), a stalled call holds
+// up every request of the process, not only its own.
+//
+// Bun and Node get `node:fs`, whose asynchronous calls are native there. Both APIs report
+// failures with the same `code` strings (ENOENT, EEXIST, ENOTDIR, ...).
+
+/** The subset of the Deno namespace the storage uses, typed here so this module loads anywhere. */
+export interface DenoFsApi {
+  openSync(path: string, options: DenoOpenOptions): DenoFile;
+  readTextFileSync(path: string): string;
+  writeTextFileSync(path: string, data: string, options?: { createNew?: boolean }): void;
+  readDirSync(path: string): Iterable<{ name: string }>;
+  mkdirSync(path: string, options?: { recursive?: boolean }): void;
+  linkSync(oldPath: string, newPath: string): void;
+  renameSync(oldPath: string, newPath: string): void;
+  removeSync(path: string, options?: { recursive?: boolean }): void;
+  statSync(path: string): { size: number; mtime: Date | null; ctime: Date | null };
+  utimeSync(path: string, atime: Date, mtime: Date): void;
+  SeekMode: { Start: number };
+}
+
+/** Options of `Deno.openSync` the storage uses. */
+export interface DenoOpenOptions {
+  read?: boolean;
+  write?: boolean;
+  create?: boolean;
+  createNew?: boolean;
+  mode?: number;
+}
+
+/** The subset of `Deno.FsFile` the storage uses. */
+export interface DenoFile {
+  seekSync(offset: number, whence: number): number;
+  readSync(buffer: Uint8Array): number | null;
+  writeSync(bytes: Uint8Array): number;
+  truncateSync(length?: number): void;
+  syncSync(): void;
+  close(): void;
+}
+
+/** `node:fs/promises`, as far as the storage uses it. */
+export type NodeFs = typeof import("node:fs/promises");
+
+// Looked up, not named, so this module loads under Bun and Node too.
+const candidate = (globalThis as { Deno?: DenoFsApi }).Deno;
+
+/** Deno's file API when running on Deno, else `undefined`. */
+export const denoFs: DenoFsApi | undefined = typeof candidate?.openSync === "function"
+  ? candidate
+  : undefined;
+
+let nodeFs: Promise<NodeFs> | undefined;
+
+/** `node:fs/promises`, loaded on first use so that Deno never pays for it. */
+export function loadNodeFs(): Promise<NodeFs> {
+  return nodeFs ??= import("node:fs/promises");
+}
