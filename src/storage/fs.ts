@@ -1,5 +1,6 @@
 /**
- * A file-system {@linkcode UploadStorage} on `node:fs/promises`, so it runs on Deno, Bun and Node.
+ * A file-system {@linkcode UploadStorage} for Deno, Bun and Node: Deno's own file API under Deno,
+ * `node:fs` elsewhere.
  * Several processes may share one directory (on one machine, or on a shared disk with POSIX
  * `link`/`rename` semantics): every create-if-absent is an `O_EXCL` open or a hard link.
  *
@@ -8,7 +9,8 @@
  * uploads/<key>/upload.json      upload record (created once, by hard link)
  * uploads/<key>/data             the file's bytes: every chunk is written at its final offset
  * uploads/<key>/chunks/<n>       marker of a complete chunk: an empty (sparse) file whose size is
- *                                the chunk's, published by rename once its bytes are written
+ *                                the chunk's, published once its bytes are written, as a hard
+ *                                link to chunks/.size-<bytes>-<group>
  * uploads/<key>/claim-<g>        assembly lease of generation g (O_EXCL; mtime = last renewal)
  * uploads/<key>/complete.json    completion record (created once, by hard link)
  * files/<id>/<sanitised name>    a completed file
@@ -88,6 +90,7 @@ const DATA_NAME = "data";
 const SETTLED_MS = 2000;
 const MAX_CACHED = 10_000;
 const CLAIM_NAME = /^claim-([1-9][0-9]*)$/;
+const LINKS_PER_SOURCE = 32_768;
 
 function errorCode(error: unknown): string | undefined {
   return (error as { code?: string } | null)?.code;
@@ -258,13 +261,40 @@ export class FileSystemStorage implements UploadStorage {
       await file.close().catch(() => {});
     }
     signal?.throwIfAborted();
+    await this.#publishMarker(chunks, index, size);
+  }
+
+  /**
+   * Publishes chunk `index`'s marker as a hard link to a sparse file of the chunk's size, made once
+   * per size. A link only adds a name, where creating a file allocates an inode: on ext4 while
+   * chunk data is being written back, about 10 µs against 20 to 700 µs.
+   */
+  async #publishMarker(chunks: string, index: number, size: number): Promise<void> {
+    // A few sizes per upload (full chunks, a short or stretched last one); a new source file every
+    // LINKS_PER_SOURCE chunks stays below per-inode link limits (65 000 on ext4).
+    const source = join(chunks, `.size-${size}-${Math.floor(index / LINKS_PER_SOURCE)}`);
+    const marker = join(chunks, String(index));
+    try {
+      await link(source, marker);
+      return;
+    } catch (error) {
+      // EEXIST: a concurrent copy of this chunk published first; its bytes and size are the same.
+      if (errorCode(error) === "EEXIST") return;
+      if (!isMissing(error)) throw error;
+    }
     const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
     try {
       await createSized(temp, size);
-      await rename(temp, marker);
+      // The chunk folder is gone if the upload completed meanwhile: then this fails, as it should.
+      await rename(temp, source);
     } catch (error) {
       await unlink(temp).catch(() => {});
       throw error;
+    }
+    try {
+      await link(source, marker);
+    } catch (error) {
+      if (errorCode(error) !== "EEXIST") throw error;
     }
   }
 

@@ -195,3 +195,18 @@ Deno.test("FileSystemStorage finishes an assembly whose claimant died between pu
   assert.equal((await fx.storage.getCompleted(fx.record.key))?.id, fx.record.fileId);
   assert.equal(await new Response((await fx.storage.openFile(fx.record.fileId))!.body).text(), "abcdefghij");
 });
+
+Deno.test("chunk markers are hard links to a sparse file of their size, a new one every 32 768 chunks", async () => {
+  await using fx = await fixture(40_000, 1);
+  for (const index of [1, 2, 32_767, 32_768, 40_000]) {
+    await fx.storage.putChunk(fx.record.key, index, text("x"));
+  }
+  const inode = async (index: number) => (await Deno.stat(join(fx.dir, "chunks", String(index)))).ino;
+  // Linking adds a name without allocating an inode; a link limit (65 000 on ext4) is never reached.
+  assert.equal(await inode(1), await inode(2));
+  assert.equal(await inode(1), await inode(32_767));
+  assert.notEqual(await inode(32_767), await inode(32_768));
+  assert.equal(await inode(32_768), await inode(40_000));
+  assert.equal(await fx.storage.chunkSize(fx.record.key, 40_000), 1);
+  assert.equal(await fx.storage.countChunks(fx.record.key), 5);
+});
