@@ -37,3 +37,28 @@ Deno.test("withIdleTimeout() leaves a request without body alone", () => {
   const request = new Request("http://localhost/upload");
   assert.equal(withIdleTimeout(request, 10), request);
 });
+
+Deno.test("withIdleTimeout() never cuts off a body that keeps sending, however long it takes in total", async () => {
+  let sent = 0;
+  // 12 reads 15 ms apart: 180 ms in all, six times the 30 ms idle limit, but never 30 ms silent.
+  const trickle = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      await new Promise((resolve) => setTimeout(resolve, 15));
+      if (sent++ === 12) controller.close();
+      else controller.enqueue(new Uint8Array([sent]));
+    },
+  });
+  const bytes = new Uint8Array(await withIdleTimeout(post(trickle), 30).arrayBuffer());
+  assert.deepEqual([...bytes], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+});
+
+Deno.test("withIdleTimeout() does not count time the consumer spends between reads", async () => {
+  const request = withIdleTimeout(post(ReadableStream.from([new Uint8Array(10), new Uint8Array(7)])), 20);
+  const reader = request.body!.getReader();
+  assert.equal((await reader.read()).value?.byteLength, 10);
+  // A slow storage write: no read is pending, so the body is not idle.
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  let total = 0;
+  for (let next = await reader.read(); !next.done; next = await reader.read()) total += next.value.byteLength;
+  assert.equal(total, 7);
+});
