@@ -243,7 +243,6 @@ export class FileSystemStorage implements UploadStorage {
     const record = await this.#record(key);
     if (!record) throw new Error(`Cannot store chunk ${index} of "${key}": the upload has no record`);
     const chunks = join(this.#uploadDir(key), "chunks");
-    const marker = join(chunks, String(index));
     if (await this.chunkSize(key, index) !== undefined) {
       await drain(data, signal);
       return;
