@@ -1,5 +1,6 @@
 // Byte counting between the request body and storage. Pull-based: nothing is read ahead of what
 // the storage consumes, so memory stays bounded by the storage's own buffer.
+import { tapBytes } from "./_byte_tap.ts";
 import { ResumableError } from "./errors.ts";
 
 /**
@@ -13,52 +14,32 @@ export function exactSizeStream(
   label: string,
 ): ReadableStream<Uint8Array> {
   const max = Math.max(...allowedSizes);
-  const reader = source.getReader();
   let received = 0;
   const expected = () => allowedSizes.join(" or ");
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let result: ReadableStreamReadResult<Uint8Array>;
-      try {
-        result = await reader.read();
-      } catch (cause) {
-        controller.error(
-          new ResumableError(
-            "body_incomplete",
-            `Body of ${label} ended after ${received} bytes`,
-            { cause },
-          ),
-        );
-        return;
-      }
-      if (result.done) {
-        if (allowedSizes.includes(received)) controller.close();
-        else {
-          controller.error(
-            new ResumableError(
-              "chunk_size_mismatch",
-              `Received ${received} bytes for ${label}, expected ${expected()}`,
-            ),
+  return tapBytes(source, {
+    readError: (cause) =>
+      cause instanceof ResumableError
+        ? cause
+        : new ResumableError("body_incomplete", `Body of ${label} ended after ${received} bytes`, { cause }),
+    afterRead(bytes) {
+      if (bytes === undefined) {
+        if (!allowedSizes.includes(received)) {
+          throw new ResumableError(
+            "chunk_size_mismatch",
+            `Received ${received} bytes for ${label}, expected ${expected()}`,
           );
         }
         return;
       }
-      received += result.value.byteLength;
+      received += bytes.byteLength;
       if (received > max) {
-        const error = new ResumableError(
+        throw new ResumableError(
           "chunk_size_mismatch",
           `Received more than ${max} bytes for ${label}, expected ${expected()}`,
         );
-        controller.error(error);
-        await reader.cancel(error).catch(() => {});
-        return;
       }
-      controller.enqueue(result.value);
     },
-    async cancel(reason) {
-      await reader.cancel(reason).catch(() => {});
-    },
-  }, { highWaterMark: 0 });
+  });
 }
 
 /**
@@ -70,36 +51,18 @@ export function limitStream(
   limit: number,
   failure: { error?: ResumableError } = {},
 ): ReadableStream<Uint8Array> {
-  const reader = source.getReader();
   let received = 0;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const { done, value } = await reader.read();
-        if (done) return controller.close();
-        received += value.byteLength;
-        if (received > limit) {
-          const error = new ResumableError(
-            "body_too_large",
-            `Request body is larger than ${limit} bytes`,
-          );
-          failure.error = error;
-          controller.error(error);
-          await reader.cancel(error).catch(() => {});
-          return;
-        }
-        controller.enqueue(value);
-      } catch (cause) {
-        failure.error = new ResumableError(
-          "body_incomplete",
-          "Request body ended early",
-          { cause },
-        );
-        controller.error(failure.error);
+  return tapBytes(source, {
+    readError(cause) {
+      failure.error = new ResumableError("body_incomplete", "Request body ended early", { cause });
+      return failure.error;
+    },
+    afterRead(bytes) {
+      received += bytes?.byteLength ?? 0;
+      if (received > limit) {
+        failure.error = new ResumableError("body_too_large", `Request body is larger than ${limit} bytes`);
+        throw failure.error;
       }
     },
-    async cancel(reason) {
-      await reader.cancel(reason).catch(() => {});
-    },
-  }, { highWaterMark: 0 });
+  });
 }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { tapBytes } from "./_byte_tap.ts";
 import { ResumableError } from "./errors.ts";
 
 /**
@@ -15,12 +16,12 @@ import { ResumableError } from "./errors.ts";
 export function withIdleTimeout(request: Request, idleMs: number): Request {
   const source = request.body;
   if (source === null) return request;
-  const reader = source.getReader();
   // One timer per idle period, not one per read: a body arrives in thousands of 64 KiB reads, and a
   // timer plus a promise race on each cost about a tenth of the throughput in bench/run.ts.
   let pendingSince = -1;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stalled: ResumableError | undefined;
+  let cancelSource: (reason: unknown) => void = () => {};
   const watch = () => {
     timer = undefined;
     if (pendingSince < 0) return;
@@ -30,45 +31,28 @@ export function withIdleTimeout(request: Request, idleMs: number): Request {
       return;
     }
     stalled = new ResumableError("body_incomplete", `Request body sent nothing for ${idleMs} ms`);
-    // Settles the pending read as done; the pull below then reports the stall.
-    reader.cancel(stalled).catch(() => {});
+    // Settles the pending read as done; afterRead then reports the stall.
+    cancelSource(stalled);
   };
-  const stop = () => {
-    clearTimeout(timer);
-    timer = undefined;
-    pendingSince = -1;
-  };
-  // A byte stream, like the platform's request body, so BYOB readers keep working.
-  const body = new ReadableStream({
-    type: "bytes",
-    async pull(controller) {
-      try {
-        // Skips empty reads: a byte stream may not enqueue them, and must enqueue something.
-        for (;;) {
-          pendingSince = performance.now();
-          timer ??= setTimeout(watch, idleMs);
-          const { done, value } = await reader.read();
-          pendingSince = -1;
-          if (stalled) throw stalled;
-          if (done) {
-            stop();
-            controller.close();
-            controller.byobRequest?.respond(0);
-            return;
-          }
-          if (value.byteLength > 0) return controller.enqueue(value);
-        }
-      } catch (error) {
-        stop();
-        controller.error(error);
-        await reader.cancel(error).catch(() => {});
-      }
+  const body = tapBytes(source, {
+    start(cancel) {
+      cancelSource = cancel;
     },
-    async cancel(reason) {
-      stop();
-      await reader.cancel(reason).catch(() => {});
+    beforeRead() {
+      pendingSince = performance.now();
+      timer ??= setTimeout(watch, idleMs);
     },
-  }, { highWaterMark: 0 });
+    afterRead() {
+      pendingSince = -1;
+      if (stalled) throw stalled;
+    },
+    readError: (cause) => stalled ?? cause,
+    finish() {
+      clearTimeout(timer);
+      timer = undefined;
+      pendingSince = -1;
+    },
+  });
   return new Request(request.url, {
     method: request.method,
     headers: request.headers,

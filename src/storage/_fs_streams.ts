@@ -2,6 +2,8 @@
 import type { FileReader, FileWriter } from "./_fs_file.ts";
 
 const READ_SIZE = 256 * 1024;
+// Smallest buffer for reading a byte stream: a read returns what the network has buffered, up to it.
+const MIN_BUFFER = 256 * 1024;
 
 /**
  * A pull-based stream of a file's bytes that closes the file when done or cancelled: the whole
@@ -47,14 +49,55 @@ export function readableFromFile(
 
 /**
  * Writes a stream into a file from byte `start` on (positional, so several chunks can fill one
- * file at once), gathering network reads into writes of `file.batchBytes`. Returns the number of bytes
- * written. Rejects (and cancels the stream) when `signal` aborts.
+ * file at once). A byte stream (a request body) is read into one reusable buffer, gathering reads
+ * of up to `file.batchBytes` per write; other streams' chunks are gathered as they come. Returns
+ * the number of bytes written. Rejects (and cancels the stream) when `signal` aborts.
  */
 export async function writeStreamToFile(
   file: FileWriter,
   data: ReadableStream<Uint8Array>,
   signal?: AbortSignal,
   start = 0,
+): Promise<number> {
+  let byob: ReadableStreamBYOBReader | undefined;
+  try {
+    byob = data.getReader({ mode: "byob" });
+  } catch {
+    return await writeChunksToFile(file, data, signal, start);
+  }
+  let buffer = new Uint8Array(Math.max(file.batchBytes, MIN_BUFFER));
+  let filled = 0;
+  let total = 0;
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      const { done, value } = await byob.read(
+        new Uint8Array(buffer.buffer, filled, buffer.byteLength - filled),
+      );
+      // The read moved the buffer into `value`; keep using it.
+      if (value) buffer = new Uint8Array(value.buffer);
+      if (!done) filled += value!.byteLength;
+      if (filled > 0 && (done || filled >= file.batchBytes || filled === buffer.byteLength)) {
+        await file.writeAt([buffer.subarray(0, filled)], start + total);
+        total += filled;
+        filled = 0;
+      }
+      if (done) return total;
+    }
+  } catch (error) {
+    await byob.cancel(error).catch(() => {});
+    throw error;
+  } finally {
+    byob.releaseLock();
+  }
+}
+
+/** {@linkcode writeStreamToFile} for streams that are not byte streams. */
+async function writeChunksToFile(
+  file: FileWriter,
+  data: ReadableStream<Uint8Array>,
+  signal: AbortSignal | undefined,
+  start: number,
 ): Promise<number> {
   const reader = data.getReader();
   let batch: Uint8Array[] = [];
