@@ -12,7 +12,7 @@
  *                                the chunk's, published once its bytes are written, as a hard
  *                                link to chunks/.size-<bytes>-<group>
  * uploads/<key>/claim-<g>        assembly lease of generation g (O_EXCL; mtime = last renewal)
- * uploads/<key>/complete.json    completion record (created once, by hard link)
+ * uploads/<key>/complete.json    completion record: a hard link to files/<id>/.file.json (one winner)
  * files/<id>/<sanitised name>    a completed file
  * files/<id>/.file.json          its metadata
  * ```
@@ -434,15 +434,11 @@ export class FileSystemStorage implements UploadStorage {
     }
     const location = join(fileDir, sanitizeFileName(file.name));
     const stored: StoredFile = { ...file, size, location };
-    await mkdirs(fileDir);
-    await this.#writeJsonAtomically(join(fileDir, ".file.json"), stored);
+    const meta = await this.#writeFileMeta(stored);
     await rename(temp, location);
-    // The completion record is the linearisation point: whoever links it first has completed the
-    // upload. A rare loser (a claimant that stalled past its lease) has renamed identical bytes
-    // over the same name, so the published file is unchanged either way.
-    if (!await this.#createJson(join(dir, "complete.json"), stored)) {
-      return undefined;
-    }
+    // A rare loser (a claimant that stalled past its lease) has renamed identical bytes over the
+    // same name, so the published file is unchanged either way.
+    if (!await this.#recordCompletion(dir, meta)) return undefined;
     // Temp files of earlier attempts that crashed mid-assembly are garbage now.
     await this.#removeTempFiles(file.id);
     return stored;
@@ -544,8 +540,7 @@ export class FileSystemStorage implements UploadStorage {
       return undefined;
     }
     const stored: StoredFile = { ...file, size, location };
-    await mkdirs(this.#fileDir(file.id));
-    await this.#writeJsonAtomically(join(this.#fileDir(file.id), ".file.json"), stored);
+    const meta = await this.#writeFileMeta(stored);
     if (!published) {
       try {
         await rename(this.#dataPath(claim.key), location);
@@ -554,10 +549,34 @@ export class FileSystemStorage implements UploadStorage {
         throw error;
       }
     }
-    if (!await this.#createJson(join(dir, "complete.json"), stored)) return undefined;
+    if (!await this.#recordCompletion(dir, meta)) return undefined;
     // A streamed assembly that crashed earlier (e.g. before an upgrade to this path) left a temp file.
     await this.#removeTempFiles(file.id);
     return stored;
+  }
+
+  /** Writes `files/<id>/.file.json`, replacing any a crashed attempt left; returns its path. */
+  async #writeFileMeta(stored: StoredFile): Promise<string> {
+    const fileDir = this.#fileDir(stored.id);
+    await mkdirs(fileDir);
+    const meta = join(fileDir, ".file.json");
+    await this.#writeJsonAtomically(meta, stored);
+    return meta;
+  }
+
+  /**
+   * Creates `complete.json` as a hard link to the file's metadata, which holds the same JSON: one
+   * inode for both, where every new inode costs up to a millisecond on a busy ext4 journal. The
+   * link is the linearisation point: whoever creates it first has completed the upload.
+   */
+  async #recordCompletion(uploadDir: string, meta: string): Promise<boolean> {
+    try {
+      await link(meta, join(uploadDir, "complete.json"));
+      return true;
+    } catch (error) {
+      if (errorCode(error) === "EEXIST") return false;
+      throw error;
+    }
   }
 
   /** Replaces `path` with JSON so that readers see the old or the new content, never a torn one. */
