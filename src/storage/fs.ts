@@ -133,6 +133,7 @@ export class FileSystemStorage implements UploadStorage {
   #durable: boolean;
   #counts = new Map<string, { mtimeMs: number; ctimeMs: number; count: number }>();
   #records = new Map<string, UploadRecord>();
+  #running = new Map<string, Promise<unknown>>();
 
   /**
    * Creates a storage rooted at `options.directory`. Nothing touches the disk until first use.
@@ -192,6 +193,11 @@ export class FileSystemStorage implements UploadStorage {
     // Every chunk calls this; all but the first find the record, in one read.
     const found = await this.#readJson<UploadRecord>(path);
     if (found) return this.#remember(found);
+    // The first chunks of an upload often arrive together: one of them creates, the rest wait.
+    return await this.#once(`upload:${record.key}`, () => this.#createRecord(dir, path, record));
+  }
+
+  async #createRecord(dir: string, path: string, record: UploadRecord): Promise<UploadRecord> {
     await mkdirs(join(dir, "chunks"));
     if (await this.#createJson(path, record)) return this.#remember(record);
     const existing = await this.#readJson<UploadRecord>(path);
@@ -201,6 +207,15 @@ export class FileSystemStorage implements UploadStorage {
       );
     }
     return this.#remember(existing);
+  }
+
+  /** Runs `work` unless a call with the same `name` is running in this process; then shares its result. */
+  #once<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const running = this.#running.get(name) as Promise<T> | undefined;
+    if (running) return running;
+    const started = work().finally(() => this.#running.delete(name));
+    this.#running.set(name, started);
+    return started;
   }
 
   /** The upload record, or `undefined`. */
@@ -281,15 +296,17 @@ export class FileSystemStorage implements UploadStorage {
       if (errorCode(error) === "EEXIST") return;
       if (!isMissing(error)) throw error;
     }
-    const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
-    try {
-      await createSized(temp, size);
-      // The chunk folder is gone if the upload completed meanwhile: then this fails, as it should.
-      await rename(temp, source);
-    } catch (error) {
-      await unlink(temp).catch(() => {});
-      throw error;
-    }
+    await this.#once(`source:${source}`, async () => {
+      const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
+      try {
+        await createSized(temp, size);
+        // The chunk folder is gone if the upload completed meanwhile: then this fails, as it should.
+        await rename(temp, source);
+      } catch (error) {
+        await unlink(temp).catch(() => {});
+        throw error;
+      }
+    });
     try {
       await link(source, marker);
     } catch (error) {
