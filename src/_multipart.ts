@@ -62,16 +62,39 @@ export function boundaryOf(contentType: string): string {
   return boundary;
 }
 
-/** Index of `needle` in `haystack` at or after `from`, or -1. `needle[0]` is searched natively. */
+const shiftTables = new WeakMap<Uint8Array, Int32Array>();
+
+/** Horspool's table: how far the window may move when its last byte is `b`. */
+function shiftsFor(needle: Uint8Array): Int32Array {
+  let shifts = shiftTables.get(needle);
+  if (!shifts) {
+    shifts = new Int32Array(256).fill(needle.length);
+    for (let i = 0; i < needle.length - 1; i++) shifts[needle[i]!] = needle.length - 1 - i;
+    shiftTables.set(needle, shifts);
+  }
+  return shifts;
+}
+
+/**
+ * Index of `needle` in `haystack` at or after `from`, or -1. Boyer-Moore-Horspool: in file data the
+ * window moves by about the delimiter's length per step. Searching for its first byte natively
+ * instead stopped at every CR, once per 256 random bytes, and took a quarter of the server's time.
+ */
 function indexOf(haystack: Uint8Array, needle: Uint8Array, from: number): number {
-  const first = needle[0]!;
-  const last = haystack.length - needle.length;
-  let i = haystack.indexOf(first, from);
-  while (i !== -1 && i <= last) {
-    let j = 1;
-    while (j < needle.length && haystack[i + j] === needle[j]) j++;
-    if (j === needle.length) return i;
-    i = haystack.indexOf(first, i + 1);
+  const length = needle.length;
+  const lastIndex = length - 1;
+  const lastByte = needle[lastIndex]!;
+  const shifts = shiftsFor(needle);
+  const end = haystack.length - length;
+  let i = from;
+  while (i <= end) {
+    const byte = haystack[i + lastIndex]!;
+    if (byte === lastByte) {
+      let j = 0;
+      while (j < lastIndex && haystack[i + j] === needle[j]) j++;
+      if (j === lastIndex) return i;
+    }
+    i += shifts[byte]!;
   }
   return -1;
 }
