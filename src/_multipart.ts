@@ -1,6 +1,6 @@
 // A streaming multipart/form-data reader (RFC 7578 over RFC 2046). It collects the text fields that
 // precede the file part, then hands the file part over as a stream that is read straight from the
-// request body: nothing is buffered beyond one network read. The platform's `formData()` buffers the
+// request body: nothing is buffered beyond one network read, read into a buffer that is reused. The platform's `formData()` buffers the
 // whole body, which caps throughput at a fraction of the wire (issue 5) and costs a body of memory
 // per request in flight.
 //
@@ -115,28 +115,67 @@ function holdFrom(haystack: Uint8Array, needle: Uint8Array, from: number): numbe
   return haystack.length;
 }
 
-/** Reads the body through a window; bytes handed out are never written to again. */
+// The scanner's buffer when the body is a byte stream: reads land in it, and it is reused.
+const SCAN_BUFFER = 256 * 1024;
+
+/**
+ * Reads the body through a window `buf[pos..]`. A byte stream (a request body) is read with BYOB
+ * reads into one buffer the scanner reuses, so bytes handed out of `buf` must be copied first.
+ * Other streams' chunks are appended as they come.
+ */
 class Scanner {
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #byob?: ReadableStreamBYOBReader;
+  #reader?: ReadableStreamDefaultReader<Uint8Array>;
+  /** The reusable buffer in BYOB mode; `buf` is its filled part. */
+  #storage?: Uint8Array;
   buf: Uint8Array;
   pos = 0;
   ended = false;
 
   constructor(body: ReadableStream<Uint8Array>, prefix: Uint8Array) {
-    this.#reader = body.getReader();
-    this.buf = prefix;
+    try {
+      this.#byob = body.getReader({ mode: "byob" });
+      this.#storage = new Uint8Array(SCAN_BUFFER);
+      this.#storage.set(prefix);
+      this.buf = this.#storage.subarray(0, prefix.length);
+    } catch {
+      this.#reader = body.getReader();
+      this.buf = prefix;
+    }
   }
 
   /** Appends the next network read; `false` at the end of the body. */
   async fill(): Promise<boolean> {
     if (this.ended) return false;
-    let result: ReadableStreamReadResult<Uint8Array>;
     try {
-      result = await this.#reader.read();
+      return this.#byob ? await this.#fillOwned(this.#byob) : await this.#fillChunk(this.#reader!);
     } catch (cause) {
       if (cause instanceof ResumableError) throw cause;
       throw new ResumableError("body_incomplete", "Request body ended early", { cause });
     }
+  }
+
+  async #fillOwned(byob: ReadableStreamBYOBReader): Promise<boolean> {
+    let storage = this.#storage!;
+    const rest = this.buf.length - this.pos;
+    if (rest === storage.length) {
+      // Only a header or field longer than the buffer gets here; both are bounded by limits.
+      const larger = new Uint8Array(storage.length * 2);
+      larger.set(this.buf.subarray(this.pos));
+      storage = larger;
+    } else if (this.pos > 0 && rest > 0) storage.copyWithin(0, this.pos, this.buf.length);
+    const { done, value } = await byob.read(new Uint8Array(storage.buffer, rest, storage.length - rest));
+    // The read moved the buffer into `value`.
+    if (value) storage = new Uint8Array(value.buffer);
+    this.#storage = storage;
+    this.pos = 0;
+    this.buf = storage.subarray(0, rest + (done ? 0 : value!.byteLength));
+    if (done) this.ended = true;
+    return !done;
+  }
+
+  async #fillChunk(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<boolean> {
+    const result = await reader.read();
     if (result.done) {
       this.ended = true;
       return false;
@@ -162,7 +201,7 @@ class Scanner {
   }
 
   async cancel(reason: unknown): Promise<void> {
-    await this.#reader.cancel(reason).catch(() => {});
+    await (this.#byob ?? this.#reader)!.cancel(reason).catch(() => {});
   }
 }
 
@@ -310,7 +349,8 @@ export async function readMultipartStream(
             `Multipart text fields are larger than ${options.maxFieldBytes} bytes`,
           );
         }
-        kept.push(scanner.buf.subarray(scanner.pos, end));
+        // A copy: the scanner reuses its buffer.
+        kept.push(scanner.buf.slice(scanner.pos, end));
       }
       if (at >= 0) {
         scanner.pos = at + delimiter.length;
@@ -363,14 +403,35 @@ export async function readMultipartStream(
     throw error;
   }
 
+  /**
+   * The file part as a byte stream: a BYOB read gets the bytes copied into its own buffer, a
+   * default read a copy of them; the scanner's buffer is never handed out, as it is reused.
+   */
   function fileStream(): ReadableStream<Uint8Array> {
-    return new ReadableStream<Uint8Array>({
+    return new ReadableStream({
+      type: "bytes",
       async pull(controller) {
+        /** Hands out `buf[pos..end)`, or as much of it as a BYOB read has room for. */
+        const deliver = (end: number) => {
+          const request = controller.byobRequest;
+          const view = request?.view;
+          if (request && view) {
+            const count = Math.min(end - scanner.pos, view.byteLength);
+            new Uint8Array(view.buffer, view.byteOffset, count).set(
+              scanner.buf.subarray(scanner.pos, scanner.pos + count),
+            );
+            scanner.pos += count;
+            request.respond(count);
+          } else {
+            controller.enqueue(scanner.buf.slice(scanner.pos, end));
+            scanner.pos = end;
+          }
+        };
         try {
           while (true) {
             const at = indexOf(scanner.buf, delimiter, scanner.pos);
-            if (at >= 0) {
-              if (at > scanner.pos) controller.enqueue(scanner.buf.subarray(scanner.pos, at));
+            if (at > scanner.pos) return deliver(at);
+            if (at === scanner.pos) {
               scanner.pos = at + delimiter.length;
               // Check the rest of the body before closing: only then may the chunk be published.
               if (await nextFilePart()) {
@@ -378,14 +439,11 @@ export async function readMultipartStream(
               }
               await finish();
               controller.close();
+              controller.byobRequest?.respond(0);
               return;
             }
             const safe = holdFrom(scanner.buf, delimiter, scanner.pos);
-            if (safe > scanner.pos) {
-              controller.enqueue(scanner.buf.subarray(scanner.pos, safe));
-              scanner.pos = safe;
-              return;
-            }
+            if (safe > scanner.pos) return deliver(safe);
             if (!await scanner.fill()) throw malformed("ends inside the file part (no closing boundary)");
           }
         } catch (error) {

@@ -18,6 +18,36 @@ function streamOf(bytes: Uint8Array, cuts: number[] = []): ReadableStream<Uint8A
   });
 }
 
+/** The same pieces from a byte stream, as a request body is: readers may bring their own buffers. */
+function byteStreamOf(bytes: Uint8Array, cuts: number[] = []): ReadableStream<Uint8Array> {
+  const points = [0, ...cuts.filter((c) => c > 0 && c < bytes.length), bytes.length];
+  let i = 0;
+  return new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      if (i + 1 >= points.length) {
+        controller.close();
+        controller.byobRequest?.respond(0);
+        return;
+      }
+      controller.enqueue(bytes.slice(points[i], points[i + 1]));
+      i++;
+    },
+  });
+}
+
+/** Reads a stream with a BYOB reader whose buffers hold `size` bytes. */
+async function readByob(stream: ReadableStream<Uint8Array>, size: number): Promise<Uint8Array> {
+  const reader = stream.getReader({ mode: "byob" });
+  const parts: Uint8Array[] = [];
+  for (;;) {
+    const { done, value } = await reader.read(new Uint8Array(size));
+    if (done) break;
+    parts.push(value!);
+  }
+  return concat(...parts);
+}
+
 function concat(...parts: (string | Uint8Array)[]): Uint8Array {
   const arrays = parts.map((p) => typeof p === "string" ? encoder.encode(p) : p);
   const out = new Uint8Array(arrays.reduce((n, a) => n + a.length, 0));
@@ -93,6 +123,31 @@ Deno.test("readMultipartStream() reads fields and file bytes whatever the networ
   assert.equal(twoCuts.filename, "a.bin");
   assert.equal(twoCuts.type, "application/octet-stream");
 });
+
+Deno.test("readMultipartStream() reads a byte-stream body at every split, into its reused buffer, for BYOB readers too", async () => {
+  const options = { fileField: "file", maxFieldBytes: 1 << 20 };
+  for (let cut = 0; cut <= FLOW_BODY.length; cut++) {
+    const head = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut]), B, options);
+    assert.equal(head.fields.get("flowIdentifier"), "id-1", `cut at ${cut}`);
+    // Buffers of 5 bytes: the file part is handed out in pieces smaller than what is buffered.
+    assert.deepEqual(await readByob(head.file!.stream, 5), TRICKY, `cut at ${cut}`);
+  }
+  // A file larger than the scanner's buffer, with delimiter look-alikes at every 4 KiB, arriving
+  // in 64 KiB reads: the buffer is refilled and compacted many times.
+  const data = new Uint8Array(1024 * 1024 + 17).map((_, i) => (i * 7919) >>> 3);
+  for (let at = 0; at + TRICKY.length < data.length; at += 4096) data.set(TRICKY, at);
+  const body = concat(field("id", "big"), filePart("file", data), CLOSE);
+  const cuts = Array.from({ length: Math.ceil(body.length / 65536) }, (_, i) => i * 65536);
+  for (const read of [(s: ReadableStream<Uint8Array>) => readByob(s, 100_000), collect]) {
+    const head = await readMultipartStream(byteStreamOf(body, cuts), B, options);
+    assert.equal(head.fields.get("id"), "big");
+    assert.deepEqual(await read(head.file!.stream), data);
+  }
+});
+
+async function collect(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
 
 Deno.test("readMultipartStream() keeps CRLF edge cases in file data exact", async () => {
   for (
