@@ -299,12 +299,15 @@ export class FileSystemStorage implements UploadStorage {
     await this.#once(`source:${source}`, async () => {
       const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
       try {
-        await createSized(temp, size);
         // The chunk folder is gone if the upload completed meanwhile: then this fails, as it should.
-        await rename(temp, source);
-      } catch (error) {
+        await createSized(temp, size);
+        // Linked into place, never renamed over an existing source: Linux refuses to link an inode
+        // whose last name has just been replaced (ENOENT), which would fail a concurrent chunk.
+        await link(temp, source).catch((error) => {
+          if (errorCode(error) !== "EEXIST") throw error;
+        });
+      } finally {
         await unlink(temp).catch(() => {});
-        throw error;
       }
     });
     try {
@@ -587,12 +590,16 @@ export class FileSystemStorage implements UploadStorage {
    * link is the linearisation point: whoever creates it first has completed the upload.
    */
   async #recordCompletion(uploadDir: string, meta: string): Promise<boolean> {
-    try {
-      await link(meta, join(uploadDir, "complete.json"));
-      return true;
-    } catch (error) {
-      if (errorCode(error) === "EEXIST") return false;
-      throw error;
+    for (let attempt = 1;; attempt++) {
+      try {
+        await link(meta, join(uploadDir, "complete.json"));
+        return true;
+      } catch (error) {
+        if (errorCode(error) === "EEXIST") return false;
+        // A stalled claimant renamed its identical metadata over ours just as we linked it (Linux
+        // will not link an inode whose last name is gone): link the new one.
+        if (!isMissing(error) || attempt === 3 || await sizeOf(meta) === undefined) throw error;
+      }
     }
   }
 
