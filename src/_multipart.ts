@@ -192,6 +192,11 @@ class Scanner {
     return true;
   }
 
+  /** Whether `buf` is reused by later reads, so bytes handed out must be copies. */
+  get owned(): boolean {
+    return this.#byob !== undefined;
+  }
+
   /** Makes at least `n` bytes available from `pos`; `false` if the body ends first. */
   async need(n: number): Promise<boolean> {
     while (this.buf.length - this.pos < n) {
@@ -404,16 +409,16 @@ export async function readMultipartStream(
   }
 
   /**
-   * The file part as a byte stream: a BYOB read gets the bytes copied into its own buffer, a
-   * default read a copy of them; the scanner's buffer is never handed out, as it is reused.
+   * The file part. When the scanner reuses its buffer (a byte-stream body) this is a byte stream: a
+   * BYOB read gets the bytes copied into its own buffer, a default read a copy of them. Otherwise
+   * the scanner's chunks are never written again, and are handed out as they are.
    */
   function fileStream(): ReadableStream<Uint8Array> {
-    return new ReadableStream({
-      type: "bytes",
-      async pull(controller) {
+    const source = {
+      async pull(controller: ReadableStreamDefaultController<Uint8Array> | ReadableByteStreamController) {
         /** Hands out `buf[pos..end)`, or as much of it as a BYOB read has room for. */
         const deliver = (end: number) => {
-          const request = controller.byobRequest;
+          const request = "byobRequest" in controller ? controller.byobRequest : null;
           const view = request?.view;
           if (request && view) {
             const count = Math.min(end - scanner.pos, view.byteLength);
@@ -423,7 +428,10 @@ export async function readMultipartStream(
             scanner.pos += count;
             request.respond(count);
           } else {
-            controller.enqueue(scanner.buf.slice(scanner.pos, end));
+            const bytes = scanner.owned
+              ? scanner.buf.slice(scanner.pos, end)
+              : scanner.buf.subarray(scanner.pos, end);
+            controller.enqueue(bytes);
             scanner.pos = end;
           }
         };
@@ -439,7 +447,7 @@ export async function readMultipartStream(
               }
               await finish();
               controller.close();
-              controller.byobRequest?.respond(0);
+              if ("byobRequest" in controller) controller.byobRequest?.respond(0);
               return;
             }
             const safe = holdFrom(scanner.buf, delimiter, scanner.pos);
@@ -452,9 +460,12 @@ export async function readMultipartStream(
           await scanner.cancel(error);
         }
       },
-      async cancel(reason) {
+      async cancel(reason: unknown) {
         await scanner.cancel(reason);
       },
-    }, { highWaterMark: 0 });
+    };
+    return scanner.owned
+      ? new ReadableStream({ type: "bytes", ...source }, { highWaterMark: 0 })
+      : new ReadableStream<Uint8Array>(source, { highWaterMark: 0 });
   }
 }
