@@ -8,6 +8,9 @@ export interface FileStat {
   size: number;
   mtimeMs: number;
   ctimeMs: number;
+  /** Inode number and creation time: together, which file this is. */
+  ino: number;
+  birthtimeMs: number;
 }
 
 function isMissing(error: unknown): boolean {
@@ -95,10 +98,22 @@ export async function removeAll(path: string): Promise<void> {
 export async function stat(path: string): Promise<FileStat> {
   if (denoFs) {
     const info = denoFs.statSync(path);
-    return { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, ctimeMs: info.ctime?.getTime() ?? 0 };
+    return {
+      size: info.size,
+      mtimeMs: info.mtime?.getTime() ?? 0,
+      ctimeMs: info.ctime?.getTime() ?? 0,
+      ino: info.ino ?? 0,
+      birthtimeMs: info.birthtime?.getTime() ?? 0,
+    };
   }
   const info = await (await loadNodeFs()).stat(path);
-  return { size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs };
+  return {
+    size: info.size,
+    mtimeMs: info.mtimeMs,
+    ctimeMs: info.ctimeMs,
+    ino: info.ino,
+    birthtimeMs: info.birthtimeMs,
+  };
 }
 
 /** Sets access and modification times. */

@@ -24,7 +24,9 @@ export interface DenoFsApi {
   linkSync(oldPath: string, newPath: string): void;
   renameSync(oldPath: string, newPath: string): void;
   removeSync(path: string, options?: { recursive?: boolean }): void;
-  statSync(path: string): { size: number; mtime: Date | null; ctime: Date | null };
+  statSync(
+    path: string,
+  ): { size: number; mtime: Date | null; ctime: Date | null; birthtime: Date | null; ino: number | null };
   utimeSync(path: string, atime: Date, mtime: Date): void;
   SeekMode: { Start: number };
 }

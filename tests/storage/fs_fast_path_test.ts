@@ -210,3 +210,21 @@ Deno.test("chunk markers are hard links to a sparse file of their size, a new on
   assert.equal(await fx.storage.chunkSize(fx.record.key, 40_000), 1);
   assert.equal(await fx.storage.countChunks(fx.record.key), 5);
 });
+
+Deno.test("countChunks finds chunks another process stored, and forgets an upload removed and recreated", async () => {
+  await using fx = await fixture(40, 4);
+  // Two storages on one directory stand for two processes: each keeps its own knowledge.
+  const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+  assert.equal(await fx.storage.countChunks(fx.record.key), 0);
+  for (const index of [1, 2, 3, 5]) await other.putChunk(fx.record.key, index, text("abcd"));
+  // Found in order up to the first chunk missing; chunk 5 is found once chunk 4 is in.
+  assert.equal(await fx.storage.countChunks(fx.record.key), 3);
+  await fx.storage.putChunk(fx.record.key, 4, text("abcd"));
+  assert.equal(await fx.storage.countChunks(fx.record.key), 5);
+  assert.equal(await other.countChunks(fx.record.key), 5);
+  // Cancelled and started again elsewhere: what was known of the old chunk folder no longer holds.
+  await other.removeUpload(fx.record.key);
+  await other.createUpload(fx.record);
+  await other.putChunk(fx.record.key, 7, text("abcd"));
+  assert.equal(await fx.storage.countChunks(fx.record.key), 1);
+});
