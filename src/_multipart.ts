@@ -6,6 +6,7 @@
 //
 // The file stream closes only after the rest of the body has been checked up to the closing
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
+import { readBuffers } from "./_buffer_pool.ts";
 import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 
@@ -115,9 +116,6 @@ function holdFrom(haystack: Uint8Array, needle: Uint8Array, from: number): numbe
   return haystack.length;
 }
 
-// The scanner's buffer when the body is a byte stream: reads land in it, and it is reused.
-const SCAN_BUFFER = 256 * 1024;
-
 /**
  * Reads the body through a window `buf[pos..]`. A byte stream (a request body) is read with BYOB
  * reads into one buffer the scanner reuses, so bytes handed out of `buf` must be copied first.
@@ -135,7 +133,7 @@ class Scanner {
   constructor(body: ReadableStream<Uint8Array>, prefix: Uint8Array) {
     try {
       this.#byob = body.getReader({ mode: "byob" });
-      this.#storage = new Uint8Array(SCAN_BUFFER);
+      this.#storage = readBuffers.take();
       this.#storage.set(prefix);
       this.buf = this.#storage.subarray(0, prefix.length);
     } catch {
@@ -170,7 +168,15 @@ class Scanner {
     this.#storage = storage;
     this.pos = 0;
     this.buf = storage.subarray(0, rest + (done ? 0 : value!.byteLength));
-    if (done) this.ended = true;
+    if (done) {
+      this.ended = true;
+      // The body is read to its end; the few bytes left in `buf` are copied out before anyone reads
+      // them again, so the buffer can go back to the pool.
+      this.buf = this.buf.slice();
+      this.pos = 0;
+      readBuffers.give(storage);
+      this.#storage = undefined;
+    }
     return !done;
   }
 

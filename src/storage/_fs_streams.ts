@@ -1,9 +1,8 @@
 // Web streams over open files, shared by the file-system storage.
+import { readBuffers } from "../_buffer_pool.ts";
 import type { FileReader, FileWriter } from "./_fs_file.ts";
 
 const READ_SIZE = 256 * 1024;
-// Smallest buffer for reading a byte stream: a read returns what the network has buffered, up to it.
-const MIN_BUFFER = 256 * 1024;
 
 /**
  * A pull-based stream of a file's bytes that closes the file when done or cancelled: the whole
@@ -65,9 +64,10 @@ export async function writeStreamToFile(
   } catch {
     return await writeChunksToFile(file, data, signal, start);
   }
-  let buffer = new Uint8Array(Math.max(file.batchBytes, MIN_BUFFER));
+  let buffer = file.batchBytes <= readBuffers.size ? readBuffers.take() : new Uint8Array(file.batchBytes);
   let filled = 0;
   let total = 0;
+  let finished = false;
   try {
     for (;;) {
       signal?.throwIfAborted();
@@ -82,13 +82,18 @@ export async function writeStreamToFile(
         total += filled;
         filled = 0;
       }
-      if (done) return total;
+      if (done) {
+        finished = true;
+        return total;
+      }
     }
   } catch (error) {
     await byob.cancel(error).catch(() => {});
     throw error;
   } finally {
     byob.releaseLock();
+    // Only after a clean end: a failed read may still own the buffer.
+    if (finished) readBuffers.give(buffer);
   }
 }
 
