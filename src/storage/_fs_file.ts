@@ -50,26 +50,17 @@ class DenoWriter implements FileWriter {
 
   // deno-lint-ignore require-await -- synchronous on purpose (see _fs_platform.ts); a failure rejects.
   async writeAt(parts: Uint8Array[], position: number): Promise<void> {
-    const W = (globalThis as any).__W;
-    const t0 = performance.now();
-    try {
-      // Each writer owns its descriptor, so its offset is ours: seek only when not already there.
-      if (position !== this.#position) this.#file.seekSync(position, this.#seekStart);
-      this.#position = position;
-      for (const part of parts) {
-        let written = 0;
-        while (written < part.byteLength) {
-          const count = this.#file.writeSync(written === 0 ? part : part.subarray(written));
-          if (count === 0) throw new Error("File write made no progress");
-          written += count;
-        }
-        this.#position += written;
+    // Each writer owns its descriptor, so its offset is ours: seek only when not already there.
+    if (position !== this.#position) this.#file.seekSync(position, this.#seekStart);
+    this.#position = position;
+    for (const part of parts) {
+      let written = 0;
+      while (written < part.byteLength) {
+        const count = this.#file.writeSync(written === 0 ? part : part.subarray(written));
+        if (count === 0) throw new Error("File write made no progress");
+        written += count;
       }
-    } finally {
-      if (W) {
-        W[0]++;
-        W[1] += performance.now() - t0;
-      }
+      this.#position += written;
     }
   }
 
