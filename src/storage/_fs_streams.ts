@@ -78,6 +78,8 @@ export async function writeStreamToFile(
       if (value) buffer = new Uint8Array(value.buffer);
       if (!done) filled += value!.byteLength;
       if (filled > 0 && (done || filled >= file.batchBytes || filled === buffer.byteLength)) {
+        // A detached buffer would write nothing, silently: never publish a chunk like that.
+        if (buffer.byteLength < filled) throw new Error("The read buffer was taken away mid-write");
         await file.writeAt([buffer.subarray(0, filled)], start + total);
         total += filled;
         filled = 0;

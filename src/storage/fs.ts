@@ -363,13 +363,16 @@ export class FileSystemStorage implements UploadStorage {
     }
     const record = await this.#record(key);
     const last = record ? chunkLayout(record.totalSize, record.chunkSize).ceilCount : 0;
-    while (known.next <= last) {
-      if (!known.chunks.has(known.next)) {
-        if (await sizeOf(join(chunks, String(known.next))) === undefined) break;
-        known.chunks.add(known.next);
+    // A local cursor: concurrent calls share `known`, and each may only vouch for what it checked.
+    let next = known.next;
+    while (next <= last) {
+      if (!known.chunks.has(next)) {
+        if (await sizeOf(join(chunks, String(next))) === undefined) break;
+        known.chunks.add(next);
       }
-      known.next++;
+      next++;
     }
+    if (next > known.next) known.next = next;
     return known.chunks.size;
   }
 

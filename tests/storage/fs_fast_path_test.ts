@@ -228,3 +228,14 @@ Deno.test("countChunks finds chunks another process stored, and forgets an uploa
   await other.putChunk(fx.record.key, 7, text("abcd"));
   assert.equal(await fx.storage.countChunks(fx.record.key), 1);
 });
+
+Deno.test("concurrent countChunks calls never count a chunk that is not stored", async () => {
+  await using fx = await fixture(40, 4);
+  const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+  assert.equal(await fx.storage.countChunks(fx.record.key), 0);
+  for (const index of [1, 2, 3, 5, 6]) await other.putChunk(fx.record.key, index, text("abcd"));
+  // The calls interleave at every lookup; chunk 4 is missing, so no call may see more than 3.
+  const counts = await Promise.all(Array.from({ length: 4 }, () => fx.storage.countChunks(fx.record.key)));
+  assert.deepEqual(counts, [3, 3, 3, 3]);
+  assert.equal(await fx.storage.chunkSize(fx.record.key, 4), undefined);
+});
