@@ -63,29 +63,30 @@ export function boundaryOf(contentType: string): string {
   return boundary;
 }
 
-const shiftTables = new WeakMap<Uint8Array, Int32Array>();
-
-/** Horspool's table: how far the window may move when its last byte is `b`. */
-function shiftsFor(needle: Uint8Array): Int32Array {
-  let shifts = shiftTables.get(needle);
-  if (!shifts) {
-    shifts = new Int32Array(256).fill(needle.length);
-    for (let i = 0; i < needle.length - 1; i++) shifts[needle[i]!] = needle.length - 1 - i;
-    shiftTables.set(needle, shifts);
-  }
-  return shifts;
+/** A byte string to search for, with Horspool's table: how far the window may move when its last byte is `b`. */
+interface Needle {
+  bytes: Uint8Array;
+  shifts: Int32Array;
 }
+
+function needleOf(text: string): Needle {
+  const bytes = encoder.encode(text);
+  const shifts = new Int32Array(256).fill(bytes.length);
+  for (let i = 0; i < bytes.length - 1; i++) shifts[bytes[i]!] = bytes.length - 1 - i;
+  return { bytes, shifts };
+}
+
+const HEADERS_END = needleOf("\r\n\r\n");
 
 /**
  * Index of `needle` in `haystack` at or after `from`, or -1. Boyer-Moore-Horspool: in file data the
  * window moves by about the delimiter's length per step. Searching for its first byte natively
  * instead stopped at every CR, once per 256 random bytes, and took a quarter of the server's time.
  */
-function indexOf(haystack: Uint8Array, needle: Uint8Array, from: number): number {
+function indexOf(haystack: Uint8Array, { bytes: needle, shifts }: Needle, from: number): number {
   const length = needle.length;
   const lastIndex = length - 1;
   const lastByte = needle[lastIndex]!;
-  const shifts = shiftsFor(needle);
   const end = haystack.length - length;
   let i = from;
   while (i <= end) {
@@ -290,7 +291,7 @@ export async function readMultipartStream(
 ): Promise<MultipartHead> {
   // A virtual CRLF before the body lets the first delimiter match like every other one.
   const scanner = new Scanner(body, encoder.encode("\r\n"));
-  const delimiter = encoder.encode(`\r\n--${boundary}`);
+  const delimiter = needleOf(`\r\n--${boundary}`);
   const fields = new Map<string, string>();
   let fieldBytes = 0;
   let fileSeen = false;
@@ -300,10 +301,10 @@ export async function readMultipartStream(
     while (true) {
       const at = indexOf(scanner.buf, delimiter, scanner.pos);
       if (at >= 0) {
-        scanner.pos = at + delimiter.length;
+        scanner.pos = at + delimiter.bytes.length;
         return true;
       }
-      scanner.pos = holdFrom(scanner.buf, delimiter, scanner.pos);
+      scanner.pos = holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
       if (!await scanner.fill()) return false;
     }
   }
@@ -331,9 +332,8 @@ export async function readMultipartStream(
 
   /** Reads part headers; `scanner.pos` is on the CRLF ending the delimiter line. */
   async function readHeaders(): Promise<PartHeaders> {
-    const end = encoder.encode("\r\n\r\n");
     while (true) {
-      const at = indexOf(scanner.buf, end, scanner.pos);
+      const at = indexOf(scanner.buf, HEADERS_END, scanner.pos);
       if (at >= 0) {
         const headers = parseHeaders(scanner.buf.subarray(scanner.pos + 2, at));
         scanner.pos = at + 4;
@@ -350,7 +350,7 @@ export async function readMultipartStream(
     let size = 0;
     while (true) {
       const at = indexOf(scanner.buf, delimiter, scanner.pos);
-      const end = at >= 0 ? at : holdFrom(scanner.buf, delimiter, scanner.pos);
+      const end = at >= 0 ? at : holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
       if (keep && end > scanner.pos) {
         size += end - scanner.pos;
         fieldBytes += end - scanner.pos;
@@ -364,7 +364,7 @@ export async function readMultipartStream(
         kept.push(scanner.buf.slice(scanner.pos, end));
       }
       if (at >= 0) {
-        scanner.pos = at + delimiter.length;
+        scanner.pos = at + delimiter.bytes.length;
         break;
       }
       scanner.pos = end;
@@ -446,7 +446,7 @@ export async function readMultipartStream(
             const at = indexOf(scanner.buf, delimiter, scanner.pos);
             if (at > scanner.pos) return deliver(at);
             if (at === scanner.pos) {
-              scanner.pos = at + delimiter.length;
+              scanner.pos = at + delimiter.bytes.length;
               // Check the rest of the body before closing: only then may the chunk be published.
               if (await nextFilePart()) {
                 throw malformed(`field "${options.fileField}" appears more than once`);
@@ -456,7 +456,7 @@ export async function readMultipartStream(
               if ("byobRequest" in controller) controller.byobRequest?.respond(0);
               return;
             }
-            const safe = holdFrom(scanner.buf, delimiter, scanner.pos);
+            const safe = holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
             if (safe > scanner.pos) return deliver(safe);
             if (!await scanner.fill()) throw malformed("ends inside the file part (no closing boundary)");
           }
