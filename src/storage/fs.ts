@@ -1,6 +1,11 @@
 /**
  * A file-system {@linkcode UploadStorage} for Deno, Bun and Node: Deno's own file API under Deno,
  * `node:fs` elsewhere.
+ *
+ * Under Deno its file calls are synchronous: a chunk's bytes go from the request straight into the
+ * page cache, and an asynchronous call would cost two thread hand-offs, which measured more than the
+ * work itself. They are short on a local disk; on a disk that stalls (a saturated or network file
+ * system) a stalled call holds up every request of the process. See docs/performance.md.
  * Several processes may share one directory (on one machine, or on a shared disk with POSIX
  * `link`/`rename` semantics): every create-if-absent is an `O_EXCL` open or a hard link.
  *

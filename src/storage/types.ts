@@ -124,7 +124,11 @@ export interface UploadStorage {
   ): Promise<void>;
   /** Size of a stored chunk, or `undefined` when it is not (completely) stored. */
   chunkSize(key: string, index: number): Promise<number | undefined>;
-  /** How many chunks are stored; cheap (one listing or a counter, never a lookup per chunk). */
+  /**
+   * How many chunks are stored. Must be exact once every chunk is stored (that is how the handler
+   * knows the upload is complete); before that it may lag, for example behind chunks another
+   * process stored. Cheap: O(1) amortised per call, never a lookup of every chunk.
+   */
   countChunks(key: string): Promise<number>;
   /** Streams a stored chunk. Rejects if it is not stored. */
   openChunk(key: string, index: number): Promise<ReadableStream<Uint8Array>>;
