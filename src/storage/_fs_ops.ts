@@ -81,11 +81,14 @@ export async function unlink(path: string): Promise<void> {
   await (await loadNodeFs()).unlink(path);
 }
 
-/** Removes a file or a directory tree; nothing if it is absent (`rm -rf`). */
+/**
+ * Removes a file or a directory tree; nothing if it is absent (`rm -rf`). Asynchronous under Deno
+ * too: a tree is many calls, better made on another thread than on the one serving requests.
+ */
 export async function removeAll(path: string): Promise<void> {
   if (denoFs) {
     try {
-      denoFs.removeSync(path, { recursive: true });
+      await denoFs.remove(path, { recursive: true });
     } catch (error) {
       if (!isMissing(error)) throw error;
     }

@@ -16,6 +16,7 @@
 
 /** The subset of the Deno namespace the storage uses, typed here so this module loads anywhere. */
 export interface DenoFsApi {
+  remove(path: string, options?: { recursive?: boolean }): Promise<void>;
   openSync(path: string, options: DenoOpenOptions): DenoFile;
   readTextFileSync(path: string): string;
   writeTextFileSync(path: string, data: string, options?: { createNew?: boolean }): void;
