@@ -134,20 +134,22 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
 
   step("grants one of ten concurrent claims, then one takeover after expiry", async (storage) => {
     const rec = await storage.createUpload(await record());
+    // A lease long enough that ten claims finish within it on a loaded machine (150 ms was not, once).
+    const ttlMs = 1000;
     const first = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => storage.claim(rec.key, { owner: `a${i}`, ttlMs: 150 })),
+      Array.from({ length: 10 }, (_, i) => storage.claim(rec.key, { owner: `a${i}`, ttlMs })),
     );
     const winners = first.filter((c) => c !== undefined);
     assert.equal(winners.length, 1);
-    assert.equal(await storage.renewClaim(winners[0]!, { owner: winners[0]!.owner, ttlMs: 150 }), true);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(await storage.renewClaim(winners[0]!, { owner: winners[0]!.owner, ttlMs }), true);
+    await new Promise((resolve) => setTimeout(resolve, ttlMs + 200));
     const second = await Promise.all(
       Array.from({ length: 10 }, (_, i) => storage.claim(rec.key, { owner: `b${i}`, ttlMs: 60_000 })),
     );
     const takers = second.filter((c) => c !== undefined);
     assert.equal(takers.length, 1);
     assert.ok(takers[0]!.generation > winners[0]!.generation);
-    assert.equal(await storage.renewClaim(winners[0]!, { owner: winners[0]!.owner, ttlMs: 150 }), false);
+    assert.equal(await storage.renewClaim(winners[0]!, { owner: winners[0]!.owner, ttlMs }), false);
   });
 
   step("lets a released claim be taken at once, by exactly one caller", async (storage) => {

@@ -8,7 +8,8 @@
 //   (s3rver accepts any part size).
 // - atomic PUT: s3rver truncates and rewrites an object in place and answers before the bytes are
 //   flushed, so a reader can see an empty or torn object; S3 makes a PUT visible whole or not at all
-//   (read-after-write consistency). The shim writes a temp file and renames it.
+//   (read-after-write consistency). The shim writes a temp file and renames it, and serialises
+//   reads and writes of one key, since s3rver writes an object's metadata before its bytes.
 // It also counts multipart uploads that were started and neither completed nor aborted, and can
 // inject 409 ConditionalRequestConflict answers (what AWS and R2 send when conditional writes race).
 import S3rver from "s3rver";
@@ -110,6 +111,11 @@ export async function startS3(): Promise<S3Fixture> {
         }
         await next();
       });
+    }
+    if (["GET", "HEAD", "PUT", "DELETE"].includes(ctx.method) && !ctx.querystring) {
+      // A PUT writes an object's metadata, then renames its bytes into place: a read in between got
+      // the new length with the old bytes (a torn JSON claim, once). Reads wait for writes of the key.
+      return locked(ctx.path, next);
     }
     if (ctx.method === "PUT" && uploadId && ctx.query.partNumber && ctx.get("x-amz-copy-source")) {
       const [sourceBucket = "", ...sourceKey] = decodeURIComponent(ctx.get("x-amz-copy-source"))
