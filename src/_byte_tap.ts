@@ -50,6 +50,17 @@ export function tapBytes(
   hooks.start?.((reason) => {
     reader.cancel(reason).catch(() => {});
   });
+  const settle: Settle = {
+    async fail(controller, error) {
+      finish();
+      controller.error(error);
+      await reader.cancel(error).catch(() => {});
+    },
+    async cancel(reason) {
+      finish();
+      await reader.cancel(reason).catch(() => {});
+    },
+  };
 
   async function read(
     view: Uint8Array | undefined,
@@ -67,7 +78,7 @@ export function tapBytes(
     }
   }
 
-  if (plain) return tapChunks(plain, hooks, read, finish);
+  if (plain) return tapChunks(hooks, read, finish, settle);
   return new ReadableStream({
     type: "bytes",
     async pull(controller) {
@@ -99,24 +110,25 @@ export function tapBytes(
           return;
         }
       } catch (error) {
-        finish();
-        controller.error(error);
-        await reader.cancel(error).catch(() => {});
+        await settle.fail(controller, error);
       }
     },
-    async cancel(reason) {
-      finish();
-      await reader.cancel(reason).catch(() => {});
-    },
+    cancel: settle.cancel,
   }, { highWaterMark: 0 });
+}
+
+/** How both pass-throughs end: on a failure of the source or a hook, and when cancelled. */
+interface Settle {
+  fail(controller: { error(reason: unknown): void }, error: unknown): Promise<void>;
+  cancel(reason: unknown): Promise<void>;
 }
 
 /** The pass-through for sources that are not byte streams. */
 function tapChunks(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
   hooks: ByteTapHooks,
   read: (view: undefined) => Promise<{ done: boolean; value: Uint8Array | undefined }>,
   finish: () => void,
+  settle: Settle,
 ): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
@@ -128,14 +140,9 @@ function tapChunks(
           controller.close();
         } else controller.enqueue(value!);
       } catch (error) {
-        finish();
-        controller.error(error);
-        await reader.cancel(error).catch(() => {});
+        await settle.fail(controller, error);
       }
     },
-    async cancel(reason) {
-      finish();
-      await reader.cancel(reason).catch(() => {});
-    },
+    cancel: settle.cancel,
   }, { highWaterMark: 0 });
 }
