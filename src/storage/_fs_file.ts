@@ -37,41 +37,49 @@ export async function openWriter(path: string, mode: OpenMode): Promise<FileWrit
   return new NodeWriter(await fs.open(path, flags, 0o644));
 }
 
-class DenoWriter implements FileWriter {
-  readonly batchBytes = 0;
-  #file: DenoFile;
+/** A Deno file and the offset it is at. Each one owns its descriptor, so its offset is ours. */
+class DenoPositioned {
+  protected readonly file: DenoFile;
+  protected position = 0;
   #seekStart: number;
-  #position = 0;
 
   constructor(file: DenoFile, seekStart: number) {
-    this.#file = file;
+    this.file = file;
     this.#seekStart = seekStart;
   }
 
+  /** Moves to `position`, seeking only when not already there. */
+  protected seekTo(position: number): void {
+    if (position !== this.position) this.file.seekSync(position, this.#seekStart);
+    this.position = position;
+  }
+}
+
+class DenoWriter extends DenoPositioned implements FileWriter {
+  readonly batchBytes = 0;
+
   // deno-lint-ignore require-await -- synchronous on purpose (see _fs_platform.ts); a failure rejects.
   async writeAt(parts: Uint8Array[], position: number): Promise<void> {
-    // Each writer owns its descriptor, so its offset is ours: seek only when not already there.
-    if (position !== this.#position) this.#file.seekSync(position, this.#seekStart);
-    this.#position = position;
+    this.seekTo(position);
     for (const part of parts) {
       let written = 0;
       while (written < part.byteLength) {
-        const count = this.#file.writeSync(written === 0 ? part : part.subarray(written));
+        const count = this.file.writeSync(written === 0 ? part : part.subarray(written));
         if (count === 0) throw new Error("File write made no progress");
         written += count;
       }
-      this.#position += written;
+      this.position += written;
     }
   }
 
   // deno-lint-ignore require-await
   async sync(): Promise<void> {
-    this.#file.syncSync();
+    this.file.syncSync();
   }
 
   // deno-lint-ignore require-await
   async close(): Promise<void> {
-    this.#file.close();
+    this.file.close();
   }
 }
 
@@ -129,28 +137,18 @@ export async function openReader(path: string): Promise<FileReader> {
   return new NodeReader(await (await loadNodeFs()).open(path, "r"));
 }
 
-class DenoReader implements FileReader {
-  #file: DenoFile;
-  #seekStart: number;
-  #position = 0;
-
-  constructor(file: DenoFile, seekStart: number) {
-    this.#file = file;
-    this.#seekStart = seekStart;
-  }
-
+class DenoReader extends DenoPositioned implements FileReader {
   // deno-lint-ignore require-await
   async readAt(buffer: Uint8Array, position: number): Promise<number> {
-    if (position !== this.#position) this.#file.seekSync(position, this.#seekStart);
-    this.#position = position;
-    const count = this.#file.readSync(buffer) ?? 0;
-    this.#position += count;
+    this.seekTo(position);
+    const count = this.file.readSync(buffer) ?? 0;
+    this.position += count;
     return count;
   }
 
   // deno-lint-ignore require-await
   async close(): Promise<void> {
-    this.#file.close();
+    this.file.close();
   }
 }
 
