@@ -33,3 +33,27 @@ export async function spawnServer(
   process.stdout.cancel().catch(() => {});
   return { url: `http://127.0.0.1:${/listening (\d+)/.exec(output)![1]}/upload`, process };
 }
+
+/** What a finished fixture run printed. */
+export interface BunRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `tests/fixtures/<fixture>` under Bun to its end. A missing Bun fails the test with how to install
+ * it: these cases never skip.
+ */
+export async function runUnderBun(fixture: string, env: Record<string, string> = {}): Promise<BunRun> {
+  const { code, stdout, stderr } = await new Deno.Command("bun", {
+    args: ["run", new URL(`./fixtures/${fixture}`, import.meta.url).pathname],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output().catch(() => {
+    throw new Error("bun is not installed: npm install -g bun (this case never skips)");
+  });
+  const text = new TextDecoder();
+  return { code, stdout: text.decode(stdout), stderr: text.decode(stderr) };
+}
