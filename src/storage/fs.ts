@@ -534,8 +534,11 @@ export class FileSystemStorage implements UploadStorage {
       if (isMissing(error)) return;
       throw error;
     }
+    let listed = 0;
     for (const key of keys) {
       if (!isUploadKey(key)) continue;
+      // The calls below are synchronous under Deno: let requests run between uploads of a long sweep.
+      if (++listed % 32 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
       const dir = join(root, key);
       const chunks = join(dir, "chunks");
       let names: string[];
