@@ -45,14 +45,13 @@ import {
   link,
   mkdirs,
   readdir,
-  readText,
   removeAll,
   rename,
   stat,
   unlink,
-  utimes,
-  writeText,
 } from "./_fs_ops.ts";
+import { newestClaim, takeClaim, touchClaim } from "./_fs_claims.ts";
+import { createJson, errorCode, isMissing, randomSuffix, readJson, replaceJson, sizeOf } from "./_fs_json.ts";
 import { readableFromFile, writeStreamToFile } from "./_fs_streams.ts";
 import type {
   Claim,
@@ -93,31 +92,7 @@ export interface FileSystemStorageOptions {
 const CHUNK_NAME = /^[1-9][0-9]*$/;
 const DATA_NAME = "data";
 const MAX_CACHED = 10_000;
-const CLAIM_NAME = /^claim-([1-9][0-9]*)$/;
 const LINKS_PER_SOURCE = 32_768;
-
-function errorCode(error: unknown): string | undefined {
-  return (error as { code?: string } | null)?.code;
-}
-
-function isMissing(error: unknown): boolean {
-  const code = errorCode(error);
-  return code === "ENOENT" || code === "ENOTDIR";
-}
-
-/** Size of the file at `path`, or `undefined` when there is none. */
-async function sizeOf(path: string): Promise<number | undefined> {
-  try {
-    return (await stat(path)).size;
-  } catch (error) {
-    if (isMissing(error)) return undefined;
-    throw error;
-  }
-}
-
-function randomSuffix(): string {
-  return crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-}
 
 /**
  * Stores uploads in a directory. The default storage of the handler.
@@ -166,37 +141,12 @@ export class FileSystemStorage implements UploadStorage {
     return join(this.directory, "files", fileId);
   }
 
-  async #readJson<T>(path: string): Promise<T | undefined> {
-    try {
-      return JSON.parse(await readText(path)) as T;
-    } catch (error) {
-      if (isMissing(error)) return undefined;
-      throw error;
-    }
-  }
-
-  /** Writes JSON under `path` only if nothing is there; returns whether this call created it. */
-  async #createJson(path: string, value: unknown): Promise<boolean> {
-    const temp = `${path}.${randomSuffix()}.tmp`;
-    await writeText(temp, JSON.stringify(value), true);
-    try {
-      // A hard link publishes complete content atomically and fails if the name exists.
-      await link(temp, path);
-      return true;
-    } catch (error) {
-      if (errorCode(error) === "EEXIST") return false;
-      throw error;
-    } finally {
-      await unlink(temp).catch(() => {});
-    }
-  }
-
   /** Creates the upload record if absent. */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const dir = this.#uploadDir(record.key);
     const path = join(dir, "upload.json");
     // Every chunk calls this; all but the first find the record, in one read.
-    const found = await this.#readJson<UploadRecord>(path);
+    const found = await readJson<UploadRecord>(path);
     if (found) return this.#remember(found);
     // The first chunks of an upload often arrive together: one of them creates, the rest wait.
     return await this.#once(`upload:${record.key}`, () => this.#createRecord(dir, path, record));
@@ -204,8 +154,8 @@ export class FileSystemStorage implements UploadStorage {
 
   async #createRecord(dir: string, path: string, record: UploadRecord): Promise<UploadRecord> {
     await mkdirs(join(dir, "chunks"));
-    if (await this.#createJson(path, record)) return this.#remember(record);
-    const existing = await this.#readJson<UploadRecord>(path);
+    if (await createJson(path, record)) return this.#remember(record);
+    const existing = await readJson<UploadRecord>(path);
     if (!existing) {
       throw new Error(
         `Upload record "${record.key}" vanished while being created`,
@@ -225,7 +175,7 @@ export class FileSystemStorage implements UploadStorage {
 
   /** The upload record, or `undefined`. */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    const found = await this.#readJson<UploadRecord>(
+    const found = await readJson<UploadRecord>(
       join(this.#uploadDir(key), "upload.json"),
     );
     return found ? this.#remember(found) : undefined;
@@ -394,55 +344,19 @@ export class FileSystemStorage implements UploadStorage {
     return readableFromFile(file, { start: (index - 1) * record.chunkSize, length: size });
   }
 
-  async #newestClaim(dir: string): Promise<number> {
-    let newest = 0;
-    for (const name of await readdir(dir)) {
-      const match = CLAIM_NAME.exec(name);
-      if (match) newest = Math.max(newest, Number(match[1]));
-    }
-    return newest;
-  }
-
   /** Takes the next claim generation if the newest one has expired; one creator wins per generation. */
-  async claim(key: string, lease: Lease): Promise<Claim | undefined> {
-    const dir = this.#uploadDir(key);
-    const newest = await this.#newestClaim(dir);
-    if (newest > 0) {
-      // A claim lives for its own holder's ttl past its last renewal (the file's mtime). A claim
-      // file still being written reads as unparsable and counts as live.
-      const path = join(dir, `claim-${newest}`);
-      try {
-        const { mtimeMs } = await stat(path);
-        const held = await this.#readJson<Lease>(path).catch(() => undefined);
-        if (Date.now() - mtimeMs < (held?.ttlMs ?? lease.ttlMs)) return undefined;
-      } catch (error) {
-        if (!isMissing(error)) throw error;
-      }
-    }
-    const generation = newest + 1;
-    try {
-      await writeText(join(dir, `claim-${generation}`), JSON.stringify(lease), true);
-      return { key, owner: lease.owner, generation };
-    } catch (error) {
-      if (errorCode(error) === "EEXIST") return undefined;
-      throw error;
-    }
+  claim(key: string, lease: Lease): Promise<Claim | undefined> {
+    return takeClaim(this.#uploadDir(key), key, lease);
   }
 
   /** Touches the claim file so others see it alive; `false` once a newer generation exists. */
-  async renewClaim(claim: Claim, _lease: Lease): Promise<boolean> {
-    const dir = this.#uploadDir(claim.key);
-    if (await this.#newestClaim(dir) !== claim.generation) return false;
-    const now = new Date();
-    await utimes(join(dir, `claim-${claim.generation}`), now, now);
-    return true;
+  renewClaim(claim: Claim, _lease: Lease): Promise<boolean> {
+    return touchClaim(this.#uploadDir(claim.key), claim);
   }
 
   /** Expires a claim at once by dating its renewal to the epoch; the generation number stays used. */
   async releaseClaim(claim: Claim): Promise<void> {
-    const dir = this.#uploadDir(claim.key);
-    if (await this.#newestClaim(dir) !== claim.generation) return;
-    await utimes(join(dir, `claim-${claim.generation}`), new Date(0), new Date(0)).catch(() => {});
+    await touchClaim(this.#uploadDir(claim.key), claim, true).catch(() => {});
   }
 
   /**
@@ -474,7 +388,7 @@ export class FileSystemStorage implements UploadStorage {
       await writer.close().catch(() => {});
     }
     if (
-      await this.#newestClaim(dir) !== claim.generation ||
+      await newestClaim(dir) !== claim.generation ||
       await this.getCompleted(claim.key)
     ) {
       await unlink(temp).catch(() => {});
@@ -587,7 +501,7 @@ export class FileSystemStorage implements UploadStorage {
         throw new Error(`Cannot assemble "${claim.key}": chunk ${index} is missing`);
       }
     }
-    if (await this.#newestClaim(dir) !== claim.generation || await this.getCompleted(claim.key)) {
+    if (await newestClaim(dir) !== claim.generation || await this.getCompleted(claim.key)) {
       return undefined;
     }
     const stored: StoredFile = { ...file, size, location };
@@ -611,7 +525,7 @@ export class FileSystemStorage implements UploadStorage {
     const fileDir = this.#fileDir(stored.id);
     await mkdirs(fileDir);
     const meta = join(fileDir, ".file.json");
-    await this.#writeJsonAtomically(meta, stored);
+    await replaceJson(meta, stored);
     return meta;
   }
 
@@ -634,21 +548,9 @@ export class FileSystemStorage implements UploadStorage {
     }
   }
 
-  /** Replaces `path` with JSON so that readers see the old or the new content, never a torn one. */
-  async #writeJsonAtomically(path: string, value: unknown): Promise<void> {
-    const temp = `${path}.${randomSuffix()}.tmp`;
-    await writeText(temp, JSON.stringify(value));
-    try {
-      await rename(temp, path);
-    } catch (error) {
-      await unlink(temp).catch(() => {});
-      throw error;
-    }
-  }
-
   /** The completion record, or `undefined`. */
   getCompleted(key: string): Promise<StoredFile | undefined> {
-    return this.#readJson<StoredFile>(
+    return readJson<StoredFile>(
       join(this.#uploadDir(key), "complete.json"),
     );
   }
@@ -656,7 +558,7 @@ export class FileSystemStorage implements UploadStorage {
   /** Opens a completed file by id. */
   async openFile(fileId: string): Promise<OpenedFile | undefined> {
     if (!isFileId(fileId)) return undefined;
-    const file = await this.#readJson<StoredFile>(
+    const file = await readJson<StoredFile>(
       join(this.#fileDir(fileId), ".file.json"),
     );
     if (!file?.location) return undefined;
