@@ -1,18 +1,13 @@
 // Open files of the file-system storage: positional writes and range reads, with Deno's
-// synchronous calls under Deno and node:fs elsewhere (see _fs_platform.ts for why).
+// synchronous calls under Deno and node:fs elsewhere, writing synchronously on both (see
+// _fs_platform.ts for why).
 import type { FileHandle } from "node:fs/promises";
-import { type DenoFile, denoFs, loadNodeFs } from "./_fs_platform.ts";
+import { type DenoFile, denoFs, loadNodeFs, loadNodeFsSync, type NodeFsSync } from "./_fs_platform.ts";
 
 /** An open file that writes whole buffers at given offsets. */
 export interface FileWriter {
-  /**
-   * Bytes worth gathering before a write: each asynchronous write costs two thread hand-offs, so
-   * network reads (64 KiB on Deno, up to 128 KiB on Bun) are best written together; a synchronous
-   * write costs no hand-off, and writing each read at once holds no memory.
-   */
-  readonly batchBytes: number;
-  /** Writes `parts` one after another from byte `position` on, all of them, or rejects. */
-  writeAt(parts: Uint8Array[], position: number): Promise<void>;
+  /** Writes all of `bytes` from byte `position` on, or rejects. */
+  writeAt(bytes: Uint8Array, position: number): Promise<void>;
   /** Flushes the file's data to the device. */
   sync(): Promise<void>;
   close(): Promise<void>;
@@ -31,10 +26,10 @@ export async function openWriter(path: string, mode: OpenMode): Promise<FileWrit
     });
     return new DenoWriter(file, denoFs.SeekMode.Start);
   }
-  const fs = await loadNodeFs();
+  const fs = await loadNodeFsSync();
   const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
   const flags = mode === "new" ? O_WRONLY | O_CREAT | O_EXCL : O_WRONLY | O_CREAT;
-  return new NodeWriter(await fs.open(path, flags, 0o644));
+  return new NodeWriter(fs, fs.openSync(path, flags, 0o644));
 }
 
 /** A Deno file and the offset it is at. Each one owns its descriptor, so its offset is ours. */
@@ -56,20 +51,16 @@ class DenoPositioned {
 }
 
 class DenoWriter extends DenoPositioned implements FileWriter {
-  readonly batchBytes = 0;
-
   // deno-lint-ignore require-await -- synchronous on purpose (see _fs_platform.ts); a failure rejects.
-  async writeAt(parts: Uint8Array[], position: number): Promise<void> {
+  async writeAt(bytes: Uint8Array, position: number): Promise<void> {
     this.seekTo(position);
-    for (const part of parts) {
-      let written = 0;
-      while (written < part.byteLength) {
-        const count = this.file.writeSync(written === 0 ? part : part.subarray(written));
-        if (count === 0) throw new Error("File write made no progress");
-        written += count;
-      }
-      this.position += written;
+    let written = 0;
+    while (written < bytes.byteLength) {
+      const count = this.file.writeSync(written === 0 ? bytes : bytes.subarray(written));
+      if (count === 0) throw new Error("File write made no progress");
+      written += count;
     }
+    this.position += written;
   }
 
   // deno-lint-ignore require-await
@@ -83,44 +74,43 @@ class DenoWriter extends DenoPositioned implements FileWriter {
   }
 }
 
-/** A `node:fs` file handle as a {@linkcode FileWriter}; exported for its test. */
-export class NodeWriter implements FileWriter {
-  readonly batchBytes = 1024 * 1024;
-  #handle: FileHandle;
+/** The `node:fs` calls a {@linkcode NodeWriter} makes. */
+export type NodeWriterFs = Pick<NodeFsSync, "writeSync" | "fsyncSync" | "closeSync">;
 
-  constructor(handle: FileHandle) {
-    this.#handle = handle;
+/** A `node:fs` file descriptor as a {@linkcode FileWriter}, written with `pwrite`; exported for its test. */
+export class NodeWriter implements FileWriter {
+  #fs: NodeWriterFs;
+  #fd: number;
+
+  constructor(fs: NodeWriterFs, fd: number) {
+    this.#fs = fs;
+    this.#fd = fd;
   }
 
-  /** Vectored writes, continuing after a short one. */
-  async writeAt(parts: Uint8Array[], position: number): Promise<void> {
-    let rest = parts;
-    let offset = 0;
-    while (rest.length > 0) {
-      const { bytesWritten } = rest.length === 1
-        ? await this.#handle.write(rest[0]!, 0, rest[0]!.byteLength, position + offset)
-        : await this.#handle.writev(rest, position + offset);
-      if (bytesWritten === 0) throw new Error("File write made no progress");
-      offset += bytesWritten;
-      let skip = bytesWritten;
-      const next: Uint8Array[] = [];
-      for (const part of rest) {
-        if (skip >= part.byteLength) skip -= part.byteLength;
-        else {
-          next.push(skip > 0 ? part.subarray(skip) : part);
-          skip = 0;
-        }
-      }
-      rest = next;
+  // deno-lint-ignore require-await -- synchronous on purpose (see _fs_platform.ts); a failure rejects.
+  async writeAt(bytes: Uint8Array, position: number): Promise<void> {
+    let written = 0;
+    while (written < bytes.byteLength) {
+      const count = this.#fs.writeSync(
+        this.#fd,
+        bytes,
+        written,
+        bytes.byteLength - written,
+        position + written,
+      );
+      if (count === 0) throw new Error("File write made no progress");
+      written += count;
     }
   }
 
-  sync(): Promise<void> {
-    return this.#handle.sync();
+  // deno-lint-ignore require-await
+  async sync(): Promise<void> {
+    this.#fs.fsyncSync(this.#fd);
   }
 
-  close(): Promise<void> {
-    return this.#handle.close();
+  // deno-lint-ignore require-await
+  async close(): Promise<void> {
+    this.#fs.closeSync(this.#fd);
   }
 }
 

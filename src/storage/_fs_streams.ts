@@ -48,9 +48,10 @@ export function readableFromFile(
 
 /**
  * Writes a stream into a file from byte `start` on (positional, so several chunks can fill one
- * file at once). A byte stream (a request body) is read into one reusable buffer, gathering reads
- * of up to `file.batchBytes` per write; other streams' chunks are gathered as they come. Returns
- * the number of bytes written. Rejects (and cancels the stream) when `signal` aborts.
+ * file at once), each network read as it arrives: writes are synchronous (see _fs_platform.ts), so
+ * gathering reads would save only system calls and cost memory. A byte stream (a request body) is
+ * read into one pooled buffer; other streams' chunks are written as they come. Returns the number
+ * of bytes written. Rejects (and cancels the stream) when `signal` aborts.
  */
 export async function writeStreamToFile(
   file: FileWriter,
@@ -64,30 +65,21 @@ export async function writeStreamToFile(
   } catch {
     return await writeChunksToFile(file, data, signal, start);
   }
-  let buffer = file.batchBytes <= readBuffers.size ? readBuffers.take() : new Uint8Array(file.batchBytes);
-  let filled = 0;
+  let buffer = readBuffers.take();
   let total = 0;
   let finished = false;
   try {
     for (;;) {
       signal?.throwIfAborted();
-      const { done, value } = await byob.read(
-        new Uint8Array(buffer.buffer, filled, buffer.byteLength - filled),
-      );
+      const { done, value } = await byob.read(buffer);
       // The read moved the buffer into `value`; keep using it.
       if (value) buffer = new Uint8Array(value.buffer);
-      if (!done) filled += value!.byteLength;
-      if (filled > 0 && (done || filled >= file.batchBytes || filled === buffer.byteLength)) {
-        // A detached buffer would write nothing, silently: never publish a chunk like that.
-        if (buffer.byteLength < filled) throw new Error("The read buffer was taken away mid-write");
-        await file.writeAt([buffer.subarray(0, filled)], start + total);
-        total += filled;
-        filled = 0;
-      }
       if (done) {
         finished = true;
         return total;
       }
+      await file.writeAt(value!, start + total);
+      total += value!.byteLength;
     }
   } catch (error) {
     await byob.cancel(error).catch(() => {});
@@ -107,29 +99,15 @@ async function writeChunksToFile(
   start: number,
 ): Promise<number> {
   const reader = data.getReader();
-  let batch: Uint8Array[] = [];
-  let batchBytes = 0;
   let total = 0;
-  const flush = async () => {
-    if (batchBytes === 0) return;
-    const position = start + total - batchBytes;
-    const parts = batch;
-    batch = [];
-    batchBytes = 0;
-    await file.writeAt(parts, position);
-  };
   try {
     while (true) {
       signal?.throwIfAborted();
       const { done, value } = await reader.read();
-      if (done) break;
+      if (done) return total;
+      await file.writeAt(value, start + total);
       total += value.byteLength;
-      batch.push(value);
-      batchBytes += value.byteLength;
-      if (batchBytes >= file.batchBytes) await flush();
     }
-    await flush();
-    return total;
   } catch (error) {
     await reader.cancel(error).catch(() => {});
     throw error;
