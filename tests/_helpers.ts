@@ -124,3 +124,17 @@ export async function listTree(dir: string, prefix = ""): Promise<string[]> {
   }
   return paths.sort();
 }
+
+/** A byte stream (as a request body is, so BYOB reads work) that yields `pieces`, one per read. */
+export function byteStreamOf(pieces: Uint8Array[]): ReadableStream<Uint8Array> {
+  let i = 0;
+  return new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      if (i === pieces.length) {
+        controller.close();
+        controller.byobRequest?.respond(0);
+      } else controller.enqueue(pieces[i++]!);
+    },
+  });
+}

@@ -1,18 +1,10 @@
 import assert from "node:assert/strict";
 import { tapBytes } from "../src/_byte_tap.ts";
+import { byteStreamOf } from "./_helpers.ts";
 
 /** A byte stream of `pieces`, as a request body is. */
 function bytesOf(...pieces: number[][]): ReadableStream<Uint8Array> {
-  let i = 0;
-  return new ReadableStream({
-    type: "bytes",
-    pull(controller) {
-      if (i === pieces.length) {
-        controller.close();
-        controller.byobRequest?.respond(0);
-      } else controller.enqueue(new Uint8Array(pieces[i++]!));
-    },
-  });
+  return byteStreamOf(pieces.map((piece) => new Uint8Array(piece)));
 }
 
 async function readAll(stream: ReadableStream<Uint8Array>): Promise<number[]> {

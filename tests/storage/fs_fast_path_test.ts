@@ -8,6 +8,7 @@ import { type FileWriter, NodeWriter, type NodeWriterFs } from "../../src/storag
 import { writeStreamToFile } from "../../src/storage/_fs_streams.ts";
 import type { UploadRecord } from "../../src/storage/types.ts";
 import { fileOf } from "../_storage_suite.ts";
+import { byteStreamOf } from "../_helpers.ts";
 
 async function fixture(totalSize: number, chunkSize: number) {
   const directory = await Deno.makeTempDir({ prefix: "resumable-fast-" });
@@ -122,21 +123,8 @@ Deno.test("FileSystemStorage with durable: true stores and assembles the same by
 });
 
 Deno.test("writeStreamToFile() writes each read at its offset as it arrives, from plain and byte streams", async () => {
-  const pieces = ["abc", "defgh", "ij", "klmnopq"];
-  const byteStream = () => {
-    let i = 0;
-    return new ReadableStream({
-      type: "bytes",
-      pull(controller) {
-        if (i === pieces.length) {
-          controller.close();
-          controller.byobRequest?.respond(0);
-        } else controller.enqueue(new TextEncoder().encode(pieces[i++]!));
-      },
-    });
-  };
-  const plainStream = () => ReadableStream.from(pieces.map((piece) => new TextEncoder().encode(piece)));
-  for (const data of [plainStream(), byteStream()]) {
+  const pieces = () => ["abc", "defgh", "ij", "klmnopq"].map((piece) => new TextEncoder().encode(piece));
+  for (const data of [ReadableStream.from(pieces()), byteStreamOf(pieces())]) {
     const file = new Uint8Array(64);
     const writes: [string, number][] = [];
     const writer: FileWriter = {
