@@ -12,6 +12,18 @@ Deno.test("uploadKey() is hex, deterministic, and different per scope", async ()
   }
 });
 
+Deno.test("uploadKey() gives the same key whether it remembers it or computes it again", async () => {
+  const first = await Promise.all(["a", "b", "c"].map((id) => uploadKey("scope", id)));
+  // Remembered: asked again at once.
+  assert.deepEqual(await Promise.all(["a", "b", "c"].map((id) => uploadKey("scope", id))), first);
+  // Computed again: more keys than it remembers pushed them out.
+  const others = new Set<string>();
+  for (let i = 0; i < 5000; i++) others.add(await uploadKey("scope", `other-${i}`));
+  assert.equal(others.size, 5000);
+  assert.deepEqual(await Promise.all(["a", "b", "c"].map((id) => uploadKey("scope", id))), first);
+  assert.notEqual(await uploadKey("scope2", "a"), first[0]);
+});
+
 Deno.test("newFileId() makes distinct ids that isFileId() accepts", () => {
   const ids = new Set(Array.from({ length: 1000 }, newFileId));
   assert.equal(ids.size, 1000);
