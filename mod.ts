@@ -35,12 +35,5 @@ export type { CleanupReport } from "./src/cleanup.ts";
 export { type ErrorCode, ResumableError } from "./src/errors.ts";
 export type { UploadStatus } from "./src/response.ts";
 export type { Dialect, ParameterNames } from "./src/params.ts";
-export type {
-  Claim,
-  Lease,
-  OpenedFile,
-  StoredFile,
-  UploadActivity,
-  UploadRecord,
-  UploadStorage,
-} from "./src/storage/types.ts";
+// Every storage type, so that this entry point documents what its exports refer to.
+export type * from "./src/storage/types.ts";

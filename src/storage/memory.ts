@@ -24,15 +24,8 @@ import type {
   UploadStorage,
 } from "./types.ts";
 
-export type {
-  Claim,
-  Lease,
-  OpenedFile,
-  StoredFile,
-  UploadActivity,
-  UploadRecord,
-  UploadStorage,
-} from "./types.ts";
+// Every storage type, so that this entry point documents what its exports refer to.
+export type * from "./types.ts";
 
 interface UploadState {
   record: UploadRecord;

@@ -51,15 +51,8 @@ import type {
 } from "./types.ts";
 
 export type { S3Credentials } from "./_sigv4.ts";
-export type {
-  Claim,
-  Lease,
-  OpenedFile,
-  StoredFile,
-  UploadActivity,
-  UploadRecord,
-  UploadStorage,
-} from "./types.ts";
+// Every storage type, so that this entry point documents what its exports refer to.
+export type * from "./types.ts";
 
 /** Options of {@linkcode S3Storage}. */
 export interface S3StorageOptions {
