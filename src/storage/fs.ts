@@ -190,8 +190,8 @@ export class FileSystemStorage implements UploadStorage {
 
   /**
    * Writes a chunk's bytes at its final offset in the upload's data file, then publishes a marker
-   * for it by rename. Assembly is then a rename of the data file (see `commitChunks`), instead of a
-   * second copy of every byte. A chunk that is already stored is read to the end and kept as it
+   * for it (a hard link, see `#publishMarker`). Assembly is then a rename of the data file (see
+   * `commitChunks`), instead of a second copy of every byte. A chunk that is already stored is read to the end and kept as it
    * was, so a torn re-send can never damage it. The upload record must exist: it gives the offset.
    */
   async putChunk(
