@@ -89,6 +89,59 @@ function stack(inner: ByteTapHooks, outer: ByteTapHooks): ByteTapHooks {
   };
 }
 
+/** One read of a tap's source with its hooks run: shared by the tap stream and a direct reader. */
+interface TapCore {
+  /** The next bytes, read into `view` when given (BYOB sources); never an empty chunk. */
+  next(view: Uint8Array | undefined): Promise<{ done: boolean; value: Uint8Array | undefined }>;
+  /** Ends the tap after a failure: runs `finish`, then cancels the source. */
+  fail(error: unknown, controller?: { error(reason: unknown): void }): Promise<void>;
+  cancel(reason: unknown): Promise<void>;
+}
+
+/** The read cores of byte-stream taps, for {@linkcode byteReaderOf}. */
+const cores = new WeakMap<ReadableStream<Uint8Array>, TapCore>();
+/** Taps of sources that are not byte streams: no BYOB reader can be had, so none is tried. */
+const plainTaps = new WeakSet<ReadableStream<Uint8Array>>();
+
+/** What {@linkcode byteReaderOf} returns: the part of a BYOB reader that consumers here use. */
+export interface ByteReader {
+  /** Reads into `view`'s buffer, which moves to the returned `value` (as with a BYOB reader). */
+  read(view: Uint8Array): Promise<{ done: boolean; value?: Uint8Array }>;
+  cancel(reason?: unknown): Promise<void>;
+  releaseLock(): void;
+}
+
+/**
+ * A BYOB reader of `stream`, or `undefined` when it is not a byte stream. For a tap nobody has read,
+ * the reader reads the tap's source directly and runs its hooks: one stream layer less per network
+ * read (64 KiB reads of a byte stream: 62 µs per MiB through a tap, 44 µs this way, 38 µs without a
+ * tap). The tap must then only be cancelled, not read, while the reader is in use.
+ */
+export function byteReaderOf(stream: ReadableStream<Uint8Array>): ByteReader | undefined {
+  const core = cores.get(stream);
+  if (core && unread.has(stream)) {
+    unread.delete(stream);
+    return {
+      async read(view) {
+        try {
+          return await core.next(view);
+        } catch (error) {
+          await core.fail(error);
+          throw error;
+        }
+      },
+      cancel: (reason) => core.cancel(reason),
+      releaseLock() {},
+    };
+  }
+  if (plainTaps.has(stream)) return undefined;
+  try {
+    return stream.getReader({ mode: "byob" });
+  } catch {
+    return undefined;
+  }
+}
+
 /** The pass-through itself; `starting` gets its `start` call (the inner hooks of a stack had theirs). */
 function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks): ReadableStream<Uint8Array> {
   const { byob, plain } = source;
@@ -102,17 +155,6 @@ function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks):
   starting.start?.((reason) => {
     reader.cancel(reason).catch(() => {});
   });
-  const settle: Settle = {
-    async fail(controller, error) {
-      finish();
-      controller.error(error);
-      await reader.cancel(error).catch(() => {});
-    },
-    async cancel(reason) {
-      finish();
-      await reader.cancel(reason).catch(() => {});
-    },
-  };
 
   async function read(
     view: Uint8Array | undefined,
@@ -130,7 +172,38 @@ function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks):
     }
   }
 
-  if (plain) return tapChunks(hooks, read, finish, settle);
+  const core: TapCore = {
+    async next(view) {
+      let target = view;
+      for (;;) {
+        // A BYOB read of the source moves the consumer's buffer into `value`.
+        const { done, value } = await read(target);
+        hooks.afterRead?.(done ? undefined : value);
+        if (done) {
+          finish();
+          return { done, value };
+        }
+        // A byte stream may not carry empty chunks; read again (into the moved buffer) instead.
+        if (value!.byteLength > 0) return { done, value };
+        if (target) target = new Uint8Array(value!.buffer, value!.byteOffset, target.byteLength);
+      }
+    },
+    async fail(error, controller) {
+      finish();
+      controller?.error(error);
+      await reader.cancel(error).catch(() => {});
+    },
+    async cancel(reason) {
+      finish();
+      await reader.cancel(reason).catch(() => {});
+    },
+  };
+
+  if (plain) {
+    const stream = tapChunks(core);
+    plainTaps.add(stream);
+    return stream;
+  }
   const stream: ReadableStream<Uint8Array> = new ReadableStream({
     type: "bytes",
     async pull(controller) {
@@ -140,65 +213,37 @@ function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks):
         const view: Uint8Array | undefined = request?.view
           ? new Uint8Array(request.view.buffer, request.view.byteOffset, request.view.byteLength)
           : undefined;
-        let target = view;
-        for (;;) {
-          // A BYOB read of the source moves the consumer's buffer into `value`.
-          const { done, value } = await read(target);
-          hooks.afterRead?.(done ? undefined : value);
-          if (done) {
-            finish();
-            controller.close();
-            // The source took the buffer: answer with the view it gave back.
-            if (request && value) request.respondWithNewView(value);
-            return;
-          }
-          const bytes = value!;
-          // A byte stream may not carry empty chunks; read again (into the moved buffer) instead.
-          if (bytes.byteLength === 0) {
-            if (target) target = new Uint8Array(bytes.buffer, bytes.byteOffset, target.byteLength);
-            continue;
-          }
-          if (request) request.respondWithNewView(bytes);
-          else controller.enqueue(bytes);
-          return;
-        }
+        const { done, value } = await core.next(view);
+        if (done) {
+          controller.close();
+          // The source took the buffer: answer with the view it gave back.
+          if (request && value) request.respondWithNewView(value);
+        } else if (request) request.respondWithNewView(value!);
+        else controller.enqueue(value!);
       } catch (error) {
-        await settle.fail(controller, error);
+        await core.fail(error, controller);
       }
     },
-    cancel: settle.cancel,
+    cancel: (reason) => core.cancel(reason),
   }, { highWaterMark: 0 });
+  cores.set(stream, core);
   return stream;
 }
 
-/** How both pass-throughs end: on a failure of the source or a hook, and when cancelled. */
-interface Settle {
-  fail(controller: { error(reason: unknown): void }, error: unknown): Promise<void>;
-  cancel(reason: unknown): Promise<void>;
-}
-
 /** The pass-through for sources that are not byte streams. */
-function tapChunks(
-  hooks: ByteTapHooks,
-  read: (view: undefined) => Promise<{ done: boolean; value: Uint8Array | undefined }>,
-  finish: () => void,
-  settle: Settle,
-): ReadableStream<Uint8Array> {
+function tapChunks(core: TapCore): ReadableStream<Uint8Array> {
   const stream: ReadableStream<Uint8Array> = new ReadableStream<Uint8Array>({
     async pull(controller) {
       unread.delete(stream);
       try {
-        const { done, value } = await read(undefined);
-        hooks.afterRead?.(done ? undefined : value);
-        if (done) {
-          finish();
-          controller.close();
-        } else controller.enqueue(value!);
+        const { done, value } = await core.next(undefined);
+        if (done) controller.close();
+        else controller.enqueue(value!);
       } catch (error) {
-        await settle.fail(controller, error);
+        await core.fail(error, controller);
       }
     },
-    cancel: settle.cancel,
+    cancel: (reason) => core.cancel(reason),
   }, { highWaterMark: 0 });
   return stream;
 }

@@ -7,6 +7,7 @@
 // The file stream closes only after the rest of the body has been checked up to the closing
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
 import { readBuffers } from "./_buffer_pool.ts";
+import { type ByteReader, byteReaderOf } from "./_byte_tap.ts";
 import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 
@@ -123,7 +124,7 @@ function holdFrom(haystack: Uint8Array, needle: Uint8Array, from: number): numbe
  * Other streams' chunks are appended as they come.
  */
 class Scanner {
-  #byob?: ReadableStreamBYOBReader;
+  #byob?: ByteReader;
   #reader?: ReadableStreamDefaultReader<Uint8Array>;
   /** The reusable buffer in BYOB mode; `buf` is its filled part. */
   #storage?: Uint8Array;
@@ -132,12 +133,12 @@ class Scanner {
   ended = false;
 
   constructor(body: ReadableStream<Uint8Array>, prefix: Uint8Array) {
-    try {
-      this.#byob = body.getReader({ mode: "byob" });
+    this.#byob = byteReaderOf(body);
+    if (this.#byob) {
       this.#storage = readBuffers.take();
       this.#storage.set(prefix);
       this.buf = this.#storage.subarray(0, prefix.length);
-    } catch {
+    } else {
       this.#reader = body.getReader();
       this.buf = prefix;
     }
@@ -154,7 +155,7 @@ class Scanner {
     }
   }
 
-  async #fillOwned(byob: ReadableStreamBYOBReader): Promise<boolean> {
+  async #fillOwned(byob: ByteReader): Promise<boolean> {
     let storage = this.#storage!;
     const rest = this.buf.length - this.pos;
     if (rest === storage.length) {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { tapBytes } from "../src/_byte_tap.ts";
+import { type ByteReader, byteReaderOf, tapBytes } from "../src/_byte_tap.ts";
 import { byteStreamOf } from "./_helpers.ts";
 
 /** A byte stream of `pieces`, as a request body is. */
@@ -50,4 +50,67 @@ Deno.test("a tap that was read from is not merged: the next tap reads what is le
   const outer = tapBytes(inner, {});
   assert.equal(inner.locked, true);
   assert.deepEqual(await readAll(outer), [2, 3]);
+});
+
+/** Reads `reader` to the end with BYOB reads into one reused 2-byte buffer. */
+async function readWith(reader: ByteReader): Promise<number[]> {
+  const out: number[] = [];
+  let buffer: Uint8Array = new Uint8Array(2);
+  for (;;) {
+    const { done, value } = await reader.read(buffer);
+    if (value) buffer = new Uint8Array(value.buffer);
+    if (done) return out;
+    out.push(...value!);
+  }
+}
+
+Deno.test("byteReaderOf() reads an unread tap's source directly, with the tap's hooks", async () => {
+  const calls: string[] = [];
+  const tapped = tapBytes(bytesOf([1, 2], [3]), {
+    beforeRead: () => calls.push("before"),
+    afterRead: (bytes) => calls.push(`after ${bytes?.byteLength ?? "end"}`),
+    finish: () => calls.push("finish"),
+  });
+  const reader = byteReaderOf(tapped)!;
+  // Not a reader of the tap stream: that one is never locked, so no stream layer runs per read.
+  assert.ok(!(reader instanceof ReadableStreamBYOBReader));
+  assert.equal(tapped.locked, false);
+  assert.deepEqual(await readWith(reader), [1, 2, 3]);
+  assert.deepEqual(calls, ["before", "after 2", "before", "after 1", "before", "after end", "finish"]);
+});
+
+Deno.test("byteReaderOf(): a hook's error fails the read, ends the tap and cancels its source", async () => {
+  let cancelled: unknown;
+  let finished = 0;
+  const source = new ReadableStream<Uint8Array>({
+    type: "bytes",
+    pull(controller) {
+      controller.enqueue(new Uint8Array([9, 9]));
+    },
+    cancel(reason) {
+      cancelled = reason;
+    },
+  });
+  const refusal = new Error("too many bytes");
+  const tapped = tapBytes(source, {
+    afterRead() {
+      throw refusal;
+    },
+    finish: () => finished++,
+  });
+  const reader = byteReaderOf(tapped)!;
+  await assert.rejects(reader.read(new Uint8Array(4)), (error) => error === refusal);
+  assert.equal(cancelled, refusal);
+  assert.equal(finished, 1);
+});
+
+Deno.test("byteReaderOf() gives a BYOB reader of other byte streams, and none of streams that are not", () => {
+  assert.ok(byteReaderOf(bytesOf([1])) instanceof ReadableStreamBYOBReader);
+  assert.equal(byteReaderOf(ReadableStream.from([new Uint8Array([1])])), undefined);
+  // A tap of a stream that is not a byte stream is not one either.
+  assert.equal(byteReaderOf(tapBytes(ReadableStream.from([new Uint8Array([1])]), {})), undefined);
+  // A tap somebody already reads is read as a stream, with a BYOB reader of its own.
+  const tapped = tapBytes(bytesOf([1]), {});
+  tapped.getReader().releaseLock();
+  assert.ok(byteReaderOf(tapped) !== undefined);
 });

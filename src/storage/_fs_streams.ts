@@ -1,5 +1,6 @@
 // Web streams over open files, shared by the file-system storage.
 import { readBuffers } from "../_buffer_pool.ts";
+import { byteReaderOf } from "../_byte_tap.ts";
 import type { FileReader, FileWriter } from "./_fs_file.ts";
 
 const READ_SIZE = 256 * 1024;
@@ -59,12 +60,8 @@ export async function writeStreamToFile(
   signal?: AbortSignal,
   start = 0,
 ): Promise<number> {
-  let byob: ReadableStreamBYOBReader | undefined;
-  try {
-    byob = data.getReader({ mode: "byob" });
-  } catch {
-    return await writeChunksToFile(file, data, signal, start);
-  }
+  const byob = byteReaderOf(data);
+  if (!byob) return await writeChunksToFile(file, data, signal, start);
   let buffer = readBuffers.take();
   let total = 0;
   let finished = false;
@@ -73,7 +70,7 @@ export async function writeStreamToFile(
       signal?.throwIfAborted();
       const { done, value } = await byob.read(buffer);
       // The read moved the buffer into `value`; keep using it.
-      if (value) buffer = new Uint8Array(value.buffer);
+      if (value) buffer = new Uint8Array(value.buffer as ArrayBuffer);
       if (done) {
         finished = true;
         return total;
