@@ -36,20 +36,22 @@ export function checkDeclaredLength(request: Request, limit: number): void {
 }
 
 /**
- * Parses a multipart body with the platform parser, reading at most `limit` bytes.
+ * Parses `request`'s multipart body (`body`, as the handler wraps it) with the platform parser,
+ * reading at most `limit` bytes.
  *
  * @throws {ResumableError} `body_too_large`, `body_incomplete` or `malformed_body`.
  */
 export async function readMultipart(
   request: Request,
+  body: ReadableStream<Uint8Array> | null,
   limit: number,
 ): Promise<FormData> {
   checkDeclaredLength(request, limit);
-  if (!request.body) {
+  if (!body) {
     throw new ResumableError("malformed_body", "Multipart request has no body");
   }
   const failure: { error?: ResumableError } = {};
-  const limited = limitStream(request.body, limit, failure);
+  const limited = limitStream(body, limit, failure);
   try {
     const contentType = request.headers.get("content-type") ?? "";
     return await new Response(limited, {
@@ -73,23 +75,25 @@ export interface StreamedMultipart extends MultipartHead {
 }
 
 /**
- * Reads a multipart body with the streaming reader, at most `limit` bytes: the fields before the
- * file part `fileField`, and that part as a stream read straight from the request.
+ * Reads `request`'s multipart body (`body`, as the handler wraps it) with the streaming reader, at
+ * most `limit` bytes: the fields before the file part `fileField`, and that part as a stream read
+ * straight from the request.
  *
  * @throws {ResumableError} `body_too_large`, `body_incomplete` or `malformed_body`.
  */
 export async function readMultipartStreamed(
   request: Request,
+  body: ReadableStream<Uint8Array> | null,
   limit: number,
   fileField: string,
 ): Promise<StreamedMultipart> {
   checkDeclaredLength(request, limit);
   const boundary = boundaryOf(request.headers.get("content-type") ?? "");
-  if (!request.body) {
+  if (!body) {
     throw new ResumableError("malformed_body", "Multipart request has no body");
   }
   const failure: { error?: ResumableError } = {};
-  const limited = limitStream(request.body, limit, failure);
+  const limited = limitStream(body, limit, failure);
   try {
     const head = await readMultipartStream(limited, boundary, { fileField, maxFieldBytes: limit, failure });
     return { ...head, failure };

@@ -203,7 +203,9 @@ export class ChunkService {
     // Verified before storing: a mismatch leaves nothing behind, not even a temp file.
     if (digest) checked = await verifiedStream(checked, digest, label);
     try {
-      await viaStorage(() => storage.putChunk(key, chunk.chunkNumber, checked, request.signal));
+      // No `request.signal`: Deno.serve aborts it after every response, and following it costs; a
+      // client that goes away errors the body instead.
+      await viaStorage(() => storage.putChunk(key, chunk.chunkNumber, checked));
     } catch (error) {
       // The upload may have completed (and its chunk folder been removed) while this duplicate was
       // in flight; that is a success for the client.

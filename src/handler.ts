@@ -114,6 +114,8 @@ export function createResumableHandler(
 
   async function handle(request: Request): Promise<Response> {
     const context: RequestContext = { dialect: "resumable" };
+    // The upload body as wrapped: once wrapped, the request's own body is locked to it.
+    let body: ReadableStream<Uint8Array> | null = null;
     try {
       const method = request.method.toUpperCase();
       if (method === "OPTIONS") return emptyResponse(204, { allow });
@@ -121,8 +123,8 @@ export function createResumableHandler(
         return await cancel(request, await getService(), resolved, context);
       }
       if (method === resolved.uploadMethod) {
-        const guarded = withIdleTimeout(request, resolved.bodyTimeoutMs);
-        return await upload(guarded, await getService(), resolved, context);
+        body = withIdleTimeout(request.body, resolved.bodyTimeoutMs);
+        return await upload(request, body, await getService(), resolved, context);
       }
       if (method === resolved.testMethod) {
         return await test(request, await getService(), resolved, context);
@@ -138,7 +140,7 @@ export function createResumableHandler(
       ) {
         resolved.onError(error.cause ?? error, request);
       }
-      await request.body?.cancel().catch(() => {});
+      await (body ?? request.body)?.cancel().catch(() => {});
       const status = resolved.statusFor?.(error, context.dialect) ??
         defaultStatus(error.code, context.dialect);
       return errorResponse(
@@ -228,6 +230,7 @@ async function test(
 
 async function upload(
   request: Request,
+  body: ReadableStream<Uint8Array> | null,
   service: ChunkService,
   options: ResolvedOptions,
   context: RequestContext,
@@ -242,9 +245,9 @@ async function upload(
       8 * (options.limits.maxNameLength + options.limits.maxIdentifierLength);
     const limit = (early ? maxChunkBytes(early) : largestLegalChunk(options.limits.maxChunkSize)) + overhead;
     if (options.multipartParser === "stream") {
-      return await uploadStreamed(request, service, options, context, limit);
+      return await uploadStreamed(request, body, service, options, context, limit);
     }
-    const form = await readMultipart(request, limit);
+    const form = await readMultipart(request, body, limit);
     const part = chunkFromForm(
       form,
       options.parameterNamespace + options.fileParameterName,
@@ -280,7 +283,7 @@ async function upload(
   }
   const chunk = validateChunkRequest(fromQuery, options.limits);
   const length = contentLength(request);
-  const empty = length === 0 || request.body === null;
+  const empty = length === 0 || body === null;
   // A test sent with the upload method carries no body (resumable.js/flow.js `testMethod`).
   if (empty && canBeTest && !chunk.allowedSizes.includes(0)) {
     return test(request, service, options, context);
@@ -296,13 +299,13 @@ async function upload(
     namespace: options.parameterNamespace,
     multipart: false,
   });
-  const body = request.body ?? new Blob([]).stream();
-  return jsonResponse(200, await service.store(request, chunk, body, digest));
+  return jsonResponse(200, await service.store(request, chunk, body ?? new Blob([]).stream(), digest));
 }
 
 /** The multipart branch with the streaming reader: the file part goes straight to storage. */
 async function uploadStreamed(
   request: Request,
+  requestBody: ReadableStream<Uint8Array> | null,
   service: ChunkService,
   options: ResolvedOptions,
   context: RequestContext,
@@ -310,7 +313,7 @@ async function uploadStreamed(
 ): Promise<Response> {
   const url = new URL(request.url);
   const fileField = options.parameterNamespace + options.fileParameterName;
-  const body = await readMultipartStreamed(request, limit, fileField);
+  const body = await readMultipartStreamed(request, requestBody, limit, fileField);
   const source = recordSource(url, body.fields);
   let stream = body.file?.stream;
   let size: number | undefined;
