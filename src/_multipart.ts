@@ -200,6 +200,44 @@ class Scanner {
     return true;
   }
 
+  /**
+   * Reads the body into a consumer's `view` instead of `buf`, so file bytes are not copied twice:
+   * the unread bytes `buf[pos..]` (a possible start of a delimiter, shorter than one) go first, then
+   * one read of the body. Returns what `view` now holds, in the buffer the read moved it to; the
+   * scanner is empty until `keep` puts bytes back. `undefined` at the end of the body.
+   */
+  async readInto(view: Uint8Array): Promise<Uint8Array | undefined> {
+    const held = this.buf.length - this.pos;
+    view.set(this.buf.subarray(this.pos));
+    this.buf = this.buf.subarray(0, 0);
+    this.pos = 0;
+    let result;
+    try {
+      result = await this.#byob!.read(view.subarray(held));
+    } catch (cause) {
+      if (cause instanceof ResumableError) throw cause;
+      throw new ResumableError("body_incomplete", "Request body ended early", { cause });
+    }
+    const { done, value } = result;
+    if (done) {
+      this.ended = true;
+      if (value) this.buf = new Uint8Array(value.buffer, view.byteOffset, held).slice();
+      readBuffers.give(this.#storage!);
+      this.#storage = undefined;
+      return undefined;
+    }
+    return new Uint8Array(value!.buffer, view.byteOffset, held + value!.byteLength);
+  }
+
+  /** Makes `bytes` (read by `readInto`) the scanner's unread bytes: a copy into its own buffer. */
+  keep(bytes: Uint8Array): void {
+    let storage = this.#storage!;
+    if (bytes.length > storage.length) storage = this.#storage = new Uint8Array(bytes.length);
+    storage.set(bytes);
+    this.buf = storage.subarray(0, bytes.length);
+    this.pos = 0;
+  }
+
   /** Whether `buf` is reused by later reads, so bytes handed out must be copies. */
   get owned(): boolean {
     return this.#byob !== undefined;
@@ -423,17 +461,27 @@ export async function readMultipartStream(
   function fileStream(): ReadableStream<Uint8Array> {
     const source = {
       async pull(controller: ReadableStreamDefaultController<Uint8Array> | ReadableByteStreamController) {
+        const request = "byobRequest" in controller ? controller.byobRequest : null;
+        // The reader's buffer. Once a read went straight into it, it lives in the ArrayBuffer that
+        // read moved it to (the first one is then detached): `target()` is always the current one.
+        const offset = request?.view?.byteOffset ?? 0;
+        const room = request?.view?.byteLength ?? 0;
+        let buffer = request?.view?.buffer as ArrayBuffer | undefined;
+        let moved = false;
+        const target = () => new Uint8Array(buffer!, offset, room);
+        const respond = (count: number) => {
+          if (moved) request!.respondWithNewView(new Uint8Array(buffer!, offset, count));
+          else request!.respond(count);
+        };
         /** Hands out `buf[pos..end)`, or as much of it as a BYOB read has room for. */
         const deliver = (end: number) => {
-          const request = "byobRequest" in controller ? controller.byobRequest : null;
-          const view = request?.view;
-          if (request && view) {
-            const count = Math.min(end - scanner.pos, view.byteLength);
-            new Uint8Array(view.buffer, view.byteOffset, count).set(
+          if (request && buffer) {
+            const count = Math.min(end - scanner.pos, room);
+            target().set(
               scanner.buf.subarray(scanner.pos, scanner.pos + count),
             );
             scanner.pos += count;
-            request.respond(count);
+            respond(count);
           } else {
             const bytes = scanner.owned
               ? scanner.buf.slice(scanner.pos, end)
@@ -454,11 +502,24 @@ export async function readMultipartStream(
               }
               await finish();
               controller.close();
-              if ("byobRequest" in controller) controller.byobRequest?.respond(0);
+              if (request) respond(0);
               return;
             }
             const safe = holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
             if (safe > scanner.pos) return deliver(safe);
+            if (buffer && scanner.owned && !scanner.ended && room >= 2 * delimiter.bytes.length) {
+              // Nothing buffered but a possible delimiter start: read the body into the reader's
+              // buffer, hand out what precedes a delimiter (or a possible start of one), keep the rest.
+              const filled = await scanner.readInto(target());
+              if (!filled) throw malformed("ends inside the file part (no closing boundary)");
+              buffer = filled.buffer as ArrayBuffer;
+              moved = true;
+              const found = indexOf(filled, delimiter, 0);
+              const end = found >= 0 ? found : holdFrom(filled, delimiter.bytes, 0);
+              scanner.keep(filled.subarray(end));
+              if (end > 0) return respond(end);
+              continue;
+            }
             if (!await scanner.fill()) throw malformed("ends inside the file part (no closing boundary)");
           }
         } catch (error) {

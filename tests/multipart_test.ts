@@ -145,6 +145,67 @@ Deno.test("readMultipartStream() reads a byte-stream body at every split, into i
   }
 });
 
+Deno.test("readMultipartStream() reads the file part straight into a BYOB reader's buffer, at every split", async () => {
+  const options = { fileField: "file", maxFieldBytes: 1 << 20 };
+  // Buffers of 64 bytes hold two delimiters: the body is read into them, not into the scanner's.
+  for (let cut = 0; cut <= FLOW_BODY.length; cut++) {
+    const head = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
+    assert.deepEqual(await readByob(head.file!.stream, 64), TRICKY, `cut at ${cut}`);
+  }
+  // A body source that records how much room each read offered it.
+  const data = new Uint8Array(300_000).map((_, i) => (i * 7919) >>> 5);
+  const body = concat(field("id", "direct"), filePart("file", data), CLOSE);
+  const offered: number[] = [];
+  let at = 0;
+  const source = new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      const request = controller.byobRequest!;
+      offered.push(request.view!.byteLength);
+      const count = Math.min(request.view!.byteLength, body.length - at, 50_000);
+      if (count === 0) {
+        controller.close();
+        request.respond(0);
+        return;
+      }
+      new Uint8Array(request.view!.buffer, request.view!.byteOffset, count).set(
+        body.subarray(at, at + count),
+      );
+      at += count;
+      request.respond(count);
+    },
+  });
+  const head = await readMultipartStream(source, B, options);
+  assert.deepEqual(await readByob(head.file!.stream, 1000), data);
+  // After the first read (into the scanner's buffer), reads offer the reader's 1000-byte buffer.
+  assert.ok(offered.filter((room) => room <= 1000).length > 250, `offered ${offered.slice(0, 8)}`);
+});
+
+Deno.test("readMultipartStream() fails only with ResumableError on mutated byte-stream bodies read with BYOB (fuzz)", async () => {
+  let seed = 777;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const options = { fileField: "file", maxFieldBytes: 1 << 20 };
+  for (let round = 0; round < 500; round++) {
+    const bytes = FLOW_BODY.slice();
+    const edits = Math.floor(random() * 4);
+    for (let e = 0; e < edits; e++) {
+      bytes[Math.floor(random() * bytes.length)] = [13, 10, 45, 34, 59, 0, 97][Math.floor(random() * 7)]!;
+    }
+    const cuts = [Math.floor(random() * bytes.length), Math.floor(random() * bytes.length)].sort((a, b) =>
+      a - b
+    );
+    const end = random() < 0.3 ? Math.floor(random() * bytes.length) : bytes.length;
+    try {
+      const head = await readMultipartStream(byteStreamOf(bytes.slice(0, end), cuts), B, options);
+      const file = head.file ? await readByob(head.file.stream, 50 + Math.floor(random() * 40)) : undefined;
+      if (edits === 0 && end === bytes.length) assert.deepEqual(file, TRICKY, `round ${round}`);
+    } catch (error) {
+      assert.ok(error instanceof ResumableError, `round ${round}: ${error}`);
+      assert.ok(["malformed_body", "body_incomplete", "body_too_large"].includes(error.code));
+    }
+  }
+});
+
 async function collect(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
