@@ -1,8 +1,9 @@
 // A streaming multipart/form-data reader (RFC 7578 over RFC 2046). It collects the text fields that
 // precede the file part, then hands the file part over as a stream that is read straight from the
-// request body: nothing is buffered beyond one network read, read into a buffer that is reused. The platform's `formData()` buffers the
-// whole body, which caps throughput at a fraction of the wire (issue 5) and costs a body of memory
-// per request in flight.
+// request body: nothing is buffered beyond one network read, into a buffer that is reused, and a
+// reader that brings its own buffer gets the body read into it. The platform's `formData()` buffers
+// the whole body, which caps throughput at a fraction of the wire (issue 5) and costs a body of
+// memory per request in flight.
 //
 // The file stream closes only after the rest of the body has been checked up to the closing
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
