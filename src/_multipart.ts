@@ -209,6 +209,8 @@ class Scanner {
    */
   async readInto(view: Uint8Array): Promise<Uint8Array | undefined> {
     const held = this.buf.length - this.pos;
+    // Taken now: the read detaches `view`, whose offset then reads 0.
+    const offset = view.byteOffset;
     view.set(this.buf.subarray(this.pos));
     this.buf = this.buf.subarray(0, 0);
     this.pos = 0;
@@ -222,12 +224,12 @@ class Scanner {
     const { done, value } = result;
     if (done) {
       this.ended = true;
-      if (value) this.buf = new Uint8Array(value.buffer, view.byteOffset, held).slice();
+      if (value) this.buf = new Uint8Array(value.buffer, offset, held).slice();
       readBuffers.give(this.#storage!);
       this.#storage = undefined;
       return undefined;
     }
-    return new Uint8Array(value!.buffer, view.byteOffset, held + value!.byteLength);
+    return new Uint8Array(value!.buffer, offset, held + value!.byteLength);
   }
 
   /** Makes `bytes` (read by `readInto`) the scanner's unread bytes: a copy into its own buffer. */

@@ -36,12 +36,14 @@ function byteStreamOf(bytes: Uint8Array, cuts: number[] = []): ReadableStream<Ui
   });
 }
 
-/** Reads a stream with a BYOB reader whose buffers hold `size` bytes. */
-async function readByob(stream: ReadableStream<Uint8Array>, size: number): Promise<Uint8Array> {
+/** Reads a stream with a BYOB reader whose buffers hold `size` bytes, from `offset` in their ArrayBuffer. */
+async function readByob(stream: ReadableStream<Uint8Array>, size: number, offset = 0): Promise<Uint8Array> {
   const reader = stream.getReader({ mode: "byob" });
   const parts: Uint8Array[] = [];
   for (;;) {
-    const { done, value } = await reader.read(new Uint8Array(size));
+    const { done, value } = await reader.read(
+      new Uint8Array(new ArrayBuffer(offset + size + 8), offset, size),
+    );
     if (done) break;
     parts.push(value!);
   }
@@ -151,6 +153,9 @@ Deno.test("readMultipartStream() reads the file part straight into a BYOB reader
   for (let cut = 0; cut <= FLOW_BODY.length; cut++) {
     const head = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
     assert.deepEqual(await readByob(head.file!.stream, 64), TRICKY, `cut at ${cut}`);
+    // Views that start inside their buffer: the moved buffer is answered at the same offset.
+    const again = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
+    assert.deepEqual(await readByob(again.file!.stream, 64, 24), TRICKY, `cut at ${cut}, offset view`);
   }
   // A body source that records how much room each read offered it.
   const data = new Uint8Array(300_000).map((_, i) => (i * 7919) >>> 5);
