@@ -10,9 +10,10 @@ import { tapBytes } from "./_byte_tap.ts";
 import { ResumableError } from "./errors.ts";
 
 /**
- * Returns `source` (a request body) wrapped in an idle timer, or `null` for a request without a body. The timer runs
- * only while a read is pending, so a slow consumer (storage) never trips it. The body is wrapped, not
- * the request: a new Request per upload cost about 5 % of a 1 MiB request's CPU under Deno.serve.
+ * Returns `source` (a request body) wrapped in an idle timer, or `null` for a request without a
+ * body. The timer runs only while a read is pending, so a slow consumer (storage) never trips it. The
+ * body is wrapped, not the request: a new Request per upload cost about 5 % of a 1 MiB request's
+ * main-thread time under Deno.serve.
  */
 export function withIdleTimeout(
   source: ReadableStream<Uint8Array> | null,
