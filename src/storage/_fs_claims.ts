@@ -2,7 +2,7 @@
 // generation g, created with O_EXCL (one winner per generation); a claim's mtime is its last renewal.
 import { errorCode, isMissing, readJson } from "./_fs_json.ts";
 import { readdir, stat, utimes, writeText } from "./_fs_ops.ts";
-import { join } from "node:path";
+import { joinPath } from "./_path.ts";
 import type { Claim, Lease } from "./types.ts";
 
 const CLAIM_NAME = /^claim-([1-9][0-9]*)$/;
@@ -23,7 +23,7 @@ export async function takeClaim(dir: string, key: string, lease: Lease): Promise
   if (newest > 0) {
     // A claim lives for its own holder's ttl past its last renewal (the file's mtime). A claim
     // file still being written reads as unparsable and counts as live.
-    const path = join(dir, `claim-${newest}`);
+    const path = joinPath(dir, `claim-${newest}`);
     try {
       const { mtimeMs } = await stat(path);
       const held = await readJson<Lease>(path).catch(() => undefined);
@@ -34,7 +34,7 @@ export async function takeClaim(dir: string, key: string, lease: Lease): Promise
   }
   const generation = newest + 1;
   try {
-    await writeText(join(dir, `claim-${generation}`), JSON.stringify(lease), true);
+    await writeText(joinPath(dir, `claim-${generation}`), JSON.stringify(lease), true);
     return { key, owner: lease.owner, generation };
   } catch (error) {
     if (errorCode(error) === "EEXIST") return undefined;
@@ -46,6 +46,6 @@ export async function takeClaim(dir: string, key: string, lease: Lease): Promise
 export async function touchClaim(dir: string, claim: Claim, release = false): Promise<boolean> {
   if (await newestClaim(dir) !== claim.generation) return false;
   const when = release ? new Date(0) : new Date();
-  await utimes(join(dir, `claim-${claim.generation}`), when, when);
+  await utimes(joinPath(dir, `claim-${claim.generation}`), when, when);
   return true;
 }

@@ -32,6 +32,8 @@ export interface DenoFsApi {
     path: string,
   ): { size: number; mtime: Date | null; ctime: Date | null; birthtime: Date | null; ino: number | null };
   utimeSync(path: string, atime: Date, mtime: Date): void;
+  cwd(): string;
+  build: { os: string };
   SeekMode: { Start: number };
 }
 
@@ -67,6 +69,28 @@ const candidate = (globalThis as { Deno?: DenoFsApi }).Deno;
 export const denoFs: DenoFsApi | undefined = typeof candidate?.openSync === "function"
   ? candidate
   : undefined;
+
+/**
+ * What Bun and Node tell about their process, without importing `node:process`. Not read under
+ * Deno: its `process` global is a getter that loads the Node compatibility layer.
+ */
+const nodeProcess = denoFs
+  ? undefined
+  : (globalThis as { process?: { platform: string; cwd(): string } }).process;
+
+/** Whether paths are Windows paths. */
+export const windowsPaths: boolean = denoFs
+  ? denoFs.build.os === "windows"
+  : nodeProcess?.platform === "win32";
+
+/** The working directory of the process. */
+export function currentDirectory(): string {
+  if (denoFs) return denoFs.cwd();
+  if (!nodeProcess) {
+    throw new Error("No working directory on this runtime: give the storage an absolute directory");
+  }
+  return nodeProcess.cwd();
+}
 
 let nodeFs: Promise<NodeFs> | undefined;
 

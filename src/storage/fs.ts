@@ -35,7 +35,7 @@
  * @module
  */
 
-import { join, resolve } from "node:path";
+import { absolutePath, joinPath } from "./_path.ts";
 import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { chunkLayout } from "../layout.ts";
 import { openReader, openWriter } from "./_fs_file.ts";
@@ -114,7 +114,7 @@ export class FileSystemStorage implements UploadStorage {
    * @param options Where to store, and how durably.
    */
   constructor(options: FileSystemStorageOptions = {}) {
-    this.directory = resolve(options.directory ?? "./uploads");
+    this.directory = absolutePath(options.directory ?? "./uploads");
     this.#durable = options.durable ?? false;
   }
 
@@ -122,22 +122,22 @@ export class FileSystemStorage implements UploadStorage {
     // Keys are made by the handler; refusing anything else keeps every path inside the root even
     // if a custom caller passes client text.
     if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
-    return join(this.directory, "uploads", key);
+    return joinPath(this.directory, "uploads", key);
   }
 
   #dataPath(key: string): string {
-    return join(this.#uploadDir(key), DATA_NAME);
+    return joinPath(this.#uploadDir(key), DATA_NAME);
   }
 
   #fileDir(fileId: string): string {
     if (!isFileId(fileId)) throw new TypeError(`Invalid file id "${fileId}"`);
-    return join(this.directory, "files", fileId);
+    return joinPath(this.directory, "files", fileId);
   }
 
   /** Creates the upload record if absent. */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const dir = this.#uploadDir(record.key);
-    const path = join(dir, "upload.json");
+    const path = joinPath(dir, "upload.json");
     // Every chunk calls this; all but the first find the record, in one read.
     const found = await readJson<UploadRecord>(path);
     if (found) return this.#remember(found);
@@ -146,7 +146,7 @@ export class FileSystemStorage implements UploadStorage {
   }
 
   async #createRecord(dir: string, path: string, record: UploadRecord): Promise<UploadRecord> {
-    await mkdirs(join(dir, "chunks"));
+    await mkdirs(joinPath(dir, "chunks"));
     if (await createJson(path, record)) return this.#remember(record);
     const existing = await readJson<UploadRecord>(path);
     if (!existing) {
@@ -169,7 +169,7 @@ export class FileSystemStorage implements UploadStorage {
   /** The upload record, or `undefined`. */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
     const found = await readJson<UploadRecord>(
-      join(this.#uploadDir(key), "upload.json"),
+      joinPath(this.#uploadDir(key), "upload.json"),
     );
     return found ? this.#remember(found) : undefined;
   }
@@ -205,7 +205,7 @@ export class FileSystemStorage implements UploadStorage {
     }
     const record = await this.#record(key);
     if (!record) throw new Error(`Cannot store chunk ${index} of "${key}": the upload has no record`);
-    const chunks = join(this.#uploadDir(key), "chunks");
+    const chunks = joinPath(this.#uploadDir(key), "chunks");
     if (await this.chunkSize(key, index) !== undefined) {
       await drain(data, signal);
       return;
@@ -235,8 +235,8 @@ export class FileSystemStorage implements UploadStorage {
   async #publishMarker(chunks: string, index: number, size: number): Promise<void> {
     // A few sizes per upload (full chunks, a short or stretched last one); a new source file every
     // LINKS_PER_SOURCE chunks stays below per-inode link limits (65 000 on ext4).
-    const source = join(chunks, `.size-${size}-${Math.floor(index / LINKS_PER_SOURCE)}`);
-    const marker = join(chunks, String(index));
+    const source = joinPath(chunks, `.size-${size}-${Math.floor(index / LINKS_PER_SOURCE)}`);
+    const marker = joinPath(chunks, String(index));
     try {
       await link(source, marker);
       return;
@@ -246,7 +246,7 @@ export class FileSystemStorage implements UploadStorage {
       if (!isMissing(error)) throw error;
     }
     await this.#once(`source:${source}`, async () => {
-      const temp = join(chunks, `.${index}.${randomSuffix()}.tmp`);
+      const temp = joinPath(chunks, `.${index}.${randomSuffix()}.tmp`);
       try {
         // The chunk folder is gone if the upload completed meanwhile: then this fails, as it should.
         await createSized(temp, size);
@@ -269,7 +269,7 @@ export class FileSystemStorage implements UploadStorage {
   /** Size of a stored chunk, or `undefined`. */
   async chunkSize(key: string, index: number): Promise<number | undefined> {
     try {
-      return (await stat(join(this.#uploadDir(key), "chunks", String(index))))
+      return (await stat(joinPath(this.#uploadDir(key), "chunks", String(index))))
         .size;
     } catch (error) {
       if (isMissing(error)) return undefined;
@@ -287,7 +287,7 @@ export class FileSystemStorage implements UploadStorage {
    * first one missing here, until they are found in turn.
    */
   async countChunks(key: string): Promise<number> {
-    const chunks = join(this.#uploadDir(key), "chunks");
+    const chunks = joinPath(this.#uploadDir(key), "chunks");
     let folder: FileStat;
     try {
       folder = await stat(chunks);
@@ -315,7 +315,7 @@ export class FileSystemStorage implements UploadStorage {
     let next = known.next;
     while (next <= last) {
       if (!known.chunks.has(next)) {
-        if (await sizeOf(join(chunks, String(next))) === undefined) break;
+        if (await sizeOf(joinPath(chunks, String(next))) === undefined) break;
         known.chunks.add(next);
       }
       next++;
@@ -329,8 +329,8 @@ export class FileSystemStorage implements UploadStorage {
     key: string,
     index: number,
   ): Promise<ReadableStream<Uint8Array>> {
-    const chunks = join(this.#uploadDir(key), "chunks");
-    const { size } = await stat(join(chunks, String(index)));
+    const chunks = joinPath(this.#uploadDir(key), "chunks");
+    const { size } = await stat(joinPath(chunks, String(index)));
     const record = await this.#record(key);
     if (!record) throw new Error(`Upload "${key}" has no record`);
     const file = await openReader(this.#dataPath(key));
@@ -363,9 +363,9 @@ export class FileSystemStorage implements UploadStorage {
   ): Promise<StoredFile | undefined> {
     const dir = this.#uploadDir(claim.key);
     const fileDir = this.#fileDir(file.id);
-    const tempDir = join(this.directory, "files", ".tmp");
+    const tempDir = joinPath(this.directory, "files", ".tmp");
     await mkdirs(tempDir);
-    const temp = join(
+    const temp = joinPath(
       tempDir,
       `${file.id}.${claim.generation}.${randomSuffix()}`,
     );
@@ -387,7 +387,7 @@ export class FileSystemStorage implements UploadStorage {
       await unlink(temp).catch(() => {});
       return undefined;
     }
-    const location = join(fileDir, sanitizeFileName(file.name));
+    const location = joinPath(fileDir, sanitizeFileName(file.name));
     const stored: StoredFile = { ...file, size, location };
     const meta = await this.#writeFileMeta(stored);
     await rename(temp, location);
@@ -401,7 +401,7 @@ export class FileSystemStorage implements UploadStorage {
 
   /** Removes `files/.tmp/<fileId>.*`: partial assemblies of one upload. */
   async #removeTempFiles(fileId: string): Promise<void> {
-    const tempDir = join(this.directory, "files", ".tmp");
+    const tempDir = joinPath(this.directory, "files", ".tmp");
     let names: string[];
     try {
       names = await readdir(tempDir);
@@ -410,7 +410,7 @@ export class FileSystemStorage implements UploadStorage {
       throw error;
     }
     for (const name of names) {
-      if (name.startsWith(`${fileId}.`)) await unlink(join(tempDir, name)).catch(() => {});
+      if (name.startsWith(`${fileId}.`)) await unlink(joinPath(tempDir, name)).catch(() => {});
     }
   }
 
@@ -433,7 +433,7 @@ export class FileSystemStorage implements UploadStorage {
    * being received grows its temp file).
    */
   async *listUploads(): AsyncIterable<UploadActivity> {
-    const root = join(this.directory, "uploads");
+    const root = joinPath(this.directory, "uploads");
     let keys: string[];
     try {
       keys = await readdir(root);
@@ -446,8 +446,8 @@ export class FileSystemStorage implements UploadStorage {
       if (!isUploadKey(key)) continue;
       // The calls below are synchronous under Deno: let requests run between uploads of a long sweep.
       if (++listed % 32 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
-      const dir = join(root, key);
-      const chunks = join(dir, "chunks");
+      const dir = joinPath(root, key);
+      const chunks = joinPath(dir, "chunks");
       let names: string[];
       let chunkNames: string[];
       try {
@@ -457,8 +457,8 @@ export class FileSystemStorage implements UploadStorage {
         if (isMissing(error)) continue; // removed meanwhile
         throw error;
       }
-      const paths = [dir, chunks, ...names.map((name) => join(dir, name))];
-      for (const name of chunkNames) if (name.endsWith(".tmp")) paths.push(join(chunks, name));
+      const paths = [dir, chunks, ...names.map((name) => joinPath(dir, name))];
+      for (const name of chunkNames) if (name.endsWith(".tmp")) paths.push(joinPath(chunks, name));
       yield {
         key,
         lastActivity: await this.#latestChange(paths),
@@ -474,7 +474,7 @@ export class FileSystemStorage implements UploadStorage {
    */
   async commitChunks(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined> {
     const dir = this.#uploadDir(claim.key);
-    const location = join(this.#fileDir(file.id), sanitizeFileName(file.name));
+    const location = joinPath(this.#fileDir(file.id), sanitizeFileName(file.name));
     let size = await sizeOf(this.#dataPath(claim.key));
     // A claimant that died between renaming the data file into place and recording completion left a
     // complete file at its final, deterministic location: finish its work instead of failing forever.
@@ -488,7 +488,7 @@ export class FileSystemStorage implements UploadStorage {
     if (size !== file.size) throw new Error(`Assembled ${size} bytes, expected ${file.size}`);
     // Each chunk's range is fully written before its marker appears, and the ranges of chunks
     // 1..chunkCount cover the file: with every marker present, every byte is in place.
-    const names = new Set(await readdir(join(dir, "chunks")));
+    const names = new Set(await readdir(joinPath(dir, "chunks")));
     for (let index = 1; index <= chunkCount; index++) {
       if (!names.has(String(index))) {
         throw new Error(`Cannot assemble "${claim.key}": chunk ${index} is missing`);
@@ -517,7 +517,7 @@ export class FileSystemStorage implements UploadStorage {
   async #writeFileMeta(stored: StoredFile): Promise<string> {
     const fileDir = this.#fileDir(stored.id);
     await mkdirs(fileDir);
-    const meta = join(fileDir, ".file.json");
+    const meta = joinPath(fileDir, ".file.json");
     await replaceJson(meta, stored);
     return meta;
   }
@@ -530,7 +530,7 @@ export class FileSystemStorage implements UploadStorage {
   async #recordCompletion(uploadDir: string, meta: string): Promise<boolean> {
     for (let attempt = 1;; attempt++) {
       try {
-        await link(meta, join(uploadDir, "complete.json"));
+        await link(meta, joinPath(uploadDir, "complete.json"));
         return true;
       } catch (error) {
         if (errorCode(error) === "EEXIST") return false;
@@ -544,7 +544,7 @@ export class FileSystemStorage implements UploadStorage {
   /** The completion record, or `undefined`. */
   getCompleted(key: string): Promise<StoredFile | undefined> {
     return readJson<StoredFile>(
-      join(this.#uploadDir(key), "complete.json"),
+      joinPath(this.#uploadDir(key), "complete.json"),
     );
   }
 
@@ -552,7 +552,7 @@ export class FileSystemStorage implements UploadStorage {
   async openFile(fileId: string): Promise<OpenedFile | undefined> {
     if (!isFileId(fileId)) return undefined;
     const file = await readJson<StoredFile>(
-      join(this.#fileDir(fileId), ".file.json"),
+      joinPath(this.#fileDir(fileId), ".file.json"),
     );
     if (!file?.location) return undefined;
     try {
@@ -569,9 +569,9 @@ export class FileSystemStorage implements UploadStorage {
     const dir = this.#uploadDir(key);
     // The folder goes first, in one rename: a late chunk then fails instead of recreating the data
     // file. Its many markers are then removed by one call that Deno runs on another thread.
-    const removed = join(dir, `.removed-${randomSuffix()}`);
+    const removed = joinPath(dir, `.removed-${randomSuffix()}`);
     try {
-      await rename(join(dir, "chunks"), removed);
+      await rename(joinPath(dir, "chunks"), removed);
       await removeAll(removed);
     } catch (error) {
       if (!isMissing(error)) throw error;
