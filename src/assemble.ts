@@ -5,6 +5,7 @@
  * @module
  */
 
+import { after } from "./_clock.ts";
 import { concatLazily, expectTotalSize } from "./_concat.ts";
 import type { Lease, StoredFile, UploadRecord, UploadStorage } from "./storage/types.ts";
 
@@ -27,9 +28,11 @@ export async function assembleOnce(
   const lease: Lease = { owner: crypto.randomUUID(), ttlMs: leaseMs };
   const claim = await storage.claim(record.key, lease);
   if (!claim) return { kind: "busy" };
-  const renewal = setInterval(() => {
+  const period = Math.max(1, Math.floor(leaseMs / 3));
+  let stopRenewal = after(period, function renew() {
     storage.renewClaim(claim, lease).catch(() => {});
-  }, Math.max(1, Math.floor(leaseMs / 3)));
+    stopRenewal = after(period, renew);
+  });
   try {
     const file: StoredFile = {
       id: record.fileId,
@@ -58,6 +61,6 @@ export async function assembleOnce(
     await storage.releaseClaim?.(claim).catch(() => {});
     throw error;
   } finally {
-    clearInterval(renewal);
+    stopRenewal();
   }
 }

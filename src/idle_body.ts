@@ -7,6 +7,7 @@
  */
 
 import { tapBytes } from "./_byte_tap.ts";
+import { after } from "./_clock.ts";
 import { ResumableError } from "./errors.ts";
 
 /**
@@ -23,15 +24,15 @@ export function withIdleTimeout(
   // One timer per idle period, not one per read: a body arrives in thousands of 64 KiB reads, and a
   // timer plus a promise race on each cost about a tenth of the throughput in bench/run.ts.
   let pendingSince = -1;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancelTimer: (() => void) | undefined;
   let stalled: ResumableError | undefined;
   let cancelSource: (reason: unknown) => void = () => {};
   const watch = () => {
-    timer = undefined;
+    cancelTimer = undefined;
     if (pendingSince < 0) return;
     const idle = performance.now() - pendingSince;
     if (idle < idleMs) {
-      timer = setTimeout(watch, idleMs - idle);
+      cancelTimer = after(idleMs - idle, watch);
       return;
     }
     stalled = new ResumableError("body_incomplete", `Request body sent nothing for ${idleMs} ms`);
@@ -44,7 +45,7 @@ export function withIdleTimeout(
     },
     beforeRead() {
       pendingSince = performance.now();
-      timer ??= setTimeout(watch, idleMs);
+      cancelTimer ??= after(idleMs, watch);
     },
     afterRead() {
       pendingSince = -1;
@@ -52,8 +53,8 @@ export function withIdleTimeout(
     },
     readError: (cause) => stalled ?? cause,
     finish() {
-      clearTimeout(timer);
-      timer = undefined;
+      cancelTimer?.();
+      cancelTimer = undefined;
       pendingSince = -1;
     },
   });
