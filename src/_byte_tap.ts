@@ -31,27 +31,32 @@ interface SourceReader {
   plain?: ReadableStreamDefaultReader<Uint8Array>;
 }
 
-/** Taps nobody has read yet, with what they read and do: a tap of one of them reads its source directly. */
-const unread = new WeakMap<ReadableStream<Uint8Array>, { source: SourceReader; hooks: ByteTapHooks }>();
+/** What a tap runs: replaced by a stack when a tap is added to one nobody has read yet. */
+interface TapState {
+  hooks: ByteTapHooks;
+  /** Cancels the tap's source; given to the `start` hook of every tap added. */
+  cancelSource: (reason: unknown) => void;
+}
+
+/** Taps nobody has read yet, with what they run: a tap of one of them adds its hooks to it. */
+const unread = new WeakMap<ReadableStream<Uint8Array>, TapState>();
 
 /**
  * Returns a stream of `source`'s bytes that calls `hooks` around each read: a byte stream when
- * `source` is one, so BYOB reads pass through. When `source` is itself a tap nobody has read, the two
- * become one stream that runs both sets of hooks (`source`'s first): each layer costs a promise and
- * a pull per network read, about 5 % of octet throughput in bench/run.ts. `source` must then not be
- * read any more; cancelling it still cancels what it reads.
+ * `source` is one, so BYOB reads pass through. When `source` is itself a tap nobody has read, it
+ * runs both sets of hooks (`source`'s first) and is returned: a stream layer per tap cost a promise
+ * and a pull per network read, about 5 % of octet throughput in bench/run.ts, and making a stream
+ * about 3 KB of garbage per request. Either way, read only the returned stream.
  */
 export function tapBytes(
   source: ReadableStream<Uint8Array>,
   hooks: ByteTapHooks,
 ): ReadableStream<Uint8Array> {
-  const inner = unread.get(source);
-  if (inner) {
-    unread.delete(source);
-    const stacked = stack(inner.hooks, hooks);
-    const stream = tap(inner.source, stacked, hooks);
-    unread.set(stream, { source: inner.source, hooks: stacked });
-    return stream;
+  const state = unread.get(source);
+  if (state) {
+    state.hooks = stack(state.hooks, hooks);
+    hooks.start?.(state.cancelSource);
+    return source;
   }
   let reader: SourceReader;
   try {
@@ -59,9 +64,7 @@ export function tapBytes(
   } catch {
     reader = { plain: source.getReader() };
   }
-  const stream = tap(reader, hooks, hooks);
-  unread.set(stream, { source: reader, hooks });
-  return stream;
+  return tap(reader, hooks);
 }
 
 /** Runs `inner`'s hooks, then `outer`'s, as two stacked taps would. */
@@ -143,23 +146,28 @@ export function byteReaderOf(stream: ReadableStream<Uint8Array>): ByteReader | u
 }
 
 /** The pass-through itself; `starting` gets its `start` call (the inner hooks of a stack had theirs). */
-function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks): ReadableStream<Uint8Array> {
+function tap(source: SourceReader, hooks: ByteTapHooks): ReadableStream<Uint8Array> {
   const { byob, plain } = source;
   const reader = byob ?? plain!;
+  // Read once the stream is, so taps added before then (see tapBytes) run too.
+  const state: TapState = {
+    hooks,
+    cancelSource: (reason) => {
+      reader.cancel(reason).catch(() => {});
+    },
+  };
   let finished = false;
   const finish = () => {
     if (finished) return;
     finished = true;
-    hooks.finish?.();
+    state.hooks.finish?.();
   };
-  starting.start?.((reason) => {
-    reader.cancel(reason).catch(() => {});
-  });
+  hooks.start?.(state.cancelSource);
 
   async function read(
     view: Uint8Array | undefined,
   ): Promise<{ done: boolean; value: Uint8Array | undefined }> {
-    hooks.beforeRead?.();
+    state.hooks.beforeRead?.();
     try {
       if (byob) {
         const result = await byob.read(view ?? new Uint8Array(DEFAULT_READ));
@@ -168,7 +176,8 @@ function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks):
       const result = await plain!.read();
       return { done: result.done, value: result.value };
     } catch (cause) {
-      throw hooks.readError ? hooks.readError(cause) : cause;
+      const { readError } = state.hooks;
+      throw readError ? readError(cause) : cause;
     }
   }
 
@@ -178,7 +187,7 @@ function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks):
       for (;;) {
         // A BYOB read of the source moves the consumer's buffer into `value`.
         const { done, value } = await read(target);
-        hooks.afterRead?.(done ? undefined : value);
+        state.hooks.afterRead?.(done ? undefined : value);
         if (done) {
           finish();
           return { done, value };
@@ -202,6 +211,7 @@ function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks):
   if (plain) {
     const stream = tapChunks(core);
     plainTaps.add(stream);
+    unread.set(stream, state);
     return stream;
   }
   const stream: ReadableStream<Uint8Array> = new ReadableStream({
@@ -227,6 +237,7 @@ function tap(source: SourceReader, hooks: ByteTapHooks, starting: ByteTapHooks):
     cancel: (reason) => core.cancel(reason),
   }, { highWaterMark: 0 });
   cores.set(stream, core);
+  unread.set(stream, state);
   return stream;
 }
 

@@ -11,7 +11,7 @@ async function readAll(stream: ReadableStream<Uint8Array>): Promise<number[]> {
   return [...new Uint8Array(await new Response(stream).arrayBuffer())];
 }
 
-Deno.test("a tap of a tap nobody has read is one stream that runs both hooks, the first tap's first", async () => {
+Deno.test("a tap of a tap nobody has read is the same stream, running both hooks, the first tap's first", async () => {
   const calls: string[] = [];
   const inner = tapBytes(bytesOf([1, 2], [3]), {
     beforeRead: () => calls.push("inner before"),
@@ -23,8 +23,8 @@ Deno.test("a tap of a tap nobody has read is one stream that runs both hooks, th
     afterRead: (bytes) => calls.push(`outer after ${bytes?.byteLength ?? "end"}`),
     finish: () => calls.push("outer finish"),
   });
-  // Stacked taps would have locked the first one to read it.
-  assert.equal(inner.locked, false);
+  // No second stream: stacked taps would have cost a stream and a pull per read.
+  assert.equal(outer, inner);
   assert.deepEqual(await readAll(outer), [1, 2, 3]);
   assert.deepEqual(calls.slice(0, 4), ["inner before", "outer before", "inner after 2", "outer after 2"]);
   assert.deepEqual(calls.slice(-4), ["inner after end", "outer after end", "inner finish", "outer finish"]);
@@ -40,6 +40,24 @@ Deno.test("a merged tap fails as stacked taps would: the first tap's error, as t
     readError: (cause) => new Error(`outer saw: ${(cause as Error).message}`),
   });
   await assert.rejects(readAll(outer), /outer saw: inner refused/);
+});
+
+Deno.test("a tap added to an unread tap gets a start call that cancels the shared source", async () => {
+  let cancelled: unknown;
+  const source = new ReadableStream<Uint8Array>({
+    type: "bytes",
+    pull: () => new Promise<void>(() => {}), // never delivers: a stalled body
+    cancel: (reason) => {
+      cancelled = reason;
+    },
+  });
+  let cancelSource: ((reason: unknown) => void) | undefined;
+  const merged = tapBytes(tapBytes(source, {}), { start: (cancel) => cancelSource = cancel });
+  const reading = readAll(merged);
+  cancelSource!("stalled");
+  // A cancelled source settles the pending read as done: the stream ends.
+  assert.deepEqual(await reading, []);
+  assert.equal(cancelled, "stalled");
 });
 
 Deno.test("a tap that was read from is not merged: the next tap reads what is left through it", async () => {
