@@ -13,9 +13,12 @@ export const KEY_LENGTH = 32;
 const KEY_PATTERN = /^[0-9a-f]{32}$/;
 const ID_PATTERN = /^[0-9a-f]{24}$/;
 
+// Two hex digits per byte value: a file id is made per upload request.
+const HEX_PAIRS = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
+
 function toHex(bytes: Uint8Array): string {
   let hex = "";
-  for (const byte of bytes) hex += byte.toString(16).padStart(2, "0");
+  for (const byte of bytes) hex += HEX_PAIRS[byte];
   return hex;
 }
 

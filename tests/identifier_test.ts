@@ -12,6 +12,12 @@ Deno.test("uploadKey() is hex, deterministic, and different per scope", async ()
   }
 });
 
+Deno.test("uploadKey() is stable across versions: the first 128 bits of SHA-256 of the length-prefixed pair", async () => {
+  // Keys name upload folders on disk: a new release must find uploads an older one started.
+  assert.equal(await uploadKey("", "123-photojpg"), "f7dbe479dd71d80f22970178123b9055");
+  assert.equal(await uploadKey("alice", "123-photojpg"), "102efb39ca95c5f6dc909d99d465d4e7");
+});
+
 Deno.test("uploadKey() gives the same key whether it remembers it or computes it again", async () => {
   const first = await Promise.all(["a", "b", "c"].map((id) => uploadKey("scope", id)));
   // Remembered: asked again at once.
