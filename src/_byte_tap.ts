@@ -145,11 +145,11 @@ export function byteReaderOf(stream: ReadableStream<Uint8Array>): ByteReader | u
   }
 }
 
-/** The pass-through itself; `starting` gets its `start` call (the inner hooks of a stack had theirs). */
+/** The pass-through itself; `hooks.start` is called at once. */
 function tap(source: SourceReader, hooks: ByteTapHooks): ReadableStream<Uint8Array> {
   const { byob, plain } = source;
   const reader = byob ?? plain!;
-  // Read once the stream is, so taps added before then (see tapBytes) run too.
+  // Looked up on every read: taps added before the first one (see tapBytes) stack their hooks here.
   const state: TapState = {
     hooks,
     cancelSource: (reason) => {
