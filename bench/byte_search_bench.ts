@@ -1,4 +1,4 @@
-// `deno bench bench/`: the multipart reader's delimiter search over 256 KiB of random file data (one
+// `deno task bench:search`: the multipart reader's delimiter search over 256 KiB of random file data (one
 // network read into its buffer), four interleaved lanes against one.
 import { indexOf, indexOfOneLane, needleOf } from "../src/_byte_search.ts";
 
