@@ -1,7 +1,14 @@
-// Path operations of the file-system storage: Deno's synchronous calls under Deno, node:fs
-// elsewhere (see _fs_platform.ts for why). Asynchronous either way, so callers need not care; a
-// failure is always a rejected promise, never a throw.
-import { denoFs, loadNodeFs } from "./_fs_platform.ts";
+// Path operations of the file-system storage: Deno's synchronous calls under Deno, node:fs's
+// synchronous calls elsewhere (see _fs_platform.ts for why). Asynchronous to their callers either
+// way, so callers need not care; a failure is always a rejected promise, never a throw.
+import { denoFs, loadNodeFs, loadNodeFsSync, type NodeFsSync } from "./_fs_platform.ts";
+
+let loaded: NodeFsSync | undefined;
+
+/** `node:fs`; a promise only on first use, so later calls skip the extra await. */
+function nodeFs(): NodeFsSync | Promise<NodeFsSync> {
+  return loaded ?? loadNodeFsSync().then((fs) => loaded = fs);
+}
 
 /** What the storage reads from a `stat`. */
 export interface FileStat {
@@ -21,13 +28,13 @@ function isMissing(error: unknown): boolean {
 /** The file's text, as UTF-8. */
 export async function readText(path: string): Promise<string> {
   if (denoFs) return denoFs.readTextFileSync(path);
-  return await (await loadNodeFs()).readFile(path, "utf8");
+  return (await nodeFs()).readFileSync(path, "utf8");
 }
 
 /** Writes `text` to `path`, replacing it; with `exclusive`, fails with EEXIST if `path` exists. */
 export async function writeText(path: string, text: string, exclusive = false): Promise<void> {
   if (denoFs) return denoFs.writeTextFileSync(path, text, exclusive ? { createNew: true } : {});
-  await (await loadNodeFs()).writeFile(path, text, exclusive ? { flag: "wx" } : {});
+  (await nodeFs()).writeFileSync(path, text, exclusive ? { flag: "wx" } : {});
 }
 
 /** Creates a new file (EEXIST if present) of `size` bytes without writing any: a sparse file. */
@@ -41,11 +48,12 @@ export async function createSized(path: string, size: number): Promise<void> {
     }
     return;
   }
-  const handle = await (await loadNodeFs()).open(path, "wx");
+  const fs = await nodeFs();
+  const fd = fs.openSync(path, "wx", 0o644);
   try {
-    await handle.truncate(size);
+    fs.ftruncateSync(fd, size);
   } finally {
-    await handle.close();
+    fs.closeSync(fd);
   }
 }
 
@@ -54,31 +62,31 @@ export async function readdir(path: string): Promise<string[]> {
   if (denoFs) {
     return Array.from(denoFs.readDirSync(path), (entry) => entry.name);
   }
-  return await (await loadNodeFs()).readdir(path);
+  return (await nodeFs()).readdirSync(path);
 }
 
 /** Creates a directory and its parents; no error if it exists. */
 export async function mkdirs(path: string): Promise<void> {
   if (denoFs) return denoFs.mkdirSync(path, { recursive: true });
-  await (await loadNodeFs()).mkdir(path, { recursive: true });
+  (await nodeFs()).mkdirSync(path, { recursive: true });
 }
 
 /** Hard-links `target` as `path`; EEXIST if `path` exists. */
 export async function link(target: string, path: string): Promise<void> {
   if (denoFs) return denoFs.linkSync(target, path);
-  await (await loadNodeFs()).link(target, path);
+  (await nodeFs()).linkSync(target, path);
 }
 
 /** Renames, replacing `to` if it is a file. */
 export async function rename(from: string, to: string): Promise<void> {
   if (denoFs) return denoFs.renameSync(from, to);
-  await (await loadNodeFs()).rename(from, to);
+  (await nodeFs()).renameSync(from, to);
 }
 
 /** Removes a file. */
 export async function unlink(path: string): Promise<void> {
   if (denoFs) return denoFs.removeSync(path);
-  await (await loadNodeFs()).unlink(path);
+  (await nodeFs()).unlinkSync(path);
 }
 
 /**
@@ -109,7 +117,7 @@ export async function stat(path: string): Promise<FileStat> {
       birthtimeMs: info.birthtime?.getTime() ?? 0,
     };
   }
-  const info = await (await loadNodeFs()).stat(path);
+  const info = (await nodeFs()).statSync(path);
   return {
     size: info.size,
     mtimeMs: info.mtimeMs,
@@ -122,5 +130,5 @@ export async function stat(path: string): Promise<FileStat> {
 /** Sets access and modification times. */
 export async function utimes(path: string, atime: Date, mtime: Date): Promise<void> {
   if (denoFs) return denoFs.utimeSync(path, atime, mtime);
-  await (await loadNodeFs()).utimes(path, atime, mtime);
+  (await nodeFs()).utimesSync(path, atime, mtime);
 }

@@ -1,5 +1,5 @@
-// Under Deno the file-system storage makes synchronous calls, so one process never interleaves
-// them; under Bun (and across processes) they interleave for real. This drives that race.
+// The file-system storage runs on node:fs under Bun: the same race as under Deno (two storages on
+// one directory, the first chunks of an upload together), through the other file API.
 import assert from "node:assert/strict";
 import { runUnderBun } from "../_child.ts";
 
