@@ -1,6 +1,7 @@
 /**
  * The benchmark of issue 5: `deno task bench` (full, several minutes) or `BENCH_QUICK=1 deno task bench`
- * (small sizes, for development). `BENCH_ONLY=drain-mp,deno-stream` runs only the named servers.
+ * (small sizes, for development). `BENCH_ONLY=drain-mp,deno-stream` runs only the named servers;
+ * `BENCH_WARM=0` starts cases without warming memory first (see warmPageCache).
  *
  * Every server runs as its own process on 127.0.0.1, one fresh process per case (so its peak RSS
  * belongs to that case), and every figure is a ratio within this one run. Needs deno, and for the
@@ -26,6 +27,8 @@ const BIG_SIZE = QUICK ? 256 * MiB : 2048 * MiB;
 const CHUNK_SIZES = [1 * MiB, 8 * MiB];
 const IN_FLIGHT = [4, 16];
 const BIG_IN_FLIGHT = 4;
+// Whether each case starts on warm memory (see warmPageCache); BENCH_WARM=0 measures without.
+const WARM = Deno.env.get("BENCH_WARM") !== "0";
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("..", import.meta.url).pathname;
 // Stored files go to the system temp dir unless BENCH_DIR names a disk to measure.
@@ -443,6 +446,7 @@ async function runTus(server: Running, c: CaseSpec, latencies: number[]) {
 
 async function runCase(spec: ServerSpec, c: CaseSpec): Promise<CaseResult> {
   const server = await startServer(spec);
+  if (WARM) await warmPageCache(c.files * c.fileSize);
   const latencies: number[] = [];
   const result: CaseResult = {
     server: spec,
@@ -555,13 +559,36 @@ async function testRates(): Promise<{ rate10: number; rate10k: number }> {
 
 // ---------------------------------------------------------------- reporting
 
+/** Writes `size` bytes of the benchmark's data to `path`. */
+async function writeSized(path: string, size: number): Promise<void> {
+  const file = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    for (let written = 0; written < size;) {
+      written += await file.write(BASE.subarray(0, Math.min(BASE.length, size - written)));
+    }
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Writes and deletes `size` bytes, so that the case that follows writes into memory the kernel has
+ * just freed. A virtual machine that hands free memory back to its host (virtio-balloon free page
+ * reporting, as on the VM of results.md) makes the next write to such memory about ten times
+ * slower: `dd` wrote 1 GiB into the page cache at 5.0-5.3 GB/s right after deleting a 1 GiB file,
+ * and at 546-568 MB/s when 8 s had passed. Without this, which case met returned memory decided
+ * more of the spread than the servers did.
+ */
+async function warmPageCache(size: number): Promise<void> {
+  const path = join(work, "warm.bin");
+  await writeSized(path, size);
+  await Deno.remove(path);
+}
+
 async function cpSeconds(size: number): Promise<number> {
   const source = join(work, "cp-source.bin");
-  const file = await Deno.open(source, { write: true, create: true, truncate: true });
-  for (let written = 0; written < size; written += BASE.length) {
-    await file.write(BASE.subarray(0, Math.min(BASE.length, size - written)));
-  }
-  file.close();
+  await writeSized(source, size);
+  if (WARM) await warmPageCache(size);
   const start = performance.now();
   const out = await new Deno.Command("cp", { args: [source, join(work, "cp-copy.bin")] }).output();
   const seconds = (performance.now() - start) / 1000;
@@ -848,7 +875,12 @@ try {
     `compare ratios within this run, not absolute figures across machines. "completing ms" is the slowest ` +
     `latency of a request that completed a file (it includes assembly); "ready ms" the slowest time from a ` +
     `file's last response to the file being readable at full size. tus sends one request at a time per upload, ` +
-    `so in the single-file case it has one request in flight.\n\n` +
+    `so in the single-file case it has one request in flight. ${
+      WARM
+        ? "Each case (and the `cp`) began right after writing and deleting as much as it stores, so that " +
+          "every server wrote into memory the kernel had just freed (see warmPageCache in bench/run.ts)."
+        : "Run with BENCH_WARM=0: cases did not begin on warm memory."
+    }\n\n` +
     `![throughput](results.svg)\n\n${table}\n\n` +
     `## Chunk tests (GET), idle upload, 16 in flight\n\n` +
     markdownTable(["chunks in the upload", "requests/s"], [["10", fmt(rate10)], ["10 000", fmt(rate10k)]]) +
