@@ -1,14 +1,7 @@
 // Path operations of the file-system storage: Deno's synchronous calls under Deno, node:fs's
 // synchronous calls elsewhere (see _fs_platform.ts for why). Asynchronous to their callers either
 // way, so callers need not care; a failure is always a rejected promise, never a throw.
-import { denoFs, loadNodeFs, loadNodeFsSync, type NodeFsSync } from "./_fs_platform.ts";
-
-let loaded: NodeFsSync | undefined;
-
-/** `node:fs`; a promise only on first use, so later calls skip the extra await. */
-function nodeFs(): NodeFsSync | Promise<NodeFsSync> {
-  return loaded ?? loadNodeFsSync().then((fs) => loaded = fs);
-}
+import { denoFs, loadNodeFs, loadNodeFsSync } from "./_fs_platform.ts";
 
 /** What the storage reads from a `stat`. */
 export interface FileStat {
@@ -28,13 +21,13 @@ function isMissing(error: unknown): boolean {
 /** The file's text, as UTF-8. */
 export async function readText(path: string): Promise<string> {
   if (denoFs) return denoFs.readTextFileSync(path);
-  return (await nodeFs()).readFileSync(path, "utf8");
+  return (await loadNodeFsSync()).readFileSync(path, "utf8");
 }
 
 /** Writes `text` to `path`, replacing it; with `exclusive`, fails with EEXIST if `path` exists. */
 export async function writeText(path: string, text: string, exclusive = false): Promise<void> {
   if (denoFs) return denoFs.writeTextFileSync(path, text, exclusive ? { createNew: true } : {});
-  (await nodeFs()).writeFileSync(path, text, exclusive ? { flag: "wx" } : {});
+  (await loadNodeFsSync()).writeFileSync(path, text, exclusive ? { flag: "wx" } : {});
 }
 
 /** Creates a new file (EEXIST if present) of `size` bytes without writing any: a sparse file. */
@@ -48,7 +41,7 @@ export async function createSized(path: string, size: number): Promise<void> {
     }
     return;
   }
-  const fs = await nodeFs();
+  const fs = await loadNodeFsSync();
   const fd = fs.openSync(path, "wx", 0o644);
   try {
     fs.ftruncateSync(fd, size);
@@ -62,31 +55,31 @@ export async function readdir(path: string): Promise<string[]> {
   if (denoFs) {
     return Array.from(denoFs.readDirSync(path), (entry) => entry.name);
   }
-  return (await nodeFs()).readdirSync(path);
+  return (await loadNodeFsSync()).readdirSync(path);
 }
 
 /** Creates a directory and its parents; no error if it exists. */
 export async function mkdirs(path: string): Promise<void> {
   if (denoFs) return denoFs.mkdirSync(path, { recursive: true });
-  (await nodeFs()).mkdirSync(path, { recursive: true });
+  (await loadNodeFsSync()).mkdirSync(path, { recursive: true });
 }
 
 /** Hard-links `target` as `path`; EEXIST if `path` exists. */
 export async function link(target: string, path: string): Promise<void> {
   if (denoFs) return denoFs.linkSync(target, path);
-  (await nodeFs()).linkSync(target, path);
+  (await loadNodeFsSync()).linkSync(target, path);
 }
 
 /** Renames, replacing `to` if it is a file. */
 export async function rename(from: string, to: string): Promise<void> {
   if (denoFs) return denoFs.renameSync(from, to);
-  (await nodeFs()).renameSync(from, to);
+  (await loadNodeFsSync()).renameSync(from, to);
 }
 
 /** Removes a file. */
 export async function unlink(path: string): Promise<void> {
   if (denoFs) return denoFs.removeSync(path);
-  (await nodeFs()).unlinkSync(path);
+  (await loadNodeFsSync()).unlinkSync(path);
 }
 
 /**
@@ -117,7 +110,7 @@ export async function stat(path: string): Promise<FileStat> {
       birthtimeMs: info.birthtime?.getTime() ?? 0,
     };
   }
-  const info = (await nodeFs()).statSync(path);
+  const info = (await loadNodeFsSync()).statSync(path);
   return {
     size: info.size,
     mtimeMs: info.mtimeMs,
@@ -130,5 +123,5 @@ export async function stat(path: string): Promise<FileStat> {
 /** Sets access and modification times. */
 export async function utimes(path: string, atime: Date, mtime: Date): Promise<void> {
   if (denoFs) return denoFs.utimeSync(path, atime, mtime);
-  (await nodeFs()).utimesSync(path, atime, mtime);
+  (await loadNodeFsSync()).utimesSync(path, atime, mtime);
 }

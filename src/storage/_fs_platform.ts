@@ -102,9 +102,13 @@ export function loadNodeFs(): Promise<NodeFs> {
   return nodeFs ??= import("node:fs/promises");
 }
 
-let nodeFsSync: Promise<NodeFsSync> | undefined;
+let nodeFsSync: NodeFsSync | undefined;
+let loadingNodeFsSync: Promise<NodeFsSync> | undefined;
 
-/** `node:fs`, loaded on first use like {@linkcode loadNodeFs}. */
-export function loadNodeFsSync(): Promise<NodeFsSync> {
-  return nodeFsSync ??= import("node:fs");
+/**
+ * `node:fs`, loaded on first use like {@linkcode loadNodeFs}; once loaded, the module itself rather
+ * than a promise, since the storage's calls on every chunk await it.
+ */
+export function loadNodeFsSync(): NodeFsSync | Promise<NodeFsSync> {
+  return nodeFsSync ?? (loadingNodeFsSync ??= import("node:fs").then((fs) => nodeFsSync = fs));
 }
