@@ -239,7 +239,10 @@ Deno.test("an aborted body leaves no chunk and no temp file behind", async () =>
     // The server notices the reset asynchronously; wait (bounded) for its cleanup.
     let leftovers: string[] = [];
     for (let i = 0; i < 100; i++) {
-      leftovers = (await listTree(fx.root)).filter((path) => path.includes("/chunks/"));
+      // The storage's writer folder is made before the body is read, and holds no data.
+      leftovers = (await listTree(fx.root)).filter((path) =>
+        path.includes("/chunks/") && !/\/\.writer-[^/]*$/.test(path)
+      );
       if (leftovers.length === 0) break;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

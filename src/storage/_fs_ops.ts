@@ -11,6 +11,8 @@ export interface FileStat {
   /** Inode number and creation time: together, which file this is. */
   ino: number;
   birthtimeMs: number;
+  /** Hard links; for a directory on most Unix file systems, 2 plus its subdirectories. 0 if unknown. */
+  nlink: number;
 }
 
 function isMissing(error: unknown): boolean {
@@ -64,6 +66,12 @@ export async function mkdirs(path: string): Promise<void> {
   (await loadNodeFsSync()).mkdirSync(path, { recursive: true });
 }
 
+/** Creates one directory; EEXIST if it exists, ENOENT if its parent does not. */
+export async function makeDir(path: string): Promise<void> {
+  if (denoFs) return denoFs.mkdirSync(path);
+  (await loadNodeFsSync()).mkdirSync(path);
+}
+
 /** Hard-links `target` as `path`; EEXIST if `path` exists. */
 export async function link(target: string, path: string): Promise<void> {
   if (denoFs) return denoFs.linkSync(target, path);
@@ -108,6 +116,7 @@ export async function stat(path: string): Promise<FileStat> {
       ctimeMs: info.ctime?.getTime() ?? 0,
       ino: info.ino ?? 0,
       birthtimeMs: info.birthtime?.getTime() ?? 0,
+      nlink: info.nlink ?? 0,
     };
   }
   const info = (await loadNodeFsSync()).statSync(path);
@@ -117,6 +126,7 @@ export async function stat(path: string): Promise<FileStat> {
     ctimeMs: info.ctimeMs,
     ino: info.ino,
     birthtimeMs: info.birthtimeMs,
+    nlink: info.nlink,
   };
 }
 

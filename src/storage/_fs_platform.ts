@@ -33,7 +33,14 @@ export interface DenoFsApi {
   removeSync(path: string, options?: { recursive?: boolean }): void;
   statSync(
     path: string,
-  ): { size: number; mtime: Date | null; ctime: Date | null; birthtime: Date | null; ino: number | null };
+  ): {
+    size: number;
+    mtime: Date | null;
+    ctime: Date | null;
+    birthtime: Date | null;
+    ino: number | null;
+    nlink: number | null;
+  };
   utimeSync(path: string, atime: Date, mtime: Date): void;
   cwd(): string;
   build: { os: string };

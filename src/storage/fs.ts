@@ -16,6 +16,8 @@
  * uploads/<key>/chunks/<n>       marker of a complete chunk: an empty (sparse) file whose size is
  *                                the chunk's, published once its bytes are written, as a hard
  *                                link to chunks/.size-<bytes>-<group>
+ * uploads/<key>/chunks/.writer-<id>/  made by each storage instance before its first marker there
+ * uploads/<key>/chunks/.sealed/  made before the completion record (see `#alone`)
  * uploads/<key>/claim-<g>        assembly lease of generation g (O_EXCL; mtime = last renewal)
  * uploads/<key>/complete.json    completion record: a hard link to files/<id>/.file.json (one winner)
  * files/<id>/<sanitised name>    a completed file
@@ -43,6 +45,7 @@ import {
   createSized,
   type FileStat,
   link,
+  makeDir,
   mkdirs,
   readdir,
   removeAll,
@@ -87,6 +90,24 @@ const DATA_NAME = "data";
 const MAX_CACHED = 10_000;
 const LINKS_PER_SOURCE = 32_768;
 
+/** What an instance knows of one upload's chunk folder. */
+interface KnownChunks {
+  /** Which folder: a removed and recreated upload has a new one. */
+  identity: string;
+  /** Chunks known to be stored. */
+  chunks: Set<number>;
+  /** The lowest chunk not yet known to be stored, as far as `countChunks` looked. */
+  next: number;
+  /** Whether this instance has made its writer folder in it (and listed it since). */
+  registered: boolean;
+  /** The upload record as read after registering. */
+  record?: UploadRecord;
+}
+
+function identityOf(folder: FileStat): string {
+  return `${folder.ino}:${folder.birthtimeMs}`;
+}
+
 /**
  * Stores uploads in a directory. The default storage of the handler.
  *
@@ -103,10 +124,12 @@ export class FileSystemStorage implements UploadStorage {
   /** Absolute path of the root directory. */
   readonly directory: string;
   #durable: boolean;
-  // Per upload: the chunk folder's identity, the chunks known stored, the lowest not yet known.
-  #known = new Map<string, { identity: string; chunks: Set<number>; next: number }>();
+  #known = new Map<string, KnownChunks>();
   #records = new Map<string, UploadRecord>();
   #running = new Map<string, Promise<unknown>>();
+  // This instance's folder in the chunk folders it writes to.
+  #writer = `.writer-${randomSuffix()}`;
+  #subdirsCounted?: Promise<boolean>;
 
   /**
    * Creates a storage rooted at `options.directory`. Nothing touches the disk until first use.
@@ -138,7 +161,13 @@ export class FileSystemStorage implements UploadStorage {
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const dir = this.#uploadDir(record.key);
     const path = joinPath(dir, "upload.json");
-    // Every chunk calls this; all but the first find the record, in one read.
+    // Every chunk calls this. While this instance's writer folder is there, the upload is the one it
+    // registered in (removing an upload removes the folder), whose record was read then and never
+    // changes: one lookup instead of a read.
+    const known = this.#known.get(record.key);
+    if (known?.record && await sizeOf(joinPath(dir, "chunks", this.#writer)) !== undefined) {
+      return this.#remember(known.record);
+    }
     const found = await readJson<UploadRecord>(path);
     if (found) return this.#remember(found);
     // The first chunks of an upload often arrive together: one of them creates, the rest wait.
@@ -206,12 +235,16 @@ export class FileSystemStorage implements UploadStorage {
     const record = await this.#record(key);
     if (!record) throw new Error(`Cannot store chunk ${index} of "${key}": the upload has no record`);
     const chunks = joinPath(this.#uploadDir(key), "chunks");
-    if (await this.chunkSize(key, index) !== undefined) {
+    // Once the chunk folder is gone the upload has completed: fail rather than recreate its data.
+    const folder = await stat(chunks);
+    const known = await this.#knownChunks(key, chunks, folder, true);
+    const stored = await this.#alone(key, chunks, folder, known)
+      ? known.chunks.has(index)
+      : await this.chunkSize(key, index) !== undefined;
+    if (stored) {
       await drain(data, signal);
       return;
     }
-    // Once the chunk folder is gone the upload has completed: fail rather than recreate its data.
-    await stat(chunks);
     // O_CREAT without O_TRUNC or O_APPEND: chunks written in parallel share the file, each at its
     // offset.
     const file = await openWriter(this.#dataPath(key), "shared");
@@ -296,19 +329,8 @@ export class FileSystemStorage implements UploadStorage {
       this.#known.delete(key);
       return 0;
     }
-    // A removed and recreated upload has a new folder: forget what was known of the old one.
-    const identity = `${folder.ino}:${folder.birthtimeMs}`;
-    let known = this.#known.get(key);
-    if (known?.identity !== identity) {
-      const names = await readdir(chunks);
-      known = {
-        identity,
-        chunks: new Set(names.filter((name) => CHUNK_NAME.test(name)).map(Number)),
-        next: 1,
-      };
-      if (this.#known.size >= MAX_CACHED) this.#known.clear();
-      this.#known.set(key, known);
-    }
+    const known = await this.#knownChunks(key, chunks, folder, false);
+    if (await this.#alone(key, chunks, folder, known)) return known.chunks.size;
     const record = await this.#record(key);
     const last = record ? chunkLayout(record.totalSize, record.chunkSize).ceilCount : 0;
     // A local cursor: concurrent calls share `known`, and each may only vouch for what it checked.
@@ -322,6 +344,91 @@ export class FileSystemStorage implements UploadStorage {
     }
     if (next > known.next) known.next = next;
     return known.chunks.size;
+  }
+
+  /**
+   * What this instance knows of the chunk folder `chunks`, whose stat is `folder`: listed once per
+   * folder (a removed and recreated upload has a new one), then kept up to date by this instance.
+   * With `register`, this instance first makes its writer folder there, as it must before it
+   * publishes a marker (see `#alone`).
+   */
+  async #knownChunks(key: string, chunks: string, folder: FileStat, register: boolean): Promise<KnownChunks> {
+    const identity = identityOf(folder);
+    let known = this.#known.get(key);
+    if (known?.identity === identity && (known.registered || !register)) return known;
+    if (register) {
+      try {
+        await makeDir(joinPath(chunks, this.#writer));
+      } catch (error) {
+        if (errorCode(error) !== "EEXIST") throw error;
+      }
+    }
+    // Listed after registering: markers published before are in the listing, and those published
+    // after come from writers whose folders show in the link count.
+    const listed = (await readdir(chunks)).filter((name) => CHUNK_NAME.test(name)).map(Number);
+    const record = register
+      ? await readJson<UploadRecord>(joinPath(this.#uploadDir(key), "upload.json"))
+      : undefined;
+    if (known?.identity === identity) {
+      for (const index of listed) known.chunks.add(index);
+      known.registered ||= register;
+      known.record ??= record;
+      return known;
+    }
+    known = { identity, chunks: new Set(listed), next: 1, registered: register, record };
+    if (this.#known.size >= MAX_CACHED) this.#known.clear();
+    this.#known.set(key, known);
+    return known;
+  }
+
+  /**
+   * Whether this instance is the only one that has published in the chunk folder, so that `known`
+   * holds exactly its markers and no completion has been recorded: then no marker or completion
+   * record need be looked up, and a lookup that finds nothing costs about four times one that finds
+   * something under Deno (an error is built), three times per chunk. Every instance makes its
+   * writer folder before its first marker, and every completion makes `.sealed` first; a folder's
+   * link count is 2 plus its subdirectories, so 3 with this instance's own folder present means
+   * nobody else has. File systems that count links otherwise (btrfs, Windows) are detected once and
+   * always looked up.
+   */
+  async #alone(key: string, chunks: string, folder: FileStat, known: KnownChunks): Promise<boolean> {
+    if (!known.registered || folder.nlink !== 3 || !await this.#subdirectoriesCounted()) return false;
+    try {
+      // The identity can survive a removal and re-creation (reused inode, no birth time): the
+      // writer folder cannot.
+      await stat(joinPath(chunks, this.#writer));
+      return true;
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      this.#known.delete(key);
+      return false;
+    }
+  }
+
+  /** Whether a directory's link count is 2 plus its subdirectories here; checked once. */
+  #subdirectoriesCounted(): Promise<boolean> {
+    return this.#subdirsCounted ??= (async () => {
+      const probe = joinPath(this.directory, "uploads", `.links-${randomSuffix()}`);
+      try {
+        await mkdirs(joinPath(probe, "folder"));
+        await createSized(joinPath(probe, "file"), 0);
+        return (await stat(probe)).nlink === 3;
+      } catch {
+        return false;
+      } finally {
+        await removeAll(probe).catch(() => {});
+      }
+    })();
+  }
+
+  /** Makes `.sealed` in the chunk folder: every instance's `#alone` is false from then on. */
+  async #seal(key: string): Promise<void> {
+    try {
+      await makeDir(joinPath(this.#uploadDir(key), "chunks", ".sealed"));
+    } catch (error) {
+      // Gone: a completion was recorded and the chunks removed; the caller finds out.
+      if (errorCode(error) !== "EEXIST" && !isMissing(error)) throw error;
+    }
   }
 
   /** Streams a stored chunk from its range of the data file. */
@@ -389,6 +496,7 @@ export class FileSystemStorage implements UploadStorage {
     }
     const location = joinPath(fileDir, sanitizeFileName(file.name));
     const stored: StoredFile = { ...file, size, location };
+    await this.#seal(claim.key);
     const meta = await this.#writeFileMeta(stored);
     await rename(temp, location);
     // A rare loser (a claimant that stalled past its lease) has renamed identical bytes over the
@@ -498,6 +606,7 @@ export class FileSystemStorage implements UploadStorage {
       return undefined;
     }
     const stored: StoredFile = { ...file, size, location };
+    await this.#seal(claim.key);
     const meta = await this.#writeFileMeta(stored);
     if (!published) {
       try {
@@ -542,10 +651,18 @@ export class FileSystemStorage implements UploadStorage {
   }
 
   /** The completion record, or `undefined`. */
-  getCompleted(key: string): Promise<StoredFile | undefined> {
-    return readJson<StoredFile>(
-      joinPath(this.#uploadDir(key), "complete.json"),
-    );
+  async getCompleted(key: string): Promise<StoredFile | undefined> {
+    const known = this.#known.get(key);
+    if (known?.registered) {
+      const chunks = joinPath(this.#uploadDir(key), "chunks");
+      const folder = await stat(chunks).catch((error) =>
+        isMissing(error) ? undefined : Promise.reject(error)
+      );
+      if (folder && identityOf(folder) === known.identity && await this.#alone(key, chunks, folder, known)) {
+        return undefined;
+      }
+    }
+    return await readJson<StoredFile>(joinPath(this.#uploadDir(key), "complete.json"));
   }
 
   /** Opens a completed file by id. */

@@ -227,3 +227,88 @@ Deno.test("concurrent countChunks calls never count a chunk that is not stored",
   assert.deepEqual(counts, [3, 3, 3, 3]);
   assert.equal(await fx.storage.chunkSize(fx.record.key, 4), undefined);
 });
+
+Deno.test("a storage writing an upload alone looks up no missing file for its chunks", async () => {
+  await using fx = await fixture(40, 4);
+  await fx.storage.putChunk(fx.record.key, 1, text("abcd"));
+  // Every lookup that finds nothing, seen where the storage makes it under Deno.
+  const missed: string[] = [];
+  const deno = Deno as unknown as Record<string, (path: string) => unknown>;
+  const originals = { statSync: deno.statSync!, readTextFileSync: deno.readTextFileSync! };
+  for (const [name, original] of Object.entries(originals)) {
+    deno[name] = (path: string) => {
+      try {
+        return original.call(Deno, path);
+      } catch (error) {
+        missed.push(path);
+        throw error;
+      }
+    };
+  }
+  try {
+    for (let index = 2; index <= 6; index++) {
+      // What the handler does per chunk.
+      assert.equal(await fx.storage.getCompleted(fx.record.key), undefined);
+      assert.deepEqual(await fx.storage.createUpload(fx.record), fx.record);
+      await fx.storage.putChunk(fx.record.key, index, text("abcd"));
+      assert.equal(await fx.storage.countChunks(fx.record.key), index);
+    }
+  } finally {
+    Object.assign(deno, originals);
+  }
+  assert.deepEqual(missed, []);
+});
+
+Deno.test("a storage that wrote alone finds the chunks of a second writer and keeps them", async () => {
+  await using fx = await fixture(40, 4);
+  const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+  for (const index of [1, 2]) await fx.storage.putChunk(fx.record.key, index, text("abcd"));
+  assert.equal(await fx.storage.countChunks(fx.record.key), 2);
+  for (const index of [3, 4]) await other.putChunk(fx.record.key, index, text("wxyz"));
+  assert.equal(await fx.storage.countChunks(fx.record.key), 4);
+  // A re-send of a chunk the other writer stored keeps its bytes.
+  await fx.storage.putChunk(fx.record.key, 3, text("abcd"));
+  assert.equal(await new Response(await fx.storage.openChunk(fx.record.key, 3)).text(), "wxyz");
+});
+
+for (const how of ["commitChunks", "commit"] as const) {
+  Deno.test(`a storage that wrote alone sees a completion another storage records with ${how}()`, async () => {
+    await using fx = await fixture(8, 4);
+    for (const index of [1, 2]) await fx.storage.putChunk(fx.record.key, index, text("abcd"));
+    assert.equal(await fx.storage.getCompleted(fx.record.key), undefined);
+    // A process that never wrote a chunk assembles (a test request's recovery does), and has not yet
+    // removed the chunk folder.
+    const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+    const claim = await other.claim(fx.record.key, { owner: "other", ttlMs: 60_000 });
+    const stored = how === "commit"
+      ? await other.commit(claim!, text("abcdabcd"), fileOf(fx.record))
+      : await other.commitChunks(claim!, 2, fileOf(fx.record));
+    assert.ok(stored);
+    assert.equal((await fx.storage.getCompleted(fx.record.key))?.id, fx.record.fileId);
+  });
+}
+
+Deno.test("a storage registering in a chunk folder keeps the chunks already there", async () => {
+  await using fx = await fixture(40, 4);
+  const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+  await other.putChunk(fx.record.key, 1, text("wxyz"));
+  // As a writer without a writer folder (an earlier version of this storage) leaves it.
+  for await (const entry of Deno.readDir(join(fx.dir, "chunks"))) {
+    if (entry.name.startsWith(".writer-")) await Deno.remove(join(fx.dir, "chunks", entry.name));
+  }
+  await fx.storage.putChunk(fx.record.key, 1, text("abcd"));
+  await fx.storage.putChunk(fx.record.key, 2, text("abcd"));
+  assert.equal(await new Response(await fx.storage.openChunk(fx.record.key, 1)).text(), "wxyz");
+  assert.equal(await fx.storage.countChunks(fx.record.key), 2);
+});
+
+Deno.test("a storage reads the record again once its upload was removed and started anew elsewhere", async () => {
+  await using fx = await fixture(40, 4);
+  await fx.storage.putChunk(fx.record.key, 1, text("abcd"));
+  assert.deepEqual(await fx.storage.createUpload(fx.record), fx.record);
+  const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+  await other.removeUpload(fx.record.key);
+  const restarted = { ...fx.record, chunkSize: 8, fileId: newFileId() };
+  await other.createUpload(restarted);
+  assert.deepEqual(await fx.storage.createUpload(fx.record), restarted);
+});
