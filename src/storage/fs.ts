@@ -104,6 +104,17 @@ interface KnownChunks {
   record?: UploadRecord;
 }
 
+/** Where an upload's parts are. */
+interface UploadPaths {
+  dir: string;
+  record: string;
+  complete: string;
+  data: string;
+  chunks: string;
+  /** This instance's writer folder in `chunks`. */
+  writer: string;
+}
+
 function identityOf(folder: FileStat): string {
   return `${folder.ino}:${folder.birthtimeMs}`;
 }
@@ -127,6 +138,8 @@ export class FileSystemStorage implements UploadStorage {
   #known = new Map<string, KnownChunks>();
   #records = new Map<string, UploadRecord>();
   #running = new Map<string, Promise<unknown>>();
+  // Built once per upload: each chunk uses them a dozen times.
+  #paths = new Map<string, UploadPaths>();
   // This instance's folder in the chunk folders it writes to.
   #writer = `.writer-${randomSuffix()}`;
   #subdirsCounted?: Promise<boolean>;
@@ -141,15 +154,33 @@ export class FileSystemStorage implements UploadStorage {
     this.#durable = options.durable ?? false;
   }
 
-  #uploadDir(key: string): string {
+  #pathsOf(key: string): UploadPaths {
+    let paths = this.#paths.get(key);
+    if (paths) return paths;
     // Keys are made by the handler; refusing anything else keeps every path inside the root even
     // if a custom caller passes client text.
     if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
-    return joinPath(this.directory, "uploads", key);
+    const dir = joinPath(this.directory, "uploads", key);
+    const chunks = joinPath(dir, "chunks");
+    paths = {
+      dir,
+      record: joinPath(dir, "upload.json"),
+      complete: joinPath(dir, "complete.json"),
+      data: joinPath(dir, DATA_NAME),
+      chunks,
+      writer: joinPath(chunks, this.#writer),
+    };
+    if (this.#paths.size >= MAX_CACHED) this.#paths.clear();
+    this.#paths.set(key, paths);
+    return paths;
+  }
+
+  #uploadDir(key: string): string {
+    return this.#pathsOf(key).dir;
   }
 
   #dataPath(key: string): string {
-    return joinPath(this.#uploadDir(key), DATA_NAME);
+    return this.#pathsOf(key).data;
   }
 
   #fileDir(fileId: string): string {
@@ -159,25 +190,24 @@ export class FileSystemStorage implements UploadStorage {
 
   /** Creates the upload record if absent. */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
-    const dir = this.#uploadDir(record.key);
-    const path = joinPath(dir, "upload.json");
+    const paths = this.#pathsOf(record.key);
     // Every chunk calls this. While this instance's writer folder is there, the upload is the one it
     // registered in (removing an upload removes the folder), whose record was read then and never
     // changes: one lookup instead of a read.
     const known = this.#known.get(record.key);
-    if (known?.record && await sizeOf(joinPath(dir, "chunks", this.#writer)) !== undefined) {
+    if (known?.record && await sizeOf(paths.writer) !== undefined) {
       return this.#remember(known.record);
     }
-    const found = await readJson<UploadRecord>(path);
+    const found = await readJson<UploadRecord>(paths.record);
     if (found) return this.#remember(found);
     // The first chunks of an upload often arrive together: one of them creates, the rest wait.
-    return await this.#once(`upload:${record.key}`, () => this.#createRecord(dir, path, record));
+    return await this.#once(`upload:${record.key}`, () => this.#createRecord(paths, record));
   }
 
-  async #createRecord(dir: string, path: string, record: UploadRecord): Promise<UploadRecord> {
-    await mkdirs(joinPath(dir, "chunks"));
-    if (await createJson(path, record)) return this.#remember(record);
-    const existing = await readJson<UploadRecord>(path);
+  async #createRecord(paths: UploadPaths, record: UploadRecord): Promise<UploadRecord> {
+    await mkdirs(paths.chunks);
+    if (await createJson(paths.record, record)) return this.#remember(record);
+    const existing = await readJson<UploadRecord>(paths.record);
     if (!existing) {
       throw new Error(
         `Upload record "${record.key}" vanished while being created`,
@@ -197,9 +227,7 @@ export class FileSystemStorage implements UploadStorage {
 
   /** The upload record, or `undefined`. */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    const found = await readJson<UploadRecord>(
-      joinPath(this.#uploadDir(key), "upload.json"),
-    );
+    const found = await readJson<UploadRecord>(this.#pathsOf(key).record);
     return found ? this.#remember(found) : undefined;
   }
 
@@ -234,11 +262,11 @@ export class FileSystemStorage implements UploadStorage {
     }
     const record = await this.#record(key);
     if (!record) throw new Error(`Cannot store chunk ${index} of "${key}": the upload has no record`);
-    const chunks = joinPath(this.#uploadDir(key), "chunks");
+    const { chunks, data: dataPath } = this.#pathsOf(key);
     // Once the chunk folder is gone the upload has completed: fail rather than recreate its data.
     const folder = await stat(chunks);
     const known = await this.#knownChunks(key, chunks, folder, true);
-    const stored = await this.#alone(key, chunks, folder, known)
+    const stored = await this.#alone(key, folder, known)
       ? known.chunks.has(index)
       : await this.chunkSize(key, index) !== undefined;
     if (stored) {
@@ -247,7 +275,7 @@ export class FileSystemStorage implements UploadStorage {
     }
     // O_CREAT without O_TRUNC or O_APPEND: chunks written in parallel share the file, each at its
     // offset.
-    const file = await openWriter(this.#dataPath(key), "shared");
+    const file = await openWriter(dataPath, "shared");
     let size: number;
     try {
       size = await writeStreamToFile(file, data, signal, (index - 1) * record.chunkSize);
@@ -302,7 +330,7 @@ export class FileSystemStorage implements UploadStorage {
   /** Size of a stored chunk, or `undefined`. */
   async chunkSize(key: string, index: number): Promise<number | undefined> {
     try {
-      return (await stat(joinPath(this.#uploadDir(key), "chunks", String(index))))
+      return (await stat(joinPath(this.#pathsOf(key).chunks, String(index))))
         .size;
     } catch (error) {
       if (isMissing(error)) return undefined;
@@ -320,7 +348,7 @@ export class FileSystemStorage implements UploadStorage {
    * first one missing here, until they are found in turn.
    */
   async countChunks(key: string): Promise<number> {
-    const chunks = joinPath(this.#uploadDir(key), "chunks");
+    const { chunks } = this.#pathsOf(key);
     let folder: FileStat;
     try {
       folder = await stat(chunks);
@@ -330,7 +358,7 @@ export class FileSystemStorage implements UploadStorage {
       return 0;
     }
     const known = await this.#knownChunks(key, chunks, folder, false);
-    if (await this.#alone(key, chunks, folder, known)) return known.chunks.size;
+    if (await this.#alone(key, folder, known)) return known.chunks.size;
     const record = await this.#record(key);
     const last = record ? chunkLayout(record.totalSize, record.chunkSize).ceilCount : 0;
     // A local cursor: concurrent calls share `known`, and each may only vouch for what it checked.
@@ -358,7 +386,7 @@ export class FileSystemStorage implements UploadStorage {
     if (known?.identity === identity && (known.registered || !register)) return known;
     if (register) {
       try {
-        await makeDir(joinPath(chunks, this.#writer));
+        await makeDir(this.#pathsOf(key).writer);
       } catch (error) {
         if (errorCode(error) !== "EEXIST") throw error;
       }
@@ -366,9 +394,7 @@ export class FileSystemStorage implements UploadStorage {
     // Listed after registering: markers published before are in the listing, and those published
     // after come from writers whose folders show in the link count.
     const listed = (await readdir(chunks)).filter((name) => CHUNK_NAME.test(name)).map(Number);
-    const record = register
-      ? await readJson<UploadRecord>(joinPath(this.#uploadDir(key), "upload.json"))
-      : undefined;
+    const record = register ? await readJson<UploadRecord>(this.#pathsOf(key).record) : undefined;
     if (known?.identity === identity) {
       for (const index of listed) known.chunks.add(index);
       known.registered ||= register;
@@ -391,12 +417,12 @@ export class FileSystemStorage implements UploadStorage {
    * nobody else has. File systems that count links otherwise (btrfs, Windows) are detected once and
    * always looked up.
    */
-  async #alone(key: string, chunks: string, folder: FileStat, known: KnownChunks): Promise<boolean> {
+  async #alone(key: string, folder: FileStat, known: KnownChunks): Promise<boolean> {
     if (!known.registered || folder.nlink !== 3 || !await this.#subdirectoriesCounted()) return false;
     try {
       // The identity can survive a removal and re-creation (reused inode, no birth time): the
       // writer folder cannot.
-      await stat(joinPath(chunks, this.#writer));
+      await stat(this.#pathsOf(key).writer);
       return true;
     } catch (error) {
       if (!isMissing(error)) throw error;
@@ -424,7 +450,7 @@ export class FileSystemStorage implements UploadStorage {
   /** Makes `.sealed` in the chunk folder: every instance's `#alone` is false from then on. */
   async #seal(key: string): Promise<void> {
     try {
-      await makeDir(joinPath(this.#uploadDir(key), "chunks", ".sealed"));
+      await makeDir(joinPath(this.#pathsOf(key).chunks, ".sealed"));
     } catch (error) {
       // Gone: a completion was recorded and the chunks removed; the caller finds out.
       if (errorCode(error) !== "EEXIST" && !isMissing(error)) throw error;
@@ -652,17 +678,17 @@ export class FileSystemStorage implements UploadStorage {
 
   /** The completion record, or `undefined`. */
   async getCompleted(key: string): Promise<StoredFile | undefined> {
+    const paths = this.#pathsOf(key);
     const known = this.#known.get(key);
     if (known?.registered) {
-      const chunks = joinPath(this.#uploadDir(key), "chunks");
-      const folder = await stat(chunks).catch((error) =>
+      const folder = await stat(paths.chunks).catch((error) =>
         isMissing(error) ? undefined : Promise.reject(error)
       );
-      if (folder && identityOf(folder) === known.identity && await this.#alone(key, chunks, folder, known)) {
+      if (folder && identityOf(folder) === known.identity && await this.#alone(key, folder, known)) {
         return undefined;
       }
     }
-    return await readJson<StoredFile>(joinPath(this.#uploadDir(key), "complete.json"));
+    return await readJson<StoredFile>(paths.complete);
   }
 
   /** Opens a completed file by id. */
