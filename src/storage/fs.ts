@@ -89,6 +89,8 @@ const CHUNK_NAME = /^[1-9][0-9]*$/;
 const DATA_NAME = "data";
 const MAX_CACHED = 10_000;
 const LINKS_PER_SOURCE = 32_768;
+// What replaceJson leaves of files/<id>/.file.json when the process dies mid-write.
+const META_TEMP = /^\.file\.json\.[0-9a-f]{12}\.tmp$/;
 
 /** What an instance knows of one upload's chunk folder. */
 interface KnownChunks {
@@ -142,7 +144,9 @@ export class FileSystemStorage implements UploadStorage {
   #paths = new Map<string, UploadPaths>();
   // This instance's folder in the chunk folders it writes to.
   #writer = `.writer-${randomSuffix()}`;
-  #subdirsCounted?: Promise<boolean>;
+  // Whether a directory's link count follows its subdirectories here: learnt at the first
+  // registration (see `#knownChunks`), unknown until then.
+  #linksCounted?: boolean;
 
   /**
    * Creates a storage rooted at `options.directory`. Nothing touches the disk until first use.
@@ -387,6 +391,13 @@ export class FileSystemStorage implements UploadStorage {
     if (register) {
       try {
         await makeDir(this.#pathsOf(key).writer);
+        if (this.#linksCounted === undefined) {
+          // One more link for one more subdirectory; another registration at the same moment makes
+          // it two, and the next registration checks again.
+          const added = (await stat(chunks)).nlink - folder.nlink;
+          if (added === 1) this.#linksCounted = true;
+          else if (added === 0) this.#linksCounted = false;
+        }
       } catch (error) {
         if (errorCode(error) !== "EEXIST") throw error;
       }
@@ -414,11 +425,12 @@ export class FileSystemStorage implements UploadStorage {
    * something under Deno (an error is built), three times per chunk. Every instance makes its
    * writer folder before its first marker, and every completion makes `.sealed` first; a folder's
    * link count is 2 plus its subdirectories, so 3 with this instance's own folder present means
-   * nobody else has. File systems that count links otherwise (btrfs, Windows) are detected once and
-   * always looked up.
+   * nobody else has. File systems whose directory link count ignores subdirectories (btrfs, Windows)
+   * show it at the first registration and are always looked up; one that counted files too would
+   * read 3 only for a folder holding nothing but this instance's own folder.
    */
   async #alone(key: string, folder: FileStat, known: KnownChunks): Promise<boolean> {
-    if (!known.registered || folder.nlink !== 3 || !await this.#subdirectoriesCounted()) return false;
+    if (!known.registered || folder.nlink !== 3 || this.#linksCounted !== true) return false;
     try {
       // The identity can survive a removal and re-creation (reused inode, no birth time): the
       // writer folder cannot.
@@ -429,22 +441,6 @@ export class FileSystemStorage implements UploadStorage {
       this.#known.delete(key);
       return false;
     }
-  }
-
-  /** Whether a directory's link count is 2 plus its subdirectories here; checked once. */
-  #subdirectoriesCounted(): Promise<boolean> {
-    return this.#subdirsCounted ??= (async () => {
-      const probe = joinPath(this.directory, "uploads", `.links-${randomSuffix()}`);
-      try {
-        await mkdirs(joinPath(probe, "folder"));
-        await createSized(joinPath(probe, "file"), 0);
-        return (await stat(probe)).nlink === 3;
-      } catch {
-        return false;
-      } finally {
-        await removeAll(probe).catch(() => {});
-      }
-    })();
   }
 
   /** Makes `.sealed` in the chunk folder: every instance's `#alone` is false from then on. */
@@ -533,19 +529,13 @@ export class FileSystemStorage implements UploadStorage {
     return stored;
   }
 
-  /** Removes `files/.tmp/<fileId>.*`: partial assemblies of one upload. */
+  /**
+   * Removes what crashed attempts left of one upload's file: partial assemblies
+   * (`files/.tmp/<fileId>.*`) and metadata never renamed into place (`files/<fileId>/.file.json.*.tmp`).
+   */
   async #removeTempFiles(fileId: string): Promise<void> {
-    const tempDir = joinPath(this.directory, "files", ".tmp");
-    let names: string[];
-    try {
-      names = await readdir(tempDir);
-    } catch (error) {
-      if (isMissing(error)) return;
-      throw error;
-    }
-    for (const name of names) {
-      if (name.startsWith(`${fileId}.`)) await unlink(joinPath(tempDir, name)).catch(() => {});
-    }
+    await removeMatching(joinPath(this.directory, "files", ".tmp"), (name) => name.startsWith(`${fileId}.`));
+    await removeMatching(this.#fileDir(fileId), (name) => META_TEMP.test(name));
   }
 
   /** Latest mtime among `paths` (missing ones ignored), in ms since the epoch. */
@@ -735,6 +725,20 @@ export class FileSystemStorage implements UploadStorage {
   async removeFile(fileId: string): Promise<void> {
     if (!isFileId(fileId)) return;
     await removeAll(this.#fileDir(fileId));
+  }
+}
+
+/** Removes the files in `dir` whose names pass `test`; nothing if `dir` is gone. */
+async function removeMatching(dir: string, test: (name: string) => boolean): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (error) {
+    if (isMissing(error)) return;
+    throw error;
+  }
+  for (const name of names) {
+    if (test(name)) await unlink(joinPath(dir, name)).catch(() => {});
   }
 }
 

@@ -1,7 +1,7 @@
 // What makes the file-system storage fast, checked for correctness (speed itself goes to bench/).
 import assert from "node:assert/strict";
 import { stat, utimes } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
 import { FileSystemStorage } from "../../src/storage/fs.ts";
 import { type FileWriter, NodeWriter, type NodeWriterFs } from "../../src/storage/_fs_file.ts";
@@ -311,4 +311,17 @@ Deno.test("a storage reads the record again once its upload was removed and star
   const restarted = { ...fx.record, chunkSize: 8, fileId: newFileId() };
   await other.createUpload(restarted);
   assert.deepEqual(await fx.storage.createUpload(fx.record), restarted);
+});
+
+Deno.test("a completion removes the file metadata a crashed attempt left half written", async () => {
+  await using fx = await fixture(8, 4);
+  for (const index of [1, 2]) await fx.storage.putChunk(fx.record.key, index, text("abcd"));
+  // What replaceJson leaves when the process dies between writing its temp file and renaming it.
+  const fileDir = join(fx.dir, "..", "..", "files", fx.record.fileId);
+  await Deno.mkdir(fileDir, { recursive: true });
+  await Deno.writeTextFile(join(fileDir, ".file.json.0123456789ab.tmp"), "{");
+  const claim = await fx.storage.claim(fx.record.key, { owner: "o", ttlMs: 60_000 });
+  const stored = await fx.storage.commitChunks(claim!, 2, fileOf(fx.record));
+  const names = (await Array.fromAsync(Deno.readDir(fileDir), (entry) => entry.name)).sort();
+  assert.deepEqual(names, [".file.json", basename(stored!.location!)]);
 });
