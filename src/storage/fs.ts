@@ -425,7 +425,7 @@ export class FileSystemStorage implements UploadStorage {
    * something under Deno (an error is built), three times per chunk. Every instance makes its
    * writer folder before its first marker, and every completion makes `.sealed` first; a folder's
    * link count is 2 plus its subdirectories, so 3 with this instance's own folder present means
-   * nobody else has. File systems whose directory link count ignores subdirectories (btrfs, Windows)
+   * nobody else has. File systems whose directory link count ignores subdirectories (btrfs keeps it at 1)
    * show it at the first registration and are always looked up; one that counted files too would
    * read 3 only for a folder holding nothing but this instance's own folder.
    */
