@@ -252,8 +252,9 @@ export class FileSystemStorage implements UploadStorage {
   /**
    * Writes a chunk's bytes at its final offset in the upload's data file, then publishes a marker
    * for it (a hard link, see `#publishMarker`). Assembly is then a rename of the data file (see
-   * `commitChunks`), instead of a second copy of every byte. A chunk that is already stored is read to the end and kept as it
-   * was, so a torn re-send can never damage it. The upload record must exist: it gives the offset.
+   * `commitChunks`), instead of a second copy of every byte. A chunk that is already stored is read
+   * to the end and kept as it was, so a torn re-send can never damage it. The upload record must
+   * exist: it gives the offset.
    */
   async putChunk(
     key: string,
@@ -425,9 +426,9 @@ export class FileSystemStorage implements UploadStorage {
    * something under Deno (an error is built), three times per chunk. Every instance makes its
    * writer folder before its first marker, and every completion makes `.sealed` first; a folder's
    * link count is 2 plus its subdirectories, so 3 with this instance's own folder present means
-   * nobody else has. File systems whose directory link count ignores subdirectories (btrfs keeps it at 1)
-   * show it at the first registration and are always looked up; one that counted files too would
-   * read 3 only for a folder holding nothing but this instance's own folder.
+   * nobody else has. File systems whose directory link count ignores subdirectories (btrfs keeps it
+   * at 1) show it at the first registration and are always looked up; one that counted files too
+   * would read 3 only for a folder holding nothing but this instance's own folder.
    */
   async #alone(key: string, folder: FileStat, known: KnownChunks): Promise<boolean> {
     if (!known.registered || folder.nlink !== 3 || this.#linksCounted !== true) return false;
@@ -558,13 +559,7 @@ export class FileSystemStorage implements UploadStorage {
    */
   async *listUploads(): AsyncIterable<UploadActivity> {
     const root = joinPath(this.directory, "uploads");
-    let keys: string[];
-    try {
-      keys = await readdir(root);
-    } catch (error) {
-      if (isMissing(error)) return;
-      throw error;
-    }
+    const keys = await namesIn(root);
     let listed = 0;
     for (const key of keys) {
       if (!isUploadKey(key)) continue;
@@ -576,7 +571,7 @@ export class FileSystemStorage implements UploadStorage {
       let chunkNames: string[];
       try {
         names = await readdir(dir);
-        chunkNames = await readdir(chunks).catch((error) => isMissing(error) ? [] : Promise.reject(error));
+        chunkNames = await namesIn(chunks);
       } catch (error) {
         if (isMissing(error)) continue; // removed meanwhile
         throw error;
@@ -728,16 +723,19 @@ export class FileSystemStorage implements UploadStorage {
   }
 }
 
-/** Removes the files in `dir` whose names pass `test`; nothing if `dir` is gone. */
-async function removeMatching(dir: string, test: (name: string) => boolean): Promise<void> {
-  let names: string[];
+/** Names in `dir`, or none when it is gone. */
+async function namesIn(dir: string): Promise<string[]> {
   try {
-    names = await readdir(dir);
+    return await readdir(dir);
   } catch (error) {
-    if (isMissing(error)) return;
+    if (isMissing(error)) return [];
     throw error;
   }
-  for (const name of names) {
+}
+
+/** Removes the files in `dir` whose names pass `test`; nothing if `dir` is gone. */
+async function removeMatching(dir: string, test: (name: string) => boolean): Promise<void> {
+  for (const name of await namesIn(dir)) {
     if (test(name)) await unlink(joinPath(dir, name)).catch(() => {});
   }
 }
