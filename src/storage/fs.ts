@@ -199,7 +199,7 @@ export class FileSystemStorage implements UploadStorage {
     // registered in (removing an upload removes the folder), whose record was read then and never
     // changes: one lookup instead of a read.
     const known = this.#known.get(record.key);
-    if (known?.record && await sizeOf(paths.writer) !== undefined) {
+    if (known?.record && await this.#stillRegistered(record.key)) {
       return this.#remember(known.record);
     }
     const found = await readJson<UploadRecord>(paths.record);
@@ -432,16 +432,18 @@ export class FileSystemStorage implements UploadStorage {
    */
   async #alone(key: string, folder: FileStat, known: KnownChunks): Promise<boolean> {
     if (!known.registered || folder.nlink !== 3 || this.#linksCounted !== true) return false;
-    try {
-      // The identity can survive a removal and re-creation (reused inode, no birth time): the
-      // writer folder cannot.
-      await stat(this.#pathsOf(key).writer);
-      return true;
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-      this.#known.delete(key);
-      return false;
-    }
+    return await this.#stillRegistered(key);
+  }
+
+  /**
+   * Whether this instance's writer folder is still in the upload's chunk folder; if not, forgets
+   * what it knew of the upload. The folder's identity can survive a removal and re-creation (reused
+   * inode, no birth time): the writer folder cannot.
+   */
+  async #stillRegistered(key: string): Promise<boolean> {
+    if (await sizeOf(this.#pathsOf(key).writer) !== undefined) return true;
+    this.#known.delete(key);
+    return false;
   }
 
   /** Makes `.sealed` in the chunk folder: every instance's `#alone` is false from then on. */
