@@ -41,6 +41,7 @@ import { absolutePath, joinPath } from "./_path.ts";
 import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { chunkLayout } from "../layout.ts";
 import { openReader, openWriter } from "./_fs_file.ts";
+import { windowsPaths } from "./_fs_platform.ts";
 import {
   createSized,
   type FileStat,
@@ -115,6 +116,15 @@ interface UploadPaths {
   chunks: string;
   /** This instance's writer folder in `chunks`. */
   writer: string;
+  /** `chunks` reached through `writer`, for `#chunkFolder`. */
+  throughWriter: string;
+}
+
+/** A chunk folder's stat, and whether this instance's writer folder was in it then. */
+interface ChunkFolder {
+  folder: FileStat;
+  /** True only when the lookup went through the writer folder (see `#chunkFolder`). */
+  writerSeen: boolean;
 }
 
 function identityOf(folder: FileStat): string {
@@ -173,6 +183,8 @@ export class FileSystemStorage implements UploadStorage {
       data: joinPath(dir, DATA_NAME),
       chunks,
       writer: joinPath(chunks, this.#writer),
+      // Not joinPath: this ".." must reach the file system, which resolves it after the writer folder.
+      throughWriter: `${joinPath(chunks, this.#writer)}${windowsPaths ? "\\" : "/"}..`,
     };
     if (this.#paths.size >= MAX_CACHED) this.#paths.clear();
     this.#paths.set(key, paths);
@@ -269,9 +281,9 @@ export class FileSystemStorage implements UploadStorage {
     if (!record) throw new Error(`Cannot store chunk ${index} of "${key}": the upload has no record`);
     const { chunks, data: dataPath } = this.#pathsOf(key);
     // Once the chunk folder is gone the upload has completed: fail rather than recreate its data.
-    const folder = await stat(chunks);
-    const known = await this.#knownChunks(key, chunks, folder, true);
-    const stored = await this.#alone(key, folder, known)
+    const seen = await this.#chunkFolder(key);
+    const known = await this.#knownChunks(key, chunks, seen.folder, true);
+    const stored = this.#alone(seen, known)
       ? known.chunks.has(index)
       : await this.chunkSize(key, index) !== undefined;
     if (stored) {
@@ -354,16 +366,16 @@ export class FileSystemStorage implements UploadStorage {
    */
   async countChunks(key: string): Promise<number> {
     const { chunks } = this.#pathsOf(key);
-    let folder: FileStat;
+    let seen: ChunkFolder;
     try {
-      folder = await stat(chunks);
+      seen = await this.#chunkFolder(key);
     } catch (error) {
       if (!isMissing(error)) throw error;
       this.#known.delete(key);
       return 0;
     }
-    const known = await this.#knownChunks(key, chunks, folder, false);
-    if (await this.#alone(key, folder, known)) return known.chunks.size;
+    const known = await this.#knownChunks(key, chunks, seen.folder, false);
+    if (this.#alone(seen, known)) return known.chunks.size;
     const record = await this.#record(key);
     const last = record ? chunkLayout(record.totalSize, record.chunkSize).ceilCount : 0;
     // A local cursor: concurrent calls share `known`, and each may only vouch for what it checked.
@@ -430,15 +442,36 @@ export class FileSystemStorage implements UploadStorage {
    * at 1) show it at the first registration and are always looked up; one that counted files too
    * would read 3 only for a folder holding nothing but this instance's own folder.
    */
-  async #alone(key: string, folder: FileStat, known: KnownChunks): Promise<boolean> {
-    if (!known.registered || folder.nlink !== 3 || this.#linksCounted !== true) return false;
-    return await this.#stillRegistered(key);
+  #alone(seen: ChunkFolder, known: KnownChunks): boolean {
+    return known.registered && seen.writerSeen && seen.folder.nlink === 3 && this.#linksCounted === true;
+  }
+
+  /**
+   * Looks up the upload's chunk folder; rejects as `stat` does when it is gone. While this instance
+   * is registered there, one lookup also tells whether its writer folder still is: the path
+   * `<writer>/..` goes through the writer folder, which POSIX path resolution must find first (the
+   * lookups of a chunk were seven, are four). Windows resolves ".." in the text of a path, so there
+   * the writer folder is never seen this way, and `#alone` is false.
+   */
+  async #chunkFolder(key: string): Promise<ChunkFolder> {
+    const paths = this.#pathsOf(key);
+    if (this.#known.get(key)?.registered && !windowsPaths) {
+      try {
+        return { folder: await stat(paths.throughWriter), writerSeen: true };
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+        // Removed with the upload, or the chunk folder is gone: forget, and look up the folder itself.
+        this.#known.delete(key);
+      }
+    }
+    return { folder: await stat(paths.chunks), writerSeen: false };
   }
 
   /**
    * Whether this instance's writer folder is still in the upload's chunk folder; if not, forgets
    * what it knew of the upload. The folder's identity can survive a removal and re-creation (reused
-   * inode, no birth time): the writer folder cannot.
+   * inode, no birth time): the writer folder cannot. (`#chunkFolder` answers this too, with the
+   * folder's stat.)
    */
   async #stillRegistered(key: string): Promise<boolean> {
     if (await sizeOf(this.#pathsOf(key).writer) !== undefined) return true;
@@ -668,10 +701,10 @@ export class FileSystemStorage implements UploadStorage {
     const paths = this.#pathsOf(key);
     const known = this.#known.get(key);
     if (known?.registered) {
-      const folder = await stat(paths.chunks).catch((error) =>
+      const seen = await this.#chunkFolder(key).catch((error) =>
         isMissing(error) ? undefined : Promise.reject(error)
       );
-      if (folder && identityOf(folder) === known.identity && await this.#alone(key, folder, known)) {
+      if (seen && identityOf(seen.folder) === known.identity && this.#alone(seen, known)) {
         return undefined;
       }
     }

@@ -288,6 +288,26 @@ for (const how of ["commitChunks", "commit"] as const) {
   });
 }
 
+Deno.test("a storage whose writer folder went missing looks up the chunks others stored", async () => {
+  await using fx = await fixture(40, 4);
+  for (const index of [1, 2]) await fx.storage.putChunk(fx.record.key, index, text("abcd"));
+  assert.equal(await fx.storage.countChunks(fx.record.key), 2);
+  // The folder keeps its identity and its link count (another writer's folder takes the place of
+  // this one's), as after a removal and re-creation that reused the inode: only the missing writer
+  // folder tells.
+  const chunks = join(fx.dir, "chunks");
+  for await (const entry of Deno.readDir(chunks)) {
+    if (entry.name.startsWith(".writer-")) await Deno.remove(join(chunks, entry.name));
+  }
+  const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+  await other.putChunk(fx.record.key, 3, text("wxyz"));
+  assert.equal((await stat(chunks)).nlink, 3);
+  assert.equal(await fx.storage.countChunks(fx.record.key), 3);
+  // A re-send of the chunk the other writer stored keeps its bytes.
+  await fx.storage.putChunk(fx.record.key, 3, text("abcd"));
+  assert.equal(await new Response(await fx.storage.openChunk(fx.record.key, 3)).text(), "wxyz");
+});
+
 Deno.test("a storage registering in a chunk folder keeps the chunks already there", async () => {
   await using fx = await fixture(40, 4);
   const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
