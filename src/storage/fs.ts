@@ -116,7 +116,7 @@ interface UploadPaths {
   chunks: string;
   /** This instance's writer folder in `chunks`. */
   writer: string;
-  /** `chunks` reached through `writer`, for `#chunkFolder`. */
+  /** `chunks` reached through `writer`, for `#chunkFolder` (not used on Windows). */
   throughWriter: string;
 }
 
@@ -183,8 +183,8 @@ export class FileSystemStorage implements UploadStorage {
       data: joinPath(dir, DATA_NAME),
       chunks,
       writer: joinPath(chunks, this.#writer),
-      // Not joinPath: this ".." must reach the file system, which resolves it after the writer folder.
-      throughWriter: `${joinPath(chunks, this.#writer)}${windowsPaths ? "\\" : "/"}..`,
+      // Not joinPath: this ".." must reach the file system. POSIX only (see `#chunkFolder`).
+      throughWriter: `${joinPath(chunks, this.#writer)}/..`,
     };
     if (this.#paths.size >= MAX_CACHED) this.#paths.clear();
     this.#paths.set(key, paths);
