@@ -494,7 +494,7 @@ export class FileSystemStorage implements UploadStorage {
     key: string,
     index: number,
   ): Promise<ReadableStream<Uint8Array>> {
-    const chunks = joinPath(this.#uploadDir(key), "chunks");
+    const { chunks } = this.#pathsOf(key);
     const { size } = await stat(joinPath(chunks, String(index)));
     const record = await this.#record(key);
     if (!record) throw new Error(`Upload "${key}" has no record`);
@@ -559,7 +559,7 @@ export class FileSystemStorage implements UploadStorage {
     await rename(temp, location);
     // A rare loser (a claimant that stalled past its lease) has renamed identical bytes over the
     // same name, so the published file is unchanged either way.
-    if (!await this.#recordCompletion(dir, meta)) return undefined;
+    if (!await this.#recordCompletion(this.#pathsOf(claim.key).complete, meta)) return undefined;
     // Temp files of earlier attempts that crashed mid-assembly are garbage now.
     await this.#removeTempFiles(file.id);
     return stored;
@@ -642,7 +642,7 @@ export class FileSystemStorage implements UploadStorage {
     if (size !== file.size) throw new Error(`Assembled ${size} bytes, expected ${file.size}`);
     // Each chunk's range is fully written before its marker appears, and the ranges of chunks
     // 1..chunkCount cover the file: with every marker present, every byte is in place.
-    const names = new Set(await readdir(joinPath(dir, "chunks")));
+    const names = new Set(await readdir(this.#pathsOf(claim.key).chunks));
     for (let index = 1; index <= chunkCount; index++) {
       if (!names.has(String(index))) {
         throw new Error(`Cannot assemble "${claim.key}": chunk ${index} is missing`);
@@ -662,7 +662,7 @@ export class FileSystemStorage implements UploadStorage {
         throw error;
       }
     }
-    if (!await this.#recordCompletion(dir, meta)) return undefined;
+    if (!await this.#recordCompletion(this.#pathsOf(claim.key).complete, meta)) return undefined;
     // A streamed assembly that crashed earlier (e.g. before an upgrade to this path) left a temp file.
     await this.#removeTempFiles(file.id);
     return stored;
@@ -682,10 +682,10 @@ export class FileSystemStorage implements UploadStorage {
    * inode for both, where every new inode costs up to a millisecond on a busy ext4 journal. The
    * link is the linearisation point: whoever creates it first has completed the upload.
    */
-  async #recordCompletion(uploadDir: string, meta: string): Promise<boolean> {
+  async #recordCompletion(complete: string, meta: string): Promise<boolean> {
     for (let attempt = 1;; attempt++) {
       try {
-        await link(meta, joinPath(uploadDir, "complete.json"));
+        await link(meta, complete);
         return true;
       } catch (error) {
         if (errorCode(error) === "EEXIST") return false;
@@ -734,7 +734,7 @@ export class FileSystemStorage implements UploadStorage {
     // file. Its many markers are then removed by one call that Deno runs on another thread.
     const removed = joinPath(dir, `.removed-${randomSuffix()}`);
     try {
-      await rename(joinPath(dir, "chunks"), removed);
+      await rename(this.#pathsOf(key).chunks, removed);
       await removeAll(removed);
     } catch (error) {
       if (!isMissing(error)) throw error;
