@@ -10,6 +10,8 @@ export interface FileWriter {
   writeAt(bytes: Uint8Array, position: number): Promise<void>;
   /** Flushes the file's data to the device. */
   sync(): Promise<void>;
+  /** The inode number of the open file (0 where the platform tells none): which file this is. */
+  inode(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -69,13 +71,18 @@ class DenoWriter extends DenoPositioned implements FileWriter {
   }
 
   // deno-lint-ignore require-await
+  async inode(): Promise<number> {
+    return this.file.statSync().ino ?? 0;
+  }
+
+  // deno-lint-ignore require-await
   async close(): Promise<void> {
     this.file.close();
   }
 }
 
 /** The `node:fs` calls a {@linkcode NodeWriter} makes. */
-export type NodeWriterFs = Pick<NodeFsSync, "writeSync" | "fsyncSync" | "closeSync">;
+export type NodeWriterFs = Pick<NodeFsSync, "writeSync" | "fsyncSync" | "fstatSync" | "closeSync">;
 
 /** A `node:fs` file descriptor as a {@linkcode FileWriter}, written with `pwrite`; exported for its test. */
 export class NodeWriter implements FileWriter {
@@ -106,6 +113,11 @@ export class NodeWriter implements FileWriter {
   // deno-lint-ignore require-await
   async sync(): Promise<void> {
     this.#fs.fsyncSync(this.#fd);
+  }
+
+  // deno-lint-ignore require-await
+  async inode(): Promise<number> {
+    return this.#fs.fstatSync(this.#fd).ino;
   }
 
   // deno-lint-ignore require-await

@@ -63,6 +63,7 @@ export interface DenoFile {
   writeSync(bytes: Uint8Array): number;
   truncateSync(length?: number): void;
   syncSync(): void;
+  statSync(): { ino: number | null };
   close(): void;
 }
 

@@ -20,6 +20,7 @@
  * uploads/<key>/chunks/.sealed/  made before the completion record (see `#alone`)
  * uploads/<key>/claim-<g>        assembly lease of generation g (O_EXCL; mtime = last renewal)
  * uploads/<key>/complete.json    completion record: a hard link to files/<id>/.file.json (one winner)
+ * uploads/.removed-<key>.<r>/    a removed upload's folder, moved aside in one rename, being deleted
  * files/<id>/<sanitised name>    a completed file
  * files/<id>/.file.json          its metadata
  * ```
@@ -40,7 +41,7 @@
 import { absolutePath, joinPath } from "./_path.ts";
 import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { chunkLayout } from "../layout.ts";
-import { openReader, openWriter } from "./_fs_file.ts";
+import { type FileWriter, openReader, openWriter } from "./_fs_file.ts";
 import { windowsPaths } from "./_fs_platform.ts";
 import {
   createSized,
@@ -87,6 +88,10 @@ export interface FileSystemStorageOptions {
 }
 
 const CHUNK_NAME = /^[1-9][0-9]*$/;
+// Removed uploads are renamed to `uploads/<TRASH_PREFIX><key>.<suffix>` before being deleted.
+const TRASH_PREFIX = ".removed-";
+// How old a removed upload's folder must be before a sweep deletes it: its removal has ended.
+const TRASH_GRACE_MS = 60_000;
 const DATA_NAME = "data";
 const MAX_CACHED = 10_000;
 const LINKS_PER_SOURCE = 32_768;
@@ -297,12 +302,33 @@ export class FileSystemStorage implements UploadStorage {
     try {
       size = await writeStreamToFile(file, data, signal, (index - 1) * record.chunkSize);
       if (this.#durable) await file.sync();
+      // Checked while the file is open, so its inode cannot have been reused by a new data file.
+      await this.#checkSameData(key, index, dataPath, file);
     } finally {
       await file.close().catch(() => {});
     }
     signal?.throwIfAborted();
     await this.#publishMarker(chunks, index, size);
     this.#known.get(key)?.chunks.add(index);
+  }
+
+  /**
+   * Fails unless `file` is still the upload's data file. The upload may have been removed (cancelled
+   * or expired) while the chunk's body arrived, and started again by the same client: a marker in
+   * the new chunk folder would then vouch for bytes written into the old, removed file.
+   */
+  async #checkSameData(key: string, index: number, dataPath: string, file: FileWriter): Promise<void> {
+    const written = await file.inode();
+    if (written === 0) return; // the platform tells no inode numbers
+    let current: number | undefined;
+    try {
+      current = (await stat(dataPath)).ino;
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
+    if (current !== written) {
+      throw new Error(`Upload "${key}" was removed or completed while chunk ${index} was being written`);
+    }
   }
 
   /**
@@ -597,6 +623,10 @@ export class FileSystemStorage implements UploadStorage {
     const keys = await namesIn(root);
     let listed = 0;
     for (const key of keys) {
+      if (key.startsWith(TRASH_PREFIX)) {
+        await this.#sweepTrash(joinPath(root, key));
+        continue;
+      }
       if (!isUploadKey(key)) continue;
       // The calls below are synchronous under Deno: let requests run between uploads of a long sweep.
       if (++listed % 32 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
@@ -618,6 +648,17 @@ export class FileSystemStorage implements UploadStorage {
         lastActivity: await this.#latestChange(paths),
         completed: names.includes("complete.json"),
       };
+    }
+  }
+
+  /** Deletes a folder a removal left behind (it crashed), once the removal can no longer be running. */
+  async #sweepTrash(path: string): Promise<void> {
+    try {
+      // The rename that made it set its ctime.
+      if (Date.now() - (await stat(path)).ctimeMs < TRASH_GRACE_MS) return;
+      await removeAll(path);
+    } catch {
+      // Removed meanwhile, or not removable now: the next sweep tries again.
     }
   }
 
@@ -742,13 +783,30 @@ export class FileSystemStorage implements UploadStorage {
     await removeAll(this.#dataPath(key));
   }
 
-  /** Deletes the upload directory, and partial assemblies a crash left behind for it. */
+  /**
+   * Deletes the upload directory, and what assemblies left of its file. The directory is first moved
+   * aside in one rename: chunks still arriving then fail instead of refilling a half-removed folder,
+   * and a crash mid-removal leaves only a folder no upload reads (`listUploads` sweeps it). From
+   * that rename on no completion can be recorded, so a file assembled without one is an orphan.
+   */
   async removeUpload(key: string): Promise<void> {
-    const record = await this.getUpload(key).catch(() => undefined);
     this.#known.delete(key);
     this.#records.delete(key);
-    await removeAll(this.#uploadDir(key));
-    if (record && isFileId(record.fileId)) await this.#removeTempFiles(record.fileId);
+    const trash = joinPath(this.directory, "uploads", `${TRASH_PREFIX}${key}.${randomSuffix()}`);
+    try {
+      await rename(this.#uploadDir(key), trash);
+    } catch (error) {
+      if (isMissing(error)) return;
+      throw error;
+    }
+    const record = await readJson<UploadRecord>(joinPath(trash, "upload.json")).catch(() => undefined);
+    const completed = await sizeOf(joinPath(trash, "complete.json")) !== undefined;
+    // Best effort: the upload is gone already, and a folder left here is swept later.
+    await removeAll(trash).catch(() => {});
+    if (record && isFileId(record.fileId)) {
+      if (!completed) await removeAll(this.#fileDir(record.fileId));
+      await this.#removeTempFiles(record.fileId);
+    }
   }
 
   /** Deletes a completed file and its metadata. */

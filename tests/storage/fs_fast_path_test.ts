@@ -134,6 +134,7 @@ Deno.test("writeStreamToFile() writes each read at its offset as it arrives, fro
         return Promise.resolve();
       },
       sync: () => Promise.resolve(),
+      inode: () => Promise.resolve(0),
       close: () => Promise.resolve(),
     };
     const total = await writeStreamToFile(writer, data, undefined, 10);
@@ -156,6 +157,7 @@ Deno.test("the node:fs writer (Bun, Node) continues after short writes", async (
       return n;
     }) as NodeWriterFs["writeSync"],
     fsyncSync: () => {},
+    fstatSync: (() => ({ ino: 1 })) as unknown as NodeWriterFs["fstatSync"],
     closeSync: () => {},
   };
   await new NodeWriter(fs, 7).writeAt(new TextEncoder().encode("abcdefghijklmnopq"), 10);

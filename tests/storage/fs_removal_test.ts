@@ -1,0 +1,133 @@
+// Removing an upload (cancel, expiry) while its chunks or its assembly are still under way.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { newFileId, uploadKey } from "../../src/identifier.ts";
+import { FileSystemStorage } from "../../src/storage/fs.ts";
+import type { UploadRecord } from "../../src/storage/types.ts";
+import { fileOf } from "../_storage_suite.ts";
+
+async function fixture() {
+  const directory = await Deno.makeTempDir({ prefix: "resumable-removal-" });
+  const key = await uploadKey("", crypto.randomUUID());
+  return {
+    directory,
+    key,
+    storage: new FileSystemStorage({ directory }),
+    record: (totalSize = 6, chunkSize = 3): UploadRecord => ({
+      key,
+      fileId: newFileId(),
+      identifier: "id",
+      fileName: "abc.txt",
+      relativePath: "abc.txt",
+      type: "",
+      totalSize,
+      chunkSize,
+      createdAt: Date.now(),
+    }),
+    [Symbol.asyncDispose]: () => Deno.remove(directory, { recursive: true }),
+  };
+}
+
+const text = (s: string) => new Blob([s]).stream();
+const names = (path: string) => [...Deno.readDirSync(path)].map((entry) => entry.name).sort();
+
+Deno.test("a chunk still arriving when its upload is removed and started again is not marked as stored", async () => {
+  await using fx = await fixture();
+  await fx.storage.createUpload(fx.record());
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  let pulls = 0;
+  // The old attempt's chunk 1: its first byte is written, the rest is still on the network.
+  const slow = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      pulls++;
+      if (pulls === 1) controller.enqueue(new TextEncoder().encode("A"));
+      else if (pulls === 2) {
+        await held;
+        controller.enqueue(new TextEncoder().encode("BC"));
+      } else controller.close();
+    },
+  });
+  const inFlight = fx.storage.putChunk(fx.key, 1, slow);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await fx.storage.removeUpload(fx.key);
+  const again = await fx.storage.createUpload(fx.record());
+  release();
+  await assert.rejects(inFlight, /removed or completed while chunk 1 was being written/);
+  assert.equal(await fx.storage.chunkSize(fx.key, 1), undefined, "the new upload still needs chunk 1");
+  await fx.storage.putChunk(fx.key, 1, text("ABC"));
+  await fx.storage.putChunk(fx.key, 2, text("DEF"));
+  const claim = await fx.storage.claim(fx.key, { owner: "o", ttlMs: 10_000 });
+  await fx.storage.commitChunks(claim!, 2, fileOf(again));
+  assert.equal(await new Response((await fx.storage.openFile(again.fileId))!.body).text(), "ABCDEF");
+});
+
+Deno.test("removing an upload while its chunks keep arriving removes all of it", async () => {
+  await using fx = await fixture();
+  await fx.storage.createUpload(fx.record(40_000, 10));
+  for (let i = 1; i <= 2000; i++) await fx.storage.putChunk(fx.key, i, text("0123456789"));
+  let removing = true;
+  const removal = fx.storage.removeUpload(fx.key).then(() => "removed", String).finally(() =>
+    removing = false
+  );
+  const late: Promise<unknown>[] = [];
+  for (let i = 2001; removing && i <= 4000; i++) {
+    late.push(fx.storage.putChunk(fx.key, i, text("0123456789")).catch(() => {}));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  assert.equal(await removal, "removed");
+  await Promise.all(late);
+  assert.equal(await fx.storage.getUpload(fx.key), undefined);
+  assert.equal(await fx.storage.countChunks(fx.key), 0);
+  assert.deepEqual(names(join(fx.directory, "uploads")), []);
+});
+
+Deno.test("removing an upload whose assembler died after publishing its file removes that file", async () => {
+  await using fx = await fixture();
+  const record = await fx.storage.createUpload(fx.record());
+  await fx.storage.putChunk(fx.key, 1, text("ABC"));
+  await fx.storage.putChunk(fx.key, 2, text("DEF"));
+  // What a claimant killed right after moving the data into place leaves: a file, no completion.
+  const fileDir = join(fx.directory, "files", record.fileId);
+  await Deno.mkdir(fileDir, { recursive: true });
+  await Deno.rename(join(fx.directory, "uploads", fx.key, "data"), join(fileDir, "abc.txt"));
+  await Deno.writeTextFile(join(fileDir, ".file.json"), JSON.stringify(fileOf(record)));
+  await fx.storage.removeUpload(fx.key);
+  assert.deepEqual(names(join(fx.directory, "files")), [], "nobody was ever told of that file");
+});
+
+Deno.test("removing a completed upload keeps its file", async () => {
+  await using fx = await fixture();
+  const record = await fx.storage.createUpload(fx.record());
+  await fx.storage.putChunk(fx.key, 1, text("ABC"));
+  await fx.storage.putChunk(fx.key, 2, text("DEF"));
+  const claim = await fx.storage.claim(fx.key, { owner: "o", ttlMs: 10_000 });
+  assert.ok(await fx.storage.commitChunks(claim!, 2, fileOf(record)));
+  await fx.storage.removeUpload(fx.key);
+  assert.equal(await new Response((await fx.storage.openFile(record.fileId))!.body).text(), "ABCDEF");
+});
+
+Deno.test("listing uploads deletes what a crashed removal left, once that removal is surely over", async () => {
+  await using fx = await fixture();
+  await fx.storage.createUpload(fx.record());
+  await fx.storage.putChunk(fx.key, 1, text("ABC"));
+  // A removal killed after moving the folder aside, before deleting it.
+  const left = join(fx.directory, "uploads", `.removed-${fx.key}.0123456789ab`);
+  await Deno.rename(join(fx.directory, "uploads", fx.key), left);
+  const list = async () => {
+    for await (const _ of fx.storage.listUploads()) assert.fail("a removed upload is not listed");
+  };
+  await list();
+  assert.deepEqual(names(join(fx.directory, "uploads")), [`.removed-${fx.key}.0123456789ab`], "too recent");
+  const now = Date.now;
+  Date.now = () => now() + 61_000;
+  try {
+    await list();
+  } finally {
+    Date.now = now;
+  }
+  assert.deepEqual(names(join(fx.directory, "uploads")), []);
+  // The same file started again begins from nothing.
+  await fx.storage.createUpload(fx.record());
+  assert.equal(await fx.storage.countChunks(fx.key), 0);
+});
