@@ -23,6 +23,8 @@ export interface QuotaLimits {
 interface Reservation {
   scope: string;
   bytes: number;
+  /** When a chunk of the upload last reserved (`performance.now()`). */
+  touched: number;
 }
 
 /** In-process accounting of uploads in progress. */
@@ -44,15 +46,20 @@ export class Quota {
   /** Re-reads every upload in progress from the storage. */
   async reseed(): Promise<void> {
     if (!this.#storage.listUploads) return;
+    const started = performance.now();
     const fresh = new Map<string, Reservation>();
     for await (const activity of this.#storage.listUploads()) {
       if (activity.completed) continue;
       const record = await this.#storage.getUpload(activity.key);
-      if (record) fresh.set(record.key, { scope: record.scope ?? "", bytes: record.totalSize });
+      if (record) {
+        fresh.set(record.key, { scope: record.scope ?? "", bytes: record.totalSize, touched: started });
+      }
     }
-    // Reservations made while listing stay: they are newer than what the listing saw.
+    // Reservations used while listing stay, as the listing may have passed them before their record
+    // was created. The others the listing did not find were completed, cancelled or expired,
+    // possibly by another process: keeping them would hold their room for good.
     for (const [key, reservation] of this.#reserved) {
-      if (!fresh.has(key)) fresh.set(key, reservation);
+      if (!fresh.has(key) && reservation.touched >= started) fresh.set(key, reservation);
     }
     this.#reserved = fresh;
   }
@@ -65,7 +72,11 @@ export class Quota {
   async reserve(key: string, scope: string, bytes: number): Promise<void> {
     await (this.#seeded ??= this.reseed().catch(() => {}));
     // No await from here on: check and reservation are one step for this process.
-    if (this.#reserved.has(key)) return;
+    const held = this.#reserved.get(key);
+    if (held) {
+      held.touched = performance.now();
+      return;
+    }
     let inScope = 0;
     let pending = 0;
     for (const reservation of this.#reserved.values()) {
@@ -84,7 +95,7 @@ export class Quota {
         `Not enough room for ${bytes} more bytes of uploads in progress; try again later`,
       );
     }
-    this.#reserved.set(key, { scope, bytes });
+    this.#reserved.set(key, { scope, bytes, touched: performance.now() });
   }
 
   /** Releases an upload's reservation (completed, cancelled or expired). */
