@@ -87,10 +87,11 @@ export class MemoryStorage implements UploadStorage {
     data: ReadableStream<Uint8Array>,
     signal?: AbortSignal,
   ): Promise<void> {
+    // The upload the chunk belongs to: one removed and started again while the body arrived is another.
+    const upload = this.#uploads.get(key);
     // A chunk being received counts as activity from its first byte to its last.
     const touch = () => {
-      const state = this.#uploads.get(key);
-      if (state) state.lastActivity = Date.now();
+      if (upload) upload.lastActivity = Date.now();
     };
     touch();
     const bytes = await collectBytes(data.pipeThrough(
@@ -103,9 +104,11 @@ export class MemoryStorage implements UploadStorage {
     ));
     signal?.throwIfAborted();
     const state = this.#uploads.get(key);
-    if (!state) {
+    if (!state || state !== upload) {
       throw new Error(
-        `Cannot store chunk ${index}: upload "${key}" does not exist`,
+        state
+          ? `Cannot store chunk ${index}: upload "${key}" was removed while the chunk arrived`
+          : `Cannot store chunk ${index}: upload "${key}" does not exist`,
       );
     }
     state.chunks.set(index, bytes);
