@@ -35,8 +35,13 @@ export interface MultipartHead {
 export interface MultipartOptions {
   /** Name of the field holding the chunk; only this file part is kept. */
   fileField: string;
-  /** Most bytes of text fields (names and values) kept in memory. */
+  /** Most bytes of text fields (names and values) kept in memory, but for a text `fileField`. */
   maxFieldBytes: number;
+  /**
+   * Most bytes of a text value of `fileField` (a base64 `data:` URL chunk), counted apart: it is the
+   * chunk itself, far larger than the other fields may be. Defaults to `maxFieldBytes`.
+   */
+  maxFileFieldBytes?: number;
   /** Receives the first error of the file stream, since layers that read it may rewrap it. */
   failure?: { error?: ResumableError };
 }
@@ -301,6 +306,7 @@ export async function readMultipartStream(
   const delimiter = needleOf(`\r\n--${boundary}`);
   const fields = new Map<string, string>();
   let fieldBytes = 0;
+  const maxChunkText = options.maxFileFieldBytes ?? options.maxFieldBytes;
   let fileSeen = false;
 
   /** Skips to just past the next delimiter; returns false if the body ends first. */
@@ -351,8 +357,11 @@ export async function readMultipartStream(
     }
   }
 
-  /** Reads a part body up to the next delimiter, keeping it if `keep` (bounded by maxFieldBytes). */
-  async function readPartBody(keep: boolean): Promise<Uint8Array> {
+  /**
+   * Reads a part body up to the next delimiter, keeping it if `keep`: within maxFieldBytes, or
+   * maxFileFieldBytes for the text value of the file field (`isChunk`).
+   */
+  async function readPartBody(keep: boolean, isChunk: boolean): Promise<Uint8Array> {
     const kept: Uint8Array[] = [];
     let size = 0;
     while (true) {
@@ -360,7 +369,13 @@ export async function readMultipartStream(
       const end = at >= 0 ? at : holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
       if (keep && end > scanner.pos) {
         size += end - scanner.pos;
-        fieldBytes += end - scanner.pos;
+        if (!isChunk) fieldBytes += end - scanner.pos;
+        if (isChunk && size > maxChunkText) {
+          throw new ResumableError(
+            "body_too_large",
+            `Multipart field "${options.fileField}" is larger than ${maxChunkText} bytes`,
+          );
+        }
         if (fieldBytes > options.maxFieldBytes) {
           throw new ResumableError(
             "body_too_large",
@@ -394,7 +409,7 @@ export async function readMultipartStream(
       }
       // Other files are skipped, not kept; text fields (and a data: URL chunk) are kept.
       const keep = headers.filename === undefined;
-      const value = await readPartBody(keep);
+      const value = await readPartBody(keep, isChunk);
       fieldBytes += headers.name.length;
       // Fields after the file part are checked but not reported: the caller has read them already.
       if (keep && !fileSeen && !fields.has(headers.name)) fields.set(headers.name, decoder.decode(value));

@@ -8,7 +8,7 @@
 
 import { ResumableError } from "./errors.ts";
 import { limitStream } from "./_limit_stream.ts";
-import { boundaryOf, type MultipartHead, readMultipartStream } from "./_multipart.ts";
+import { boundaryOf, type MultipartHead, type MultipartOptions, readMultipartStream } from "./_multipart.ts";
 
 /** True when the request body is `multipart/form-data`. */
 export function isMultipart(request: Request): boolean {
@@ -76,8 +76,8 @@ export interface StreamedMultipart extends MultipartHead {
 
 /**
  * Reads `request`'s multipart body (`body`, as the handler wraps it) with the streaming reader, at
- * most `limit` bytes: the fields before the file part `fileField`, and that part as a stream read
- * straight from the request.
+ * most `limit` bytes: the fields before the file part `parts.fileField`, within the text budgets of
+ * `parts`, and that part as a stream read straight from the request.
  *
  * @throws {ResumableError} `body_too_large`, `body_incomplete` or `malformed_body`.
  */
@@ -85,7 +85,7 @@ export async function readMultipartStreamed(
   request: Request,
   body: ReadableStream<Uint8Array> | null,
   limit: number,
-  fileField: string,
+  parts: Omit<MultipartOptions, "failure">,
 ): Promise<StreamedMultipart> {
   checkDeclaredLength(request, limit);
   const boundary = boundaryOf(request.headers.get("content-type") ?? "");
@@ -95,7 +95,7 @@ export async function readMultipartStreamed(
   const failure: { error?: ResumableError } = {};
   const limited = limitStream(body, limit, failure);
   try {
-    const head = await readMultipartStream(limited, boundary, { fileField, maxFieldBytes: limit, failure });
+    const head = await readMultipartStream(limited, boundary, { ...parts, failure });
     return { ...head, failure };
   } catch (error) {
     throw failure.error ?? error;

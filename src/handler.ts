@@ -27,10 +27,18 @@ import {
   hasAnyParam,
   type ParamSource,
   paramSource,
+  type RawParams,
   readParams,
   recordSource,
 } from "./params.ts";
-import { asResumableError, defaultStatus, emptyResponse, errorResponse, jsonResponse } from "./response.ts";
+import {
+  asResumableError,
+  defaultStatus,
+  emptyResponse,
+  errorResponse,
+  isResponseStatus,
+  jsonResponse,
+} from "./response.ts";
 import type { UploadStorage } from "./storage/types.ts";
 import { maxChunkBytes, validateChunkRequest } from "./validate.ts";
 
@@ -127,6 +135,11 @@ export function createResumableHandler(
         return await upload(request, body, await getService(), resolved, context);
       }
       if (method === resolved.testMethod) {
+        // flow.js sends a test made with another method than GET as a multipart body (protocol.md §1).
+        if (method !== "GET" && isMultipart(request)) {
+          body = withIdleTimeout(request.body, resolved.bodyTimeoutMs);
+          return await testFromForm(request, body, await getService(), resolved, context);
+        }
         return await test(request, await getService(), resolved, context);
       }
       throw new ResumableError(
@@ -141,8 +154,9 @@ export function createResumableHandler(
         resolved.onError(error.cause ?? error, request);
       }
       await (body ?? request.body)?.cancel().catch(() => {});
-      const status = resolved.statusFor?.(error, context.dialect) ??
-        defaultStatus(error.code, context.dialect);
+      const custom = resolved.statusFor?.(error, context.dialect);
+      // A status no Response can carry would make the handler throw instead of answering.
+      const status = isResponseStatus(custom) ? custom : defaultStatus(error.code, context.dialect);
       return errorResponse(
         error,
         status,
@@ -209,6 +223,34 @@ function readFromQuery(
   return raw;
 }
 
+/**
+ * The query's parameters of a multipart request. flow.js puts none in its URL and resumable.js all of
+ * them (protocol.md §1), so a request without any is flow.js': errors raised before the fields are
+ * read (too large, malformed) answer in its terms. Custom names are resumable.js' (flow.js has none).
+ */
+function readMultipartQuery(
+  url: URL,
+  options: ResolvedOptions,
+  context: RequestContext,
+): RawParams {
+  const fromQuery = readFromQuery(url, options, context);
+  if (!hasAnyParam(fromQuery) && !options.parameterNames) context.dialect = "flow";
+  return fromQuery;
+}
+
+/** Room in a multipart body for all but the chunk: text fields, part headers, delimiters. */
+function multipartOverhead(options: ResolvedOptions): number {
+  return 64 * 1024 + 8 * (options.limits.maxNameLength + options.limits.maxIdentifierLength);
+}
+
+/**
+ * The most a chunk of `size` bytes takes as resumable.js' `chunkFormat: "base64"` sends it: a
+ * `data:<type>;base64,` URL, 4/3 of the bytes. Its decoded size is checked exactly afterwards.
+ */
+function dataUrlBytes(size: number): number {
+  return 4 * Math.ceil(size / 3) + 1024;
+}
+
 async function test(
   request: Request,
   service: ChunkService,
@@ -228,6 +270,33 @@ async function test(
   return outcome.present ? jsonResponse(200, outcome.status) : emptyResponse(204);
 }
 
+/** A test whose parameters are the fields of a multipart body without a file part (flow.js). */
+async function testFromForm(
+  request: Request,
+  body: ReadableStream<Uint8Array> | null,
+  service: ChunkService,
+  options: ResolvedOptions,
+  context: RequestContext,
+): Promise<Response> {
+  const url = new URL(request.url);
+  readMultipartQuery(url, options, context);
+  const fileField = options.parameterNamespace + options.fileParameterName;
+  const overhead = multipartOverhead(options);
+  const form = await readMultipartStreamed(request, body, overhead, { fileField, maxFieldBytes: overhead });
+  const source = recordSource(url, form.fields);
+  if (form.file || form.fields.has(fileField)) {
+    await form.file?.stream.cancel().catch(() => {});
+    // Refused in the terms of the client the fields name.
+    const naming = { namespace: options.parameterNamespace, custom: options.parameterNames };
+    context.dialect = readParams(source, naming).dialect;
+    throw new ResumableError(
+      "malformed_body",
+      `A chunk test carries no field "${fileField}"; chunks are sent with ${options.uploadMethod}`,
+    );
+  }
+  return await test(request, service, options, context, source);
+}
+
 async function upload(
   request: Request,
   body: ReadableStream<Uint8Array> | null,
@@ -236,16 +305,18 @@ async function upload(
   context: RequestContext,
 ): Promise<Response> {
   const url = new URL(request.url);
-  const fromQuery = readFromQuery(url, options, context);
   const canBeTest = request.method.toUpperCase() === options.testMethod;
   if (isMultipart(request)) {
+    const fromQuery = readMultipartQuery(url, options, context);
     // resumable.js also puts every parameter in the URL: refuse a bad chunk before reading its body.
     const early = hasAnyParam(fromQuery) ? validateChunkRequest(fromQuery, options.limits) : undefined;
-    const overhead = 64 * 1024 +
-      8 * (options.limits.maxNameLength + options.limits.maxIdentifierLength);
-    const limit = (early ? maxChunkBytes(early) : largestLegalChunk(options.limits.maxChunkSize)) + overhead;
+    // Room for the largest legal chunk even as a base64 data: URL.
+    const chunkText = dataUrlBytes(
+      early ? maxChunkBytes(early) : largestLegalChunk(options.limits.maxChunkSize),
+    );
+    const limit = chunkText + multipartOverhead(options);
     if (options.multipartParser === "stream") {
-      return await uploadStreamed(request, body, service, options, context, limit);
+      return await uploadStreamed(request, body, service, options, context, limit, chunkText);
     }
     const form = await readMultipart(request, body, limit);
     const part = chunkFromForm(
@@ -281,7 +352,7 @@ async function upload(
     });
     return jsonResponse(200, await service.store(request, chunk, part.stream, digest));
   }
-  const chunk = validateChunkRequest(fromQuery, options.limits);
+  const chunk = validateChunkRequest(readFromQuery(url, options, context), options.limits);
   const length = contentLength(request);
   const empty = length === 0 || body === null;
   // A test sent with the upload method carries no body (resumable.js/flow.js `testMethod`).
@@ -310,10 +381,16 @@ async function uploadStreamed(
   options: ResolvedOptions,
   context: RequestContext,
   limit: number,
+  chunkText: number,
 ): Promise<Response> {
   const url = new URL(request.url);
   const fileField = options.parameterNamespace + options.fileParameterName;
-  const body = await readMultipartStreamed(request, requestBody, limit, fileField);
+  // Only the chunk itself, as a data: URL, may take more than the overhead's room.
+  const body = await readMultipartStreamed(request, requestBody, limit, {
+    fileField,
+    maxFieldBytes: multipartOverhead(options),
+    maxFileFieldBytes: chunkText,
+  });
   const source = recordSource(url, body.fields);
   let stream = body.file?.stream;
   let size: number | undefined;

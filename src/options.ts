@@ -120,7 +120,10 @@ export interface ResumableHandlerOptions {
    * @default {console.error}
    */
   onError?: (error: unknown, request: Request) => void;
-  /** Overrides the HTTP status of an error; return `undefined` to keep the default. */
+  /**
+   * Overrides the HTTP status of an error; return `undefined` to keep the default. 204, 205 and 304
+   * answer without a body; a value that is not an integer in 200..599 keeps the default.
+   */
   statusFor?: (error: ResumableError, dialect: Dialect) => number | undefined;
   /**
    * How long an assembly claim lasts without renewal before another request may take over a crashed

@@ -109,12 +109,24 @@ export function emptyResponse(status: number, extra?: HeadersInit): Response {
   return new Response(null, { status, headers: baseHeaders(extra) });
 }
 
-/** The error body: `{ "error": { "code", "message" } }`. */
+/** Whether `status` is one a `Response` can carry: an integer in 200..599. */
+export function isResponseStatus(status: unknown): status is number {
+  return Number.isInteger(status) && (status as number) >= 200 && (status as number) <= 599;
+}
+
+/** Statuses whose response may not have a body. */
+const NULL_BODY_STATUSES = new Set([204, 205, 304]);
+
+/**
+ * The error body: `{ "error": { "code", "message" } }`; none for a status that may not have one
+ * (`statusFor` may choose 204, 205 or 304).
+ */
 export function errorResponse(
   error: ResumableError,
   status: number,
   extra?: HeadersInit,
 ): Response {
+  if (NULL_BODY_STATUSES.has(status)) return emptyResponse(status, extra);
   return jsonResponse(status, {
     error: { code: error.code, message: error.message },
   }, extra);

@@ -199,6 +199,29 @@ Deno.test("a test sent with POST (testMethod: 'POST') has no file part and is an
   assert.equal((await handler(new Request(BASE, { method: "POST", body: form2 }))).status, 200);
 });
 
+Deno.test("a flow.js test sent with testMethod POST and uploadMethod PUT reads its parameters from the multipart body", async () => {
+  const { handler } = setup({ testMethod: "POST", uploadMethod: "PUT" });
+  const [chunk] = clientChunks(seededBytes(10, 2), { identifier: "10-t", chunkSize: 100, dialect: "flow" });
+  const testOf = (withFile = false) => {
+    const form = new FormData(); // flow.js: parameters only in the body, no file part
+    for (const [key, value] of Object.entries(chunk!.params)) form.set(key, value);
+    if (withFile) form.set("file", new Blob([chunk!.bytes]), "blob");
+    return new Request(BASE, { method: "POST", body: form });
+  };
+  const missing = await handler(testOf());
+  assert.equal(missing.status, 204, await missing.text());
+  const put = await handler(new Request(chunkRequest(BASE, chunk!), { method: "PUT" }));
+  assert.equal(put.status, 200);
+  await put.body?.cancel();
+  const stored = await handler(testOf());
+  assert.equal(stored.status, 200);
+  assert.equal((await json(stored)).complete, true);
+  // A chunk sent with the test method is refused, permanently for flow.js, not mistaken for a test.
+  const withFile = await handler(testOf(true));
+  assert.equal(withFile.status, 415);
+  assert.match((await json(withFile)).error.message, /file/);
+});
+
 Deno.test("uploads arrive with PUT when uploadMethod is PUT, and POST is then refused with 405", async () => {
   const { handler, completed } = setup({ uploadMethod: "PUT" });
   const [chunk] = clientChunks(seededBytes(100, 12), { identifier: "100-j", chunkSize: 1000 });
@@ -296,7 +319,7 @@ Deno.test("a multipart body larger than the largest legal chunk is refused witho
       body,
     }),
   );
-  assert.equal(response.status, 400);
+  assert.equal(response.status, 413, "no parameter in the URL: flow.js' status");
   assert.equal((await json(response)).error.code, "body_too_large");
   assert.ok(sent < 1024 * 1024, `read ${sent} bytes`);
 });
@@ -439,4 +462,20 @@ Deno.test("a failed assembly answers 503 and the client's retry assembles at onc
   const retried = await json(await handler(chunkRequest(BASE, chunks[1]!)));
   assert.equal(retried.complete, true);
   assert.deepEqual(await storedBytes(storage, retried.file.id), data);
+});
+
+Deno.test("statusFor answering a status without a body, or no valid status, still gets a response", async () => {
+  for (const status of [204, 205, 304]) {
+    const { handler } = setup({ statusFor: () => status });
+    const response = await handler(new Request(BASE)); // a test without parameters
+    assert.equal(response.status, status);
+    assert.equal(response.body, null);
+  }
+  // Not an HTTP status a Response can carry: the default status instead.
+  for (const status of [99, 600, 1000, 404.5, Number.NaN]) {
+    const { handler } = setup({ statusFor: () => status });
+    const response = await handler(new Request(BASE));
+    assert.equal(response.status, 400, String(status));
+    assert.equal((await json(response)).error.code, "invalid_identifier");
+  }
 });

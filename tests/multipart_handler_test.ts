@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { createResumableHandler } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import { chunkRequest, clientChunks, seededBytes, sha256, testRequest } from "./_helpers.ts";
+import { chunkRequest, clientChunks, seededBytes, serve, sha256, testRequest } from "./_helpers.ts";
 
 const BASE = "http://localhost/upload";
 const PARSERS = ["stream", "native"] as const;
@@ -148,4 +148,88 @@ Deno.test("both multipart parsers answer 408 to a body that errors midway, and s
     assert.equal((await response.json()).error.code, "body_incomplete", parser);
     assert.equal((await handler(testRequest(BASE, chunk!))).status, 204, `${parser}: nothing stored`);
   }
+});
+
+function base64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+Deno.test("flow.js multipart refused before its fields are read gets flow.js statuses: 413 too large, 415 malformed", async () => {
+  // flow.js puts no parameter in the URL, so only the missing query says which client this is.
+  const [big] = clientChunks(seededBytes(1 << 20, 1), {
+    identifier: "big",
+    chunkSize: 1 << 20,
+    dialect: "flow",
+  });
+  const server = await serve(createResumableHandler({ storage: new MemoryStorage(), maxChunkSize: 1024 }));
+  try {
+    const declared = await fetch(chunkRequest(server.url, big!)); // with Content-Length
+    assert.equal(declared.status, 413);
+    assert.equal((await declared.json()).error.code, "body_too_large");
+  } finally {
+    await server.close();
+  }
+  for (const parser of PARSERS) {
+    const handler = createResumableHandler({
+      storage: new MemoryStorage(),
+      maxChunkSize: 1024,
+      multipartParser: parser,
+    });
+    // No Content-Length: cut off while read, in a part before the fields.
+    const other = `--b\r\nContent-Disposition: form-data; name="other"; filename="x"\r\n\r\n` +
+      `${"x".repeat(1 << 20)}\r\n`;
+    const counted = await handler(
+      rawMultipart(BASE, other + fieldsOf(big!.params) + filePart("x") + "--b--\r\n"),
+    );
+    assert.equal(counted.status, 413, parser);
+    assert.equal((await counted.json()).error.code, "body_too_large", parser);
+    const malformed = await handler(
+      rawMultipart(BASE, fieldsOf({ flowChunkNumber: "1" }) + "--b\r\nbroken\r\n\r\nx\r\n--b--\r\n"),
+    );
+    assert.equal(malformed.status, 415, parser);
+    // The platform parser skips the broken part, then finds no file field: 415 too.
+    const code = parser === "stream" ? "malformed_body" : "unsupported_media_type";
+    assert.equal((await malformed.json()).error.code, code, parser);
+  }
+});
+
+Deno.test("both parsers accept a resumable.js base64 chunk as large as the default chunkSize allows", async () => {
+  // One chunk of 2 MiB - 1: the largest legal chunk for chunkSize 1 MiB, 2.7 MB as a data: URL.
+  const data = seededBytes(2 * 1024 * 1024 - 1, 3);
+  const [chunk] = clientChunks(data, { identifier: "b64-big", chunkSize: 1024 * 1024 });
+  for (const parser of PARSERS) {
+    const { storage, handler } = handlerFor(parser);
+    const form = new FormData(); // resumable.js: parameters in the URL and the form
+    for (const [key, value] of Object.entries(chunk!.params)) form.set(key, value);
+    form.set("file", `data:application/octet-stream;base64,${base64(data)}`);
+    const url = `${BASE}?${new URLSearchParams(chunk!.params)}`;
+    const response = await handler(new Request(url, { method: "POST", body: form }));
+    assert.equal(response.status, 200, `${parser}: ${await response.clone().text()}`);
+    const status = await response.json();
+    assert.equal(status.complete, true, parser);
+    const opened = await storage.openFile(status.file.id);
+    assert.equal(await sha256(await new Response(opened!.body).arrayBuffer()), await sha256(data), parser);
+  }
+});
+
+Deno.test("the stream parser refuses megabytes of text fields before a small file part", async () => {
+  const handler = createResumableHandler({ storage: new MemoryStorage(), maxChunkSize: 1 << 20 });
+  const [chunk] = clientChunks(seededBytes(10, 1), {
+    identifier: "10-junk",
+    chunkSize: 1 << 20,
+    dialect: "flow",
+  });
+  const form = new FormData();
+  form.set("junk", "x".repeat(1_900_000));
+  for (const [key, value] of Object.entries(chunk!.params)) form.set(key, value);
+  form.set("file", new Blob([chunk!.bytes]), "blob");
+  const response = await handler(new Request(BASE, { method: "POST", body: form }));
+  assert.equal(response.status, 413);
+  const { error } = await response.json();
+  assert.equal(error.code, "body_too_large");
+  assert.match(error.message, /text fields/);
 });

@@ -379,6 +379,30 @@ Deno.test("readMultipartStream() bounds the text fields it keeps", async () => {
   );
 });
 
+Deno.test("readMultipartStream() gives a data: URL chunk its own budget, apart from the other text fields", async () => {
+  const options = { fileField: "file", maxFieldBytes: 1000, maxFileFieldBytes: 10_000 };
+  const dataUrl = `data:application/octet-stream;base64,${"A".repeat(8000)}`;
+  const head = await readMultipartStream(
+    streamOf(concat(field("a", "1"), field("file", dataUrl), CLOSE)),
+    B,
+    options,
+  );
+  assert.equal(head.fields.get("file"), dataUrl);
+  // Neither budget lends to the other.
+  await rejectsWith(
+    readMultipartStream(
+      streamOf(concat(field("a", "x".repeat(2000)), field("file", "data:,x"), CLOSE)),
+      B,
+      options,
+    ),
+    "body_too_large",
+  );
+  await rejectsWith(
+    readMultipartStream(streamOf(concat(field("file", "A".repeat(20_000)), CLOSE)), B, options),
+    "body_too_large",
+  );
+});
+
 Deno.test("readMultipartStream() reports a body that breaks off as body_incomplete", async () => {
   let sent = false;
   const broken = new ReadableStream<Uint8Array>({
