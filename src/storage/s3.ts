@@ -98,6 +98,8 @@ interface ClaimBody {
 }
 
 interface ChunkCache {
+  /** The upload record the chunks belong to; `undefined` until this process reads the record. */
+  fileId: string | undefined;
   known: Set<number>;
   /** Every chunk 1..contiguous is known to be stored. */
   contiguous: number;
@@ -111,6 +113,11 @@ const MAX_PARTS = 10_000;
 const CACHE_IDLE_MS = 5 * 60_000;
 const CACHE_MAX = 2_000;
 const DELETE_CONCURRENCY = 8;
+
+// A MIME type the `content-type` header can carry: `type/subtype` of token characters, then
+// parameters in printable ASCII. Anything else (the client sends it) would make `Headers` throw.
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const MIME_TYPE = new RegExp(`^${TOKEN}/${TOKEN}([ \\t]*;[\\x20-\\x7e]*)?$`);
 
 function isLost(status: number): boolean {
   // 412: the condition failed; 409: a concurrent conditional write won (AWS, R2); 404: If-Match on
@@ -227,16 +234,30 @@ export class S3Storage implements UploadStorage {
     const key = this.#upload(record.key, "upload.json");
     // A 409 from a racing writer, then a GET that sees nothing yet, is rare but possible: retry.
     for (let attempt = 0; attempt < 5; attempt++) {
-      if (await this.#putJson(key, record, { "if-none-match": "*" })) return record;
+      if (await this.#putJson(key, record, { "if-none-match": "*" })) return this.#noteRecord(record);
       const existing = await this.#getJson<UploadRecord>(key);
-      if (existing) return existing.value;
+      if (existing) return this.#noteRecord(existing.value);
     }
     throw new Error(`Upload record "${record.key}" could not be created or read`);
   }
 
   /** The upload record, or `undefined`. */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    return (await this.#getJson<UploadRecord>(this.#upload(key, "upload.json")))?.value;
+    const record = (await this.#getJson<UploadRecord>(this.#upload(key, "upload.json")))?.value;
+    if (record) this.#noteRecord(record);
+    else this.#chunks.delete(key);
+    return record;
+  }
+
+  /**
+   * Ties the chunk cache of `record.key` to this record: another process may have removed the upload
+   * and the same file begun again under the same key, so chunks seen for any other record (or for
+   * one never read) are forgotten.
+   */
+  #noteRecord(record: UploadRecord): UploadRecord {
+    if (this.#chunks.get(record.key)?.fileId !== record.fileId) this.#chunks.delete(record.key);
+    this.#cache(record.key, true)!.fileId = record.fileId;
+    return record;
   }
 
   /** Buffers the chunk, then stores it with one PUT, so it is visible whole or not at all. */
@@ -268,7 +289,7 @@ export class S3Storage implements UploadStorage {
     let entry = this.#chunks.get(key);
     if (entry && now - entry.touched > CACHE_IDLE_MS) entry = undefined;
     if (!entry && create) {
-      entry = { known: new Set(), contiguous: 0, touched: now };
+      entry = { fileId: undefined, known: new Set(), contiguous: 0, touched: now };
       if (this.#chunks.size >= CACHE_MAX) this.#chunks.delete(this.#chunks.keys().next().value!);
     }
     if (entry) {
@@ -363,7 +384,7 @@ export class S3Storage implements UploadStorage {
     const marker = (uploadId: string) => this.#upload(claim.key, `multipart/${uploadId}`);
     const size = await write(location, {
       headers: {
-        "content-type": file.type || "application/octet-stream",
+        "content-type": MIME_TYPE.test(file.type) ? file.type : "application/octet-stream",
         "content-disposition": `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}`,
       },
       mayPublish: () => this.#mayPublish(claim),
@@ -413,7 +434,12 @@ export class S3Storage implements UploadStorage {
     }
     const sizes = Array.from({ length: chunkCount }, (_, i) => found.get(i + 1));
     const missing = sizes.findIndex((size) => size === undefined);
-    if (missing >= 0) throw new Error(`Chunk ${missing + 1} of upload "${claim.key}" is not stored`);
+    if (missing >= 0) {
+      // What this process counted is wrong (the upload was removed and begun again elsewhere): the
+      // next count lists every chunk.
+      this.#chunks.delete(claim.key);
+      throw new Error(`Chunk ${missing + 1} of upload "${claim.key}" is not stored`);
+    }
     const total = sizes.reduce((sum: number, size) => sum + size!, 0);
     if (total !== file.size) throw new Error(`Assembled ${total} bytes, expected ${file.size}`);
     const first = sizes[0]!;
@@ -460,21 +486,40 @@ export class S3Storage implements UploadStorage {
     await this.#delete(await this.#keysUnder(this.#upload(key, "chunks/")));
   }
 
-  /** Aborts multipart uploads left by crashed assemblers, then deletes every object of the upload. */
+  /**
+   * Aborts multipart uploads left by crashed assemblers, then deletes every object of the upload
+   * but the markers of aborts that failed: those keep the upload listed, so the next sweep retries.
+   */
   async removeUpload(key: string): Promise<void> {
     this.#chunks.delete(key);
     const keys = await this.#keysUnder(this.#upload(key));
     const markers = this.#upload(key, "multipart/");
+    const kept = new Set<string>();
     for (const marker of keys.filter((k) => k.startsWith(markers))) {
-      const location = await this.#client.text("GET", marker).catch(() => undefined);
-      if (location === undefined) continue;
-      const response = await this.#client.send("DELETE", location, {
-        query: { uploadId: marker.slice(markers.length) },
-      });
-      await response.body?.cancel();
+      if (!await this.#abortMultipart(marker, marker.slice(markers.length))) kept.add(marker);
     }
-    await this.#delete(keys);
+    await this.#delete(keys.filter((k) => !kept.has(k)));
     this.#chunks.delete(key);
+  }
+
+  /** Aborts the multipart upload `marker` records; `false` when that may not have happened. */
+  async #abortMultipart(marker: string, uploadId: string): Promise<boolean> {
+    const found = await this.#client.send("GET", marker).catch(() => undefined);
+    if (found?.status === 404) {
+      await found.body?.cancel();
+      return true;
+    }
+    if (!found?.ok) {
+      await found?.body?.cancel();
+      return false;
+    }
+    const location = await found.text().catch(() => undefined);
+    if (location === undefined) return false;
+    const response = await this.#client.send("DELETE", location, { query: { uploadId } })
+      .catch(() => undefined);
+    await response?.body?.cancel();
+    // 404 NoSuchUpload: it was completed or aborted already.
+    return response !== undefined && (response.ok || response.status === 404);
   }
 
   /** Deletes a completed file and its metadata. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { S3Storage } from "../../src/storage/s3.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
+import { readProgress } from "../../src/progress.ts";
 import type { UploadRecord } from "../../mod.ts";
 import { fileOf, storageSuite } from "../_storage_suite.ts";
 import { type S3Fixture, startS3 } from "./_s3rver.ts";
@@ -278,5 +279,119 @@ Deno.test("S3Storage streams small chunks instead of copying, and refuses missin
       await digest(opened!.body),
       await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
     );
+  });
+});
+
+Deno.test("S3Storage counts afresh when another process removed the upload and the same file began again", async () => {
+  await withS3(async (s3) => {
+    const a = storageOn(s3, "p/");
+    const b = storageOn(s3, "p/");
+    const first = await a.createUpload(await newRecord(3, 1));
+    for (const n of [1, 2]) await a.putChunk(first.key, n, new Blob(["x"]).stream());
+    assert.equal(await a.countChunks(first.key), 2);
+    // Cancelled through process B, then the same file (same key, new record) lands on process A.
+    await b.removeUpload(first.key);
+    const again = await a.createUpload({ ...first, fileId: newFileId() });
+    assert.notEqual(again.fileId, first.fileId);
+    for (const n of [1, 3]) await a.putChunk(first.key, n, new Blob(["x"]).stream());
+    assert.equal(await a.countChunks(first.key), 2, "chunk 2 of the removed upload is not counted");
+    assert.equal((await readProgress(a, again)).ready, false);
+  });
+});
+
+Deno.test("S3Storage forgets the chunks it counted when assembly finds one missing", async () => {
+  await withS3(async (s3) => {
+    const a = storageOn(s3, "p/");
+    const b = storageOn(s3, "p/");
+    const first = await a.createUpload(await newRecord(2, 1));
+    for (const n of [1, 2]) await a.putChunk(first.key, n, new Blob(["x"]).stream());
+    assert.equal(await a.countChunks(first.key), 2);
+    // Removed and begun again entirely through process B: A never saw the new record.
+    await b.removeUpload(first.key);
+    const again = await b.createUpload({ ...first, fileId: newFileId() });
+    await b.putChunk(first.key, 1, new Blob(["x"]).stream());
+    const claim = await a.claim(first.key, { owner: "o", ttlMs: 60_000 });
+    await assert.rejects(a.commitChunks(claim!, 2, fileOf(again)), /Chunk 2 .* is not stored/);
+    assert.equal(await a.countChunks(first.key), 1);
+  });
+});
+
+Deno.test("S3Storage publishes a file whose type is not a plain ASCII MIME type as application/octet-stream", async () => {
+  await withS3(async (s3) => {
+    const types: (string | null)[] = [];
+    const storage = new S3Storage({
+      endpoint: s3.endpoint,
+      bucket: s3.bucket,
+      credentials: s3.credentials,
+      forcePathStyle: true,
+      prefix: "p/",
+      fetch: (input, init) => {
+        if (init?.method === "PUT" && String(input).includes("/files/") && !String(input).endsWith(".json")) {
+          types.push(new Headers(init.headers).get("content-type"));
+        }
+        return fetch(input, init);
+      },
+    });
+    // resumableType is the client's; validation only refuses control characters.
+    for (const type of ["text/plain; name=\u4e2d", "text/plain; charset=utf-8", "no type"]) {
+      const rec = await storage.createUpload({ ...await newRecord(1, 1), type });
+      const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+      const stored = await storage.commit(claim!, new Blob(["x"]).stream(), fileOf(rec));
+      assert.equal(stored?.type, type, "the record keeps what the client sent");
+    }
+    assert.deepEqual(types, [
+      "application/octet-stream",
+      "text/plain; charset=utf-8",
+      "application/octet-stream",
+    ]);
+  });
+});
+
+Deno.test("S3Storage keeps the multipart marker when aborting the multipart upload fails, so a later sweep aborts it", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    const bytes = randomBytes(6 * 1024 * 1024);
+    const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    // The "crash": the stream never ends after the first part went up.
+    let release!: () => void;
+    const stalled = new Promise<void>((resolve) => release = resolve);
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent >= 5 * 1024 * 1024) {
+          await stalled;
+          return controller.error(new Error("crashed"));
+        }
+        controller.enqueue(bytes.slice(sent, sent + 1024 * 1024));
+        sent += 1024 * 1024;
+      },
+    });
+    const committing = storage.commit(claim!, stream, fileOf(rec)).catch(() => undefined);
+    while (!s3.log.some((l) => l.includes("partNumber=1"))) await new Promise((r) => setTimeout(r, 20));
+    // The sweeping process may not abort it (403: no s3:AbortMultipartUpload permission).
+    const denied = new S3Storage({
+      endpoint: s3.endpoint,
+      bucket: s3.bucket,
+      credentials: s3.credentials,
+      forcePathStyle: true,
+      prefix: "p/",
+      fetch: (input, init) =>
+        init?.method === "DELETE" && String(input).includes("uploadId=")
+          ? Promise.resolve(new Response("<Error><Code>AccessDenied</Code></Error>", { status: 403 }))
+          : fetch(input, init),
+    });
+    await denied.removeUpload(rec.key);
+    assert.equal(s3.openMultipartUploads.size, 1);
+    const left = await s3.keys(`p/uploads/${rec.key}/`);
+    assert.equal(left.length, 1);
+    assert.match(left[0]!, /\/multipart\//);
+    // S3 lists the upload folder by that marker, so the next sweep removes it again (s3rver's
+    // delimiter listing misses keys two levels down, hence no listUploads() here).
+    await storageOn(s3, "p/").removeUpload(rec.key);
+    assert.equal(s3.openMultipartUploads.size, 0);
+    assert.deepEqual(await s3.keys(`p/uploads/${rec.key}/`), []);
+    release();
+    await committing;
   });
 });
