@@ -131,6 +131,8 @@ const PART = 64 * 1024;
 /** Parts per commit: 10 x 64 KiB stays well under the 800 KiB commit limit with keys. */
 const PARTS_PER_COMMIT = 10;
 const DELETES_PER_COMMIT = 500;
+/** Publishing commits to try while only our own lease renewals get in the way. */
+const PUBLISH_ATTEMPTS = 5;
 const TRANSIENT = /database is locked|busy|timed? ?out|temporar|unavailable|connection/i;
 
 function writeId(): string {
@@ -148,6 +150,17 @@ function writeId(): string {
  * using kv = await Deno.openKv(":memory:");
  * const storage = new DenoKvStorage({ kv });
  * const key = "0".repeat(32);
+ * await storage.createUpload({
+ *   key,
+ *   fileId: "0".repeat(24),
+ *   identifier: "5-hello",
+ *   fileName: "hello.txt",
+ *   relativePath: "hello.txt",
+ *   type: "text/plain",
+ *   totalSize: 5,
+ *   chunkSize: 5,
+ *   createdAt: Date.now(),
+ * });
  * await storage.putChunk(key, 1, new Blob(["hello"]).stream());
  * assert.equal(await storage.chunkSize(key, 1), 5);
  * assert.equal(await storage.countChunks(key), 1);
@@ -304,6 +317,8 @@ export class DenoKvStorage implements UploadStorage {
   /**
    * Writes the chunk's parts under a new write id, then makes it visible and counts it in one
    * commit. A chunk already stored stays as it is (readers may be streaming it); this copy is dropped.
+   * The commit checks the upload record read first, so a chunk of an upload removed meanwhile (and
+   * perhaps begun again under the same key) is refused rather than left behind or inherited.
    */
   async putChunk(
     key: string,
@@ -312,18 +327,28 @@ export class DenoKvStorage implements UploadStorage {
     signal?: AbortSignal,
   ): Promise<void> {
     if (!Number.isSafeInteger(index) || index < 1) throw new RangeError(`Invalid chunk index ${index}`);
+    const uploadKey = this.#key("upload", key);
+    const upload = await this.#get<UploadRecord>(uploadKey);
+    const missing = () => new Error(`Cannot store chunk ${index}: upload "${key}" does not exist`);
+    if (!upload.value) {
+      await data.cancel().catch(() => {});
+      throw missing();
+    }
     const id = writeId();
     const parts = this.#key("chunkpart", key, index, id);
     const size = await this.#writeParts(parts, data, signal);
     const chunkKey = this.#key("chunk", key, index);
     const value: ChunkValue = { size, writeId: id };
     const added = await this.#commit((op) =>
-      op.check({ key: chunkKey, versionstamp: null })
+      op.check(upload).check({ key: chunkKey, versionstamp: null })
         .set(chunkKey, value)
         .sum(this.#key("count", key), 1n)
         .set(this.#key("activity", key), Date.now())
     );
-    if (!added) await this.#deletePrefix(parts);
+    if (added) return;
+    await this.#deletePrefix(parts);
+    // Either the chunk was stored already (fine) or the upload record changed under us.
+    if ((await this.#get(uploadKey)).versionstamp !== upload.versionstamp) throw missing();
   }
 
   /** Size of a stored chunk, or `undefined`. */
@@ -369,12 +394,13 @@ export class DenoKvStorage implements UploadStorage {
     return held as Deno.KvEntry<ClaimValue>;
   }
 
-  /** Extends the lease unless it was taken over. */
+  /** Extends the lease unless it was taken over; a renewal is activity, so sweeps keep the upload. */
   async renewClaim(claim: Claim, lease: Lease): Promise<boolean> {
     const held = await this.#held(claim);
     if (!held) return false;
     return await this.#commit((op) =>
       op.check(held).set(held.key, { ...held.value, expiresAt: Date.now() + lease.ttlMs })
+        .set(this.#key("activity", claim.key), Date.now())
     );
   }
 
@@ -407,15 +433,20 @@ export class DenoKvStorage implements UploadStorage {
     } else {
       stored = { ...file, size: await this.#writeParts(parts, data) };
     }
-    const held = await this.#held(claim);
     const value: FileValue = { file: stored, writeId: id, external: this.#files !== undefined };
-    const ok = held !== undefined &&
-      await this.#commit((op) =>
+    let ok = false;
+    // Our own lease renewal (every lease/3) also changes the claim's versionstamp: retry while the
+    // claim is still ours and nobody completed; only a takeover or a completion loses.
+    for (let attempt = 0; attempt < PUBLISH_ATTEMPTS && !ok; attempt++) {
+      const held = await this.#held(claim);
+      if (!held || (await this.#get(completeKey)).value) break;
+      ok = await this.#commit((op) =>
         op.check(held).check({ key: completeKey, versionstamp: null })
           .set(completeKey, stored)
           .set(this.#key("file", file.id), value)
           .set(this.#key("activity", claim.key), Date.now())
       );
+    }
     if (!ok) {
       // A target's bytes stay: they are named by the file id, so they are the winner's bytes too.
       if (!this.#files) await this.#deletePrefix(parts);
@@ -457,6 +488,8 @@ export class DenoKvStorage implements UploadStorage {
       for (const kind of ["upload", "claim", "complete", "activity"]) op.delete(this.#key(kind, key));
       return op;
     });
+    // A chunk may have committed between the two steps; none can after, as the record is gone.
+    await this.removeChunks(key);
   }
 
   /** Deletes a completed file and its parts. */

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { DenoKvStorage, type KvFileTarget } from "../../src/storage/deno_kv.ts";
+import { cleanupExpired } from "../../src/cleanup.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
+import type { UploadRecord } from "../../src/storage/types.ts";
 import { storageSuite } from "../_storage_suite.ts";
 
 storageSuite("DenoKvStorage (:memory:)", async () => {
@@ -54,10 +56,25 @@ function randomBytes(size: number): Uint8Array {
 
 const KEY = "a".repeat(32);
 
+function recordOf(key: string, totalSize = 1, chunkSize = 1): UploadRecord {
+  return {
+    key,
+    fileId: newFileId(),
+    identifier: "id",
+    fileName: "f.bin",
+    relativePath: "f.bin",
+    type: "",
+    totalSize,
+    chunkSize,
+    createdAt: Date.now(),
+  };
+}
+
 Deno.test("DenoKvStorage splits a chunk into 64 KiB values over several commits and reads it back", async () => {
   using kv = await Deno.openKv(":memory:");
   const storage = new DenoKvStorage({ kv });
   const bytes = randomBytes(1536 * 1024 + 7);
+  await storage.createUpload(recordOf(KEY, bytes.byteLength, bytes.byteLength));
   await storage.putChunk(KEY, 1, new Blob([bytes as Uint8Array<ArrayBuffer>]).stream());
   const values: number[] = [];
   for await (const entry of kv.list<Uint8Array>({ prefix: ["resumable", "chunkpart", KEY] })) {
@@ -84,6 +101,7 @@ Deno.test("DenoKvStorage shows a chunk only after all its parts are written", as
       sent++;
     },
   });
+  await storage.createUpload(recordOf(KEY, 48 * 65536, 16 * 65536));
   const writing = storage.putChunk(KEY, 3, stream);
   while (sent < 12) await new Promise((resolve) => setTimeout(resolve, 5));
   let parts = 0;
@@ -99,7 +117,7 @@ Deno.test("DenoKvStorage shows a chunk only after all its parts are written", as
 
 Deno.test("DenoKvStorage retries operations that fail with 'database is locked'", async () => {
   using kv = await Deno.openKv(":memory:");
-  let failures = 3;
+  let failures = 0;
   let failed = 0;
   const flaky = new Proxy(kv, {
     get(target, name) {
@@ -120,6 +138,8 @@ Deno.test("DenoKvStorage retries operations that fail with 'database is locked'"
     },
   });
   const storage = new DenoKvStorage({ kv: flaky });
+  await storage.createUpload(recordOf(KEY, 6, 3));
+  failures = 3;
   await storage.putChunk(KEY, 1, new Blob(["abc"]).stream());
   assert.equal(failed, 3, "three failures were retried");
   assert.equal(await storage.countChunks(KEY), 1);
@@ -137,6 +157,7 @@ Deno.test("DenoKvStorage grants one claim across two handles on one database fil
       Array.from({ length: 20 }, (_, i) => storages[i % 2]!.claim(KEY, { owner: `o${i}`, ttlMs: 60_000 })),
     );
     assert.equal(claims.filter((claim) => claim !== undefined).length, 1);
+    await storages[0]!.createUpload(recordOf(KEY, 5, 1));
     await Promise.all(
       Array.from(
         { length: 20 },
@@ -176,4 +197,118 @@ Deno.test("DenoKvStorage with a file target streams the assembled file there and
   await storage.removeFile(fileId);
   assert.equal(bytes.has(fileId), false);
   assert.equal(await storage.openFile(fileId), undefined);
+});
+
+/** Chunk `index` of `key` with one byte sent and the rest held until `finish` is called. */
+function heldChunk(storage: DenoKvStorage, key: string, index: number) {
+  let feed!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({ start: (controller) => void (feed = controller) });
+  const put = storage.putChunk(key, index, body);
+  feed.enqueue(new Uint8Array([0x4f]));
+  return { put, finish: () => feed.close() };
+}
+
+async function kvKeys(kv: Deno.Kv, kind: string): Promise<Deno.KvKey[]> {
+  return (await Array.fromAsync(kv.list({ prefix: ["resumable", kind] }))).map((entry) => entry.key);
+}
+
+Deno.test("DenoKvStorage refuses a chunk whose upload was removed while it was received", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  await assert.rejects(storage.putChunk(KEY, 1, new Blob(["x"]).stream()), /does not exist/);
+  await storage.createUpload(recordOf(KEY, 2));
+  const chunk = heldChunk(storage, KEY, 1);
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  // Cancelled, or expired by a sweep in another isolate, while the chunk's bytes arrive.
+  await storage.removeUpload(KEY);
+  chunk.finish();
+  await assert.rejects(chunk.put, /does not exist/);
+  assert.deepEqual(await kvKeys(kv, "chunk"), []);
+  assert.deepEqual(await kvKeys(kv, "chunkpart"), []);
+  // The same file added again (same key) starts with nothing of the old one.
+  await storage.createUpload(recordOf(KEY, 2));
+  assert.equal(await storage.countChunks(KEY), 0);
+  assert.equal(await storage.chunkSize(KEY, 1), undefined);
+});
+
+Deno.test("DenoKvStorage removeUpload also removes a chunk made visible while it was deleting chunks", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let racing: Promise<void> | undefined;
+  // The chunk commits after removeUpload deleted the chunks and before it deletes the record.
+  class Raced extends DenoKvStorage {
+    override async removeChunks(key: string): Promise<void> {
+      await super.removeChunks(key);
+      racing ??= this.putChunk(key, 1, new Blob(["x"]).stream());
+      await racing;
+    }
+  }
+  const storage = new Raced({ kv });
+  await storage.createUpload(recordOf(KEY, 2));
+  await storage.removeUpload(KEY);
+  assert.deepEqual(await kvKeys(kv, "chunk"), []);
+  assert.deepEqual(await kvKeys(kv, "chunkpart"), []);
+  assert.deepEqual(await kvKeys(kv, "count"), []);
+});
+
+Deno.test("DenoKvStorage counts a lease renewal as activity, so a sweep elsewhere keeps a live assembly", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  await storage.createUpload(recordOf(KEY));
+  await storage.putChunk(KEY, 1, new Blob(["x"]).stream());
+  const lease = { owner: "assembler", ttlMs: 60 };
+  const claim = await storage.claim(KEY, lease);
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  assert.equal(await storage.renewClaim(claim!, lease), true);
+  // A sweep in another isolate: no isActive() knows of this assembly.
+  const report = await cleanupExpired(storage, { expireAfter: 100, completedExpireAfter: 1e9 });
+  assert.equal(report.expired, 0);
+  assert.equal(await storage.renewClaim(claim!, lease), true);
+});
+
+Deno.test("DenoKvStorage publishes when its own lease renewal lands between the claim check and the publishing commit", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let publishing = false;
+  let renewed: Promise<boolean> | undefined;
+  const lease = { owner: "only-assembler", ttlMs: 30_000 };
+  // assembleOnce renews every lease/3; this runs one renewal right after commit() read the claim.
+  const timed = new Proxy(kv, {
+    get(target, name) {
+      if (name === "get") {
+        return async (key: Deno.KvKey) => {
+          const entry = await target.get(key);
+          if (publishing && key.includes("claim") && !renewed) {
+            await (renewed = storage.renewClaim(claim!, lease));
+          }
+          return entry;
+        };
+      }
+      return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+    },
+  });
+  const storage = new DenoKvStorage({ kv: timed });
+  const rec = await storage.createUpload(recordOf(KEY));
+  const claim = await storage.claim(KEY, lease);
+  let pulls = 0;
+  const data = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (pulls++ === 0) return controller.enqueue(new Uint8Array([1]));
+      publishing = true; // the bytes are written: commit() now reads the claim again and publishes
+      controller.close();
+    },
+  });
+  const file = {
+    id: rec.fileId,
+    name: rec.fileName,
+    size: 1,
+    type: "",
+    identifier: rec.identifier,
+    relativePath: rec.relativePath,
+    uploadKey: KEY,
+    completedAt: Date.now(),
+  };
+  const stored = await storage.commit(claim!, data, file);
+  assert.equal(await renewed, true, "the renewal ran in the window");
+  assert.equal(stored?.id, rec.fileId, "the only live claimant publishes");
+  const opened = await storage.openFile(rec.fileId);
+  assert.deepEqual(new Uint8Array(await new Response(opened!.body).arrayBuffer()), new Uint8Array([1]));
 });
