@@ -15,9 +15,10 @@ async function readAll(stream: ReadableStream<Uint8Array>): Promise<string> {
   return await new Response(stream).text();
 }
 
-async function record(totalSize = 6, chunkSize = 3): Promise<UploadRecord> {
+/** A new upload record of `abc.txt` under `key`, with a file id of its own. */
+export function recordOf(key: string, totalSize = 6, chunkSize = 3): UploadRecord {
   return {
-    key: await uploadKey("", crypto.randomUUID()),
+    key,
     fileId: newFileId(),
     identifier: "6-abc",
     fileName: "abc.txt",
@@ -27,6 +28,10 @@ async function record(totalSize = 6, chunkSize = 3): Promise<UploadRecord> {
     chunkSize,
     createdAt: Date.now(),
   };
+}
+
+async function record(totalSize = 6, chunkSize = 3): Promise<UploadRecord> {
+  return recordOf(await uploadKey("", crypto.randomUUID()), totalSize, chunkSize);
 }
 
 function streamOf(text: string): ReadableStream<Uint8Array> {

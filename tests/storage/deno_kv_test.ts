@@ -2,8 +2,7 @@ import assert from "node:assert/strict";
 import { DenoKvStorage, type KvFileTarget } from "../../src/storage/deno_kv.ts";
 import { cleanupExpired } from "../../src/cleanup.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
-import type { UploadRecord } from "../../src/storage/types.ts";
-import { storageSuite } from "../_storage_suite.ts";
+import { recordOf, storageSuite } from "../_storage_suite.ts";
 
 storageSuite("DenoKvStorage (:memory:)", async () => {
   const kv = await Deno.openKv(":memory:");
@@ -55,20 +54,6 @@ function randomBytes(size: number): Uint8Array {
 }
 
 const KEY = "a".repeat(32);
-
-function recordOf(key: string, totalSize = 1, chunkSize = 1): UploadRecord {
-  return {
-    key,
-    fileId: newFileId(),
-    identifier: "id",
-    fileName: "f.bin",
-    relativePath: "f.bin",
-    type: "",
-    totalSize,
-    chunkSize,
-    createdAt: Date.now(),
-  };
-}
 
 Deno.test("DenoKvStorage splits a chunk into 64 KiB values over several commits and reads it back", async () => {
   using kv = await Deno.openKv(":memory:");
@@ -216,7 +201,7 @@ Deno.test("DenoKvStorage refuses a chunk whose upload was removed while it was r
   using kv = await Deno.openKv(":memory:");
   const storage = new DenoKvStorage({ kv });
   await assert.rejects(storage.putChunk(KEY, 1, new Blob(["x"]).stream()), /does not exist/);
-  await storage.createUpload(recordOf(KEY, 2));
+  await storage.createUpload(recordOf(KEY, 2, 1));
   const chunk = heldChunk(storage, KEY, 1);
   await new Promise((resolve) => setTimeout(resolve, 10));
   // Cancelled, or expired by a sweep in another isolate, while the chunk's bytes arrive.
@@ -226,7 +211,7 @@ Deno.test("DenoKvStorage refuses a chunk whose upload was removed while it was r
   assert.deepEqual(await kvKeys(kv, "chunk"), []);
   assert.deepEqual(await kvKeys(kv, "chunkpart"), []);
   // The same file added again (same key) starts with nothing of the old one.
-  await storage.createUpload(recordOf(KEY, 2));
+  await storage.createUpload(recordOf(KEY, 2, 1));
   assert.equal(await storage.countChunks(KEY), 0);
   assert.equal(await storage.chunkSize(KEY, 1), undefined);
 });
@@ -243,7 +228,7 @@ Deno.test("DenoKvStorage removeUpload also removes a chunk made visible while it
     }
   }
   const storage = new Raced({ kv });
-  await storage.createUpload(recordOf(KEY, 2));
+  await storage.createUpload(recordOf(KEY, 2, 1));
   await storage.removeUpload(KEY);
   assert.deepEqual(await kvKeys(kv, "chunk"), []);
   assert.deepEqual(await kvKeys(kv, "chunkpart"), []);
@@ -253,7 +238,7 @@ Deno.test("DenoKvStorage removeUpload also removes a chunk made visible while it
 Deno.test("DenoKvStorage counts a lease renewal as activity, so a sweep elsewhere keeps a live assembly", async () => {
   using kv = await Deno.openKv(":memory:");
   const storage = new DenoKvStorage({ kv });
-  await storage.createUpload(recordOf(KEY));
+  await storage.createUpload(recordOf(KEY, 1, 1));
   await storage.putChunk(KEY, 1, new Blob(["x"]).stream());
   const lease = { owner: "assembler", ttlMs: 60 };
   const claim = await storage.claim(KEY, lease);
@@ -286,7 +271,7 @@ Deno.test("DenoKvStorage publishes when its own lease renewal lands between the 
     },
   });
   const storage = new DenoKvStorage({ kv: timed });
-  const rec = await storage.createUpload(recordOf(KEY));
+  const rec = await storage.createUpload(recordOf(KEY, 1, 1));
   const claim = await storage.claim(KEY, lease);
   let pulls = 0;
   const data = new ReadableStream<Uint8Array>({

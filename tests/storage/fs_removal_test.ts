@@ -1,10 +1,9 @@
 // Removing an upload (cancel, expiry) while its chunks or its assembly are still under way.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { newFileId, uploadKey } from "../../src/identifier.ts";
+import { uploadKey } from "../../src/identifier.ts";
 import { FileSystemStorage } from "../../src/storage/fs.ts";
-import type { UploadRecord } from "../../src/storage/types.ts";
-import { fileOf } from "../_storage_suite.ts";
+import { fileOf, recordOf } from "../_storage_suite.ts";
 
 async function fixture() {
   const directory = await Deno.makeTempDir({ prefix: "resumable-removal-" });
@@ -13,17 +12,7 @@ async function fixture() {
     directory,
     key,
     storage: new FileSystemStorage({ directory }),
-    record: (totalSize = 6, chunkSize = 3): UploadRecord => ({
-      key,
-      fileId: newFileId(),
-      identifier: "id",
-      fileName: "abc.txt",
-      relativePath: "abc.txt",
-      type: "",
-      totalSize,
-      chunkSize,
-      createdAt: Date.now(),
-    }),
+    record: (totalSize = 6, chunkSize = 3) => recordOf(key, totalSize, chunkSize),
     [Symbol.asyncDispose]: () => Deno.remove(directory, { recursive: true }),
   };
 }

@@ -129,29 +129,36 @@ Deno.test("S3Storage aborts the multipart upload when the assembled stream fails
   });
 });
 
+/**
+ * An assembler under prefix `p/` whose data stops after the first 5 MiB part went up, as if its
+ * process died: its multipart upload stays open until `release` ends the stream.
+ */
+async function stallAfterFirstPart(s3: S3Fixture) {
+  const storage = storageOn(s3, "p/");
+  const bytes = randomBytes(6 * 1024 * 1024);
+  const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
+  const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+  let release!: () => void;
+  const stalled = new Promise<void>((resolve) => release = resolve);
+  let sent = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (sent >= 5 * 1024 * 1024) {
+        await stalled;
+        return controller.error(new Error("crashed"));
+      }
+      controller.enqueue(bytes.slice(sent, sent + 1024 * 1024));
+      sent += 1024 * 1024;
+    },
+  });
+  const committing = storage.commit(claim!, stream, fileOf(rec)).catch(() => undefined);
+  while (!s3.log.some((l) => l.includes("partNumber=1"))) await new Promise((r) => setTimeout(r, 20));
+  return { rec, release, committing };
+}
+
 Deno.test("S3Storage expiry removal aborts a multipart upload a crashed assembler left behind", async () => {
   await withS3(async (s3) => {
-    const storage = storageOn(s3, "p/");
-    const bytes = randomBytes(6 * 1024 * 1024);
-    const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
-    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
-    // The "crash": the stream never ends after the first part went up.
-    let release!: () => void;
-    const stalled = new Promise<void>((resolve) => release = resolve);
-    let sent = 0;
-    const stream = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        if (sent >= 5 * 1024 * 1024) {
-          await stalled;
-          return controller.error(new Error("crashed"));
-        }
-        controller.enqueue(bytes.slice(sent, sent + 1024 * 1024));
-        sent += 1024 * 1024;
-      },
-    });
-    const committing = storage.commit(claim!, stream, fileOf(rec)).catch(() => undefined);
-    while (s3.openMultipartUploads.size === 0) await new Promise((r) => setTimeout(r, 20));
-    while (!s3.log.some((l) => l.includes("partNumber=1"))) await new Promise((r) => setTimeout(r, 20));
+    const { rec, release, committing } = await stallAfterFirstPart(s3);
     // A sweep (in any process) sees the stale upload and removes it, aborting the multipart upload.
     const sweeper = storageOn(s3, "p/");
     const seen: string[] = [];
@@ -349,26 +356,7 @@ Deno.test("S3Storage publishes a file whose type is not a plain ASCII MIME type 
 
 Deno.test("S3Storage keeps the multipart marker when aborting the multipart upload fails, so a later sweep aborts it", async () => {
   await withS3(async (s3) => {
-    const storage = storageOn(s3, "p/");
-    const bytes = randomBytes(6 * 1024 * 1024);
-    const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
-    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
-    // The "crash": the stream never ends after the first part went up.
-    let release!: () => void;
-    const stalled = new Promise<void>((resolve) => release = resolve);
-    let sent = 0;
-    const stream = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        if (sent >= 5 * 1024 * 1024) {
-          await stalled;
-          return controller.error(new Error("crashed"));
-        }
-        controller.enqueue(bytes.slice(sent, sent + 1024 * 1024));
-        sent += 1024 * 1024;
-      },
-    });
-    const committing = storage.commit(claim!, stream, fileOf(rec)).catch(() => undefined);
-    while (!s3.log.some((l) => l.includes("partNumber=1"))) await new Promise((r) => setTimeout(r, 20));
+    const { rec, release, committing } = await stallAfterFirstPart(s3);
     // The sweeping process may not abort it (403: no s3:AbortMultipartUpload permission).
     const denied = new S3Storage({
       endpoint: s3.endpoint,
