@@ -210,17 +210,19 @@ async function defaultStorage(): Promise<UploadStorage> {
   return new FileSystemStorage();
 }
 
-function readFromQuery(
-  url: URL,
+/** Reads the request's parameters from `source`; errors from here on answer in the client's terms. */
+function readRequestParams(
+  source: ParamSource,
   options: ResolvedOptions,
   context: RequestContext,
-) {
-  const raw = readParams(paramSource(url), {
-    namespace: options.parameterNamespace,
-    custom: options.parameterNames,
-  });
+): RawParams {
+  const raw = readParams(source, { namespace: options.parameterNamespace, custom: options.parameterNames });
   context.dialect = raw.dialect;
   return raw;
+}
+
+function readFromQuery(url: URL, options: ResolvedOptions, context: RequestContext): RawParams {
+  return readRequestParams(paramSource(url), options, context);
 }
 
 /**
@@ -258,12 +260,7 @@ async function test(
   context: RequestContext,
   source?: ParamSource,
 ): Promise<Response> {
-  const url = new URL(request.url);
-  const raw = readParams(source ?? paramSource(url), {
-    namespace: options.parameterNamespace,
-    custom: options.parameterNames,
-  });
-  context.dialect = raw.dialect;
+  const raw = readRequestParams(source ?? paramSource(new URL(request.url)), options, context);
   const chunk = validateChunkRequest(raw, options.limits);
   const outcome = await service.test(request, chunk);
   // 204, not 404: 404 is fatal to flow.js (protocol.md §4.1).
@@ -287,8 +284,7 @@ async function testFromForm(
   if (form.file || form.fields.has(fileField)) {
     await form.file?.stream.cancel().catch(() => {});
     // Refused in the terms of the client the fields name.
-    const naming = { namespace: options.parameterNamespace, custom: options.parameterNames };
-    context.dialect = readParams(source, naming).dialect;
+    readRequestParams(source, options, context);
     throw new ResumableError(
       "malformed_body",
       `A chunk test carries no field "${fileField}"; chunks are sent with ${options.uploadMethod}`,
@@ -332,11 +328,7 @@ async function upload(
         `Multipart body has no file field "${options.parameterNamespace + options.fileParameterName}"`,
       );
     }
-    const raw = readParams(paramSource(url, form), {
-      namespace: options.parameterNamespace,
-      custom: options.parameterNames,
-    });
-    context.dialect = raw.dialect;
+    const raw = readRequestParams(paramSource(url, form), options, context);
     const chunk = validateChunkRequest(raw, options.limits);
     if (!chunk.allowedSizes.includes(part.size)) {
       throw new ResumableError(
@@ -408,8 +400,7 @@ async function uploadStreamed(
       }
       ({ stream, size } = chunkFromDataUrl(value, fileField));
     }
-    const raw = readParams(source, { namespace: options.parameterNamespace, custom: options.parameterNames });
-    context.dialect = raw.dialect;
+    const raw = readRequestParams(source, options, context);
     let chunk;
     try {
       chunk = validateChunkRequest(raw, options.limits);
