@@ -90,7 +90,7 @@ export class ChunkService {
         throw new ResumableError("forbidden", `Not allowed to ${info.action} "${clip(info.identifier)}"`);
       }
     }
-    return { key: await uploadKey(scope, info.identifier), scope };
+    return { key: uploadKey(scope, info.identifier), scope };
   }
 
   #chunkKey(request: Request, chunk: ChunkRequest, action: "test" | "upload") {
@@ -181,7 +181,7 @@ export class ChunkService {
       await body.cancel().catch(() => {});
       return this.#completed(completed, chunk.layout.floorCount);
     }
-    const tag = await uploadKey(scope, "");
+    const tag = uploadKey(scope, "");
     try {
       // In memory and idempotent per upload: chunks of an upload already counted pass at once.
       await this.quota.reserve(key, tag, chunk.totalSize);

@@ -30,8 +30,8 @@ export function recordOf(key: string, totalSize = 6, chunkSize = 3): UploadRecor
   };
 }
 
-async function record(totalSize = 6, chunkSize = 3): Promise<UploadRecord> {
-  return recordOf(await uploadKey("", crypto.randomUUID()), totalSize, chunkSize);
+function record(totalSize = 6, chunkSize = 3): UploadRecord {
+  return recordOf(uploadKey("", crypto.randomUUID()), totalSize, chunkSize);
 }
 
 function streamOf(text: string): ReadableStream<Uint8Array> {
@@ -78,7 +78,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
     });
 
   step("reports missing things as undefined, not errors", async (storage) => {
-    const rec = await record();
+    const rec = record();
     assert.equal(await storage.getUpload(rec.key), undefined);
     assert.equal(await storage.chunkSize(rec.key, 1), undefined);
     assert.equal(await storage.countChunks(rec.key), 0);
@@ -87,7 +87,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   });
 
   step("creates an upload record once when ten callers race", async (storage) => {
-    const rec = await record();
+    const rec = record();
     const results = await Promise.all(
       Array.from({ length: 10 }, () => storage.createUpload({ ...rec, fileId: newFileId() })),
     );
@@ -97,7 +97,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   });
 
   step("makes a chunk visible with its exact bytes once written", async (storage) => {
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     await storage.putChunk(rec.key, 2, streamOf("def"));
     assert.equal(await storage.chunkSize(rec.key, 2), 3);
     assert.equal(await storage.chunkSize(rec.key, 1), undefined);
@@ -106,14 +106,14 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   });
 
   step("stores an empty chunk", async (storage) => {
-    const rec = await storage.createUpload(await record(0, 3));
+    const rec = await storage.createUpload(record(0, 3));
     await storage.putChunk(rec.key, 1, streamOf(""));
     assert.equal(await storage.chunkSize(rec.key, 1), 0);
     assert.equal(await readAll(await storage.openChunk(rec.key, 1)), "");
   });
 
   step("never shows a torn write, and keeps the chunk it had", async (storage) => {
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     await storage.putChunk(rec.key, 1, streamOf("abc"));
     await assert.rejects(storage.putChunk(rec.key, 2, tornStream("de")));
     await assert.rejects(storage.putChunk(rec.key, 1, tornStream("xy")));
@@ -123,7 +123,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   });
 
   step("drops a chunk whose write was aborted", async (storage) => {
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     const controller = new AbortController();
     controller.abort(new Error("client gone"));
     await assert.rejects(storage.putChunk(rec.key, 1, streamOf("abc"), controller.signal));
@@ -131,14 +131,14 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   });
 
   step("accepts the same chunk twice, concurrently, as one chunk", async (storage) => {
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     await Promise.all([1, 1, 1].map((n) => storage.putChunk(rec.key, n, streamOf("abc"))));
     assert.equal(await storage.countChunks(rec.key), 1);
     assert.equal(await readAll(await storage.openChunk(rec.key, 1)), "abc");
   });
 
   step("grants one of ten concurrent claims, then one takeover after expiry", async (storage) => {
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     // A lease long enough that ten claims finish within it on a loaded machine (150 ms was not, once).
     const ttlMs = 1000;
     const first = await Promise.all(
@@ -159,7 +159,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
 
   step("lets a released claim be taken at once, by exactly one caller", async (storage) => {
     if (!storage.releaseClaim) return;
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     const first = await storage.claim(rec.key, { owner: "first", ttlMs: 60_000 });
     assert.ok(first);
     assert.equal(await storage.claim(rec.key, { owner: "early", ttlMs: 60_000 }), undefined);
@@ -171,7 +171,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   });
 
   step("publishes only for the newest claim, once", async (storage) => {
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     const stale = await storage.claim(rec.key, { owner: "stale", ttlMs: 50 });
     assert.ok(stale);
     await new Promise((resolve) => setTimeout(resolve, 150));
@@ -192,7 +192,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
 
   step("commits from stored chunks in place, when it can, under the same claim rules", async (storage) => {
     if (!storage.commitChunks) return;
-    const rec = await storage.createUpload(await record(7, 3));
+    const rec = await storage.createUpload(record(7, 3));
     await storage.putChunk(rec.key, 2, streamOf("defg"));
     const early = await storage.claim(rec.key, { owner: "early", ttlMs: 60_000 });
     // Chunk 1 is missing: the result would not be the file's size, so nothing is published.
@@ -213,7 +213,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   });
 
   step("publishes nothing when the assembled stream fails", async (storage) => {
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
     assert.ok(claim);
     await assert.rejects(storage.commit(claim, tornStream("abc"), fileOf(rec)));
@@ -222,7 +222,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   });
 
   step("removes chunks but keeps the records, and removes idempotently", async (storage) => {
-    const rec = await storage.createUpload(await record());
+    const rec = await storage.createUpload(record());
     await storage.putChunk(rec.key, 1, streamOf("abc"));
     const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
     await storage.commit(claim!, streamOf("abcdef"), fileOf(rec));
@@ -241,8 +241,8 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
 
   step("lists uploads with their activity, when it can", async (storage) => {
     if (!storage.listUploads) return;
-    const a = await storage.createUpload(await record());
-    const b = await storage.createUpload(await record());
+    const a = await storage.createUpload(record());
+    const b = await storage.createUpload(record());
     const claim = await storage.claim(b.key, { owner: "o", ttlMs: 60_000 });
     await storage.commit(claim!, streamOf("abcdef"), fileOf(b));
     const seen = new Map<string, boolean>();

@@ -67,7 +67,7 @@ async function drive(url: string, chunks: ClientChunk[], random: () => number): 
 /** Every published file must be whole: a data file under files/<id>/ is the full upload or absent. */
 async function assertNothingHalfVisible(root: string, expected: string, label: string) {
   const storage = new FileSystemStorage({ directory: root });
-  const completed = await storage.getCompleted(await uploadKey("", IDENTIFIER));
+  const completed = await storage.getCompleted(uploadKey("", IDENTIFIER));
   if (completed) {
     const opened = await storage.openFile(completed.id);
     assert.ok(opened, `${label}: a completion record without its file`);

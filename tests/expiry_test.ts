@@ -45,7 +45,7 @@ Deno.test("cleanup() expires abandoned uploads after expireAfter and completion 
       kept: 1,
     });
     assert.equal((await handler(testRequest(BASE, abandoned[0]!))).status, 204);
-    assert.equal(await storage.countChunks(await uploadKey("", "3000-abandoned")), 0);
+    assert.equal(await storage.countChunks(uploadKey("", "3000-abandoned")), 0);
     const retest = await handler(testRequest(BASE, finished[0]!));
     assert.equal(retest.status, 200, "a finished upload still tests as present");
     await retest.body?.cancel();
@@ -110,20 +110,19 @@ Deno.test("FileSystemStorage counts a chunk being written as activity, so anothe
   const dir = await Deno.makeTempDir({ prefix: "resumable-expiry-fs-" });
   try {
     const storage = new FileSystemStorage({ directory: dir });
-    const record = (identifier: string) =>
-      uploadKey("", identifier).then((key) => ({
-        key,
-        fileId: newFileId(),
-        identifier,
-        fileName: "f",
-        relativePath: "f",
-        type: "",
-        totalSize: 10,
-        chunkSize: 10,
-        createdAt: Date.now(),
-      }));
-    const old = await storage.createUpload(await record("old"));
-    const live = await storage.createUpload(await record("live"));
+    const record = (identifier: string) => ({
+      key: uploadKey("", identifier),
+      fileId: newFileId(),
+      identifier,
+      fileName: "f",
+      relativePath: "f",
+      type: "",
+      totalSize: 10,
+      chunkSize: 10,
+      createdAt: Date.now(),
+    });
+    const old = await storage.createUpload(record("old"));
+    const live = await storage.createUpload(record("live"));
     let finish!: () => void;
     const finished = new Promise<void>((resolve) => finish = resolve);
     const writing = storage.putChunk(

@@ -65,7 +65,7 @@ async function makeWorld(): Promise<World> {
     handler,
     doneId,
     doneHash: "",
-    partialKey: await uploadKey("victim", "victim-partial"),
+    partialKey: uploadKey("victim", "victim-partial"),
   };
   world.doneHash = await fileHash(storage, doneId);
   assert.equal(world.doneHash, await sha256(seededBytes(300, 1)));

@@ -1,33 +1,33 @@
 import assert from "node:assert/strict";
 import { isFileId, isUploadKey, newFileId, sanitizeFileName, uploadKey } from "../src/identifier.ts";
 
-Deno.test("uploadKey() is hex, deterministic, and different per scope", async () => {
-  const key = await uploadKey("", "123-photojpg");
+Deno.test("uploadKey() is hex, deterministic, and different per scope", () => {
+  const key = uploadKey("", "123-photojpg");
   assert.ok(isUploadKey(key));
-  assert.equal(key, await uploadKey("", "123-photojpg"));
-  assert.notEqual(key, await uploadKey("alice", "123-photojpg"));
-  assert.notEqual(await uploadKey("a", "b\u0000c"), await uploadKey("a\u0000b", "c"));
+  assert.equal(key, uploadKey("", "123-photojpg"));
+  assert.notEqual(key, uploadKey("alice", "123-photojpg"));
+  assert.notEqual(uploadKey("a", "b\u0000c"), uploadKey("a\u0000b", "c"));
   for (const hostile of ["../../etc", "/abs", "a%2f..%2fb", "x\u0000y", "x".repeat(10_000)]) {
-    assert.ok(isUploadKey(await uploadKey("", hostile)));
+    assert.ok(isUploadKey(uploadKey("", hostile)));
   }
 });
 
-Deno.test("uploadKey() is stable across versions: the first 128 bits of SHA-256 of the length-prefixed pair", async () => {
+Deno.test("uploadKey() is stable across versions: the first 128 bits of SHA-256 of the length-prefixed pair", () => {
   // Keys name upload folders on disk: a new release must find uploads an older one started.
-  assert.equal(await uploadKey("", "123-photojpg"), "f7dbe479dd71d80f22970178123b9055");
-  assert.equal(await uploadKey("alice", "123-photojpg"), "102efb39ca95c5f6dc909d99d465d4e7");
+  assert.equal(uploadKey("", "123-photojpg"), "f7dbe479dd71d80f22970178123b9055");
+  assert.equal(uploadKey("alice", "123-photojpg"), "102efb39ca95c5f6dc909d99d465d4e7");
 });
 
-Deno.test("uploadKey() gives the same key whether it remembers it or computes it again", async () => {
-  const first = await Promise.all(["a", "b", "c"].map((id) => uploadKey("scope", id)));
+Deno.test("uploadKey() gives the same key whether it remembers it or computes it again", () => {
+  const first = ["a", "b", "c"].map((id) => uploadKey("scope", id));
   // Remembered: asked again at once.
-  assert.deepEqual(await Promise.all(["a", "b", "c"].map((id) => uploadKey("scope", id))), first);
+  assert.deepEqual(["a", "b", "c"].map((id) => uploadKey("scope", id)), first);
   // Computed again: more keys than it remembers pushed them out.
   const others = new Set<string>();
-  for (let i = 0; i < 5000; i++) others.add(await uploadKey("scope", `other-${i}`));
+  for (let i = 0; i < 5000; i++) others.add(uploadKey("scope", `other-${i}`));
   assert.equal(others.size, 5000);
-  assert.deepEqual(await Promise.all(["a", "b", "c"].map((id) => uploadKey("scope", id))), first);
-  assert.notEqual(await uploadKey("scope2", "a"), first[0]);
+  assert.deepEqual(["a", "b", "c"].map((id) => uploadKey("scope", id)), first);
+  assert.notEqual(uploadKey("scope2", "a"), first[0]);
 });
 
 Deno.test("newFileId() makes distinct ids that isFileId() accepts", () => {

@@ -159,7 +159,7 @@ Deno.test("DenoKvStorage with a file target streams the assembled file there and
   using kv = await Deno.openKv(":memory:");
   const { bytes, target } = mapTarget();
   const storage = new DenoKvStorage({ kv, files: target });
-  const key = await uploadKey("", "target");
+  const key = uploadKey("", "target");
   const fileId = newFileId();
   const file = {
     id: fileId,

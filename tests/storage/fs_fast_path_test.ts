@@ -14,7 +14,7 @@ async function fixture(totalSize: number, chunkSize: number) {
   const directory = await Deno.makeTempDir({ prefix: "resumable-fast-" });
   const storage = new FileSystemStorage({ directory });
   const record: UploadRecord = {
-    key: await uploadKey("", crypto.randomUUID()),
+    key: uploadKey("", crypto.randomUUID()),
     fileId: newFileId(),
     identifier: "id",
     fileName: "f.bin",
@@ -75,7 +75,7 @@ Deno.test("FileSystemStorage keeps a stored chunk when a re-send of it breaks of
 
 Deno.test("FileSystemStorage refuses a chunk of an upload without a record", async () => {
   await using fx = await fixture(8, 4);
-  const other = await uploadKey("", "no-record");
+  const other = uploadKey("", "no-record");
   await assert.rejects(fx.storage.putChunk(other, 1, text("abcd")), /has no record/);
 });
 
@@ -101,7 +101,7 @@ Deno.test("FileSystemStorage with durable: true stores and assembles the same by
   const directory = await Deno.makeTempDir({ prefix: "resumable-durable-" });
   try {
     const storage = new FileSystemStorage({ directory, durable: true });
-    const key = await uploadKey("", "durable");
+    const key = uploadKey("", "durable");
     await storage.createUpload({
       key,
       fileId: newFileId(),

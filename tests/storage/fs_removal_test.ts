@@ -7,7 +7,7 @@ import { fileOf, recordOf } from "../_storage_suite.ts";
 
 async function fixture() {
   const directory = await Deno.makeTempDir({ prefix: "resumable-removal-" });
-  const key = await uploadKey("", crypto.randomUUID());
+  const key = uploadKey("", crypto.randomUUID());
   return {
     directory,
     key,

@@ -31,9 +31,9 @@ async function withS3(fn: (s3: S3Fixture) => Promise<void>): Promise<void> {
   }
 }
 
-async function newRecord(totalSize: number, chunkSize: number): Promise<UploadRecord> {
+function newRecord(totalSize: number, chunkSize: number): UploadRecord {
   return {
-    key: await uploadKey("", crypto.randomUUID()),
+    key: uploadKey("", crypto.randomUUID()),
     fileId: newFileId(),
     identifier: "id",
     fileName: "big file.bin",
@@ -74,7 +74,7 @@ Deno.test("S3Storage assembles 1 MiB pieces into 5 MiB multipart parts and publi
     const prefix = "m/";
     const storage = storageOn(s3, prefix);
     const bytes = randomBytes(11 * 1024 * 1024 + 123);
-    const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
+    const rec = await storage.createUpload(newRecord(bytes.byteLength, 1024 * 1024));
     const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
     assert.ok(claim);
     // While parts go up, nothing exists under files/ yet: the object appears on completion.
@@ -116,7 +116,7 @@ Deno.test("S3Storage aborts the multipart upload when the assembled stream fails
   await withS3(async (s3) => {
     const storage = storageOn(s3);
     const bytes = randomBytes(7 * 1024 * 1024);
-    const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
+    const rec = await storage.createUpload(newRecord(bytes.byteLength, 1024 * 1024));
     const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
     await assert.rejects(storage.commit(claim!, piecewise(bytes, 1024 * 1024, 6 * 1024 * 1024), fileOf(rec)));
     assert.ok(
@@ -136,7 +136,7 @@ Deno.test("S3Storage aborts the multipart upload when the assembled stream fails
 async function stallAfterFirstPart(s3: S3Fixture) {
   const storage = storageOn(s3, "p/");
   const bytes = randomBytes(6 * 1024 * 1024);
-  const rec = await storage.createUpload(await newRecord(bytes.byteLength, 1024 * 1024));
+  const rec = await storage.createUpload(newRecord(bytes.byteLength, 1024 * 1024));
   const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
   let release!: () => void;
   const stalled = new Promise<void>((resolve) => release = resolve);
@@ -174,7 +174,7 @@ Deno.test("S3Storage expiry removal aborts a multipart upload a crashed assemble
 Deno.test("S3Storage treats 409 ConditionalRequestConflict as a lost race", async () => {
   await withS3(async (s3) => {
     const storage = storageOn(s3);
-    const rec = await newRecord(6, 3);
+    const rec = newRecord(6, 3);
     s3.conflicts.next = 1;
     assert.equal((await storage.createUpload(rec)).fileId, rec.fileId, "retries after 409 and creates it");
     s3.conflicts.next = 1;
@@ -189,7 +189,7 @@ Deno.test("S3Storage treats 409 ConditionalRequestConflict as a lost race", asyn
 Deno.test("S3Storage counts chunks without relisting the ones it has seen in order", async () => {
   await withS3(async (s3) => {
     const storage = storageOn(s3, "p/");
-    const rec = await storage.createUpload(await newRecord(30, 3));
+    const rec = await storage.createUpload(newRecord(30, 3));
     for (let i = 1; i <= 10; i++) {
       if (i === 5) continue;
       await storage.putChunk(rec.key, i, new Blob(["abc"]).stream());
@@ -242,7 +242,7 @@ Deno.test("S3Storage signs virtual-host and path-style URLs", () => {
 });
 
 async function uploadChunks(storage: S3Storage, bytes: Uint8Array, chunkSize: number): Promise<UploadRecord> {
-  const rec = await storage.createUpload(await newRecord(bytes.byteLength, chunkSize));
+  const rec = await storage.createUpload(newRecord(bytes.byteLength, chunkSize));
   const count = Math.max(Math.floor(bytes.byteLength / chunkSize), 1);
   for (let n = 1; n <= count; n++) {
     const end = n === count ? bytes.byteLength : n * chunkSize;
@@ -293,7 +293,7 @@ Deno.test("S3Storage counts afresh when another process removed the upload and t
   await withS3(async (s3) => {
     const a = storageOn(s3, "p/");
     const b = storageOn(s3, "p/");
-    const first = await a.createUpload(await newRecord(3, 1));
+    const first = await a.createUpload(newRecord(3, 1));
     for (const n of [1, 2]) await a.putChunk(first.key, n, new Blob(["x"]).stream());
     assert.equal(await a.countChunks(first.key), 2);
     // Cancelled through process B, then the same file (same key, new record) lands on process A.
@@ -310,7 +310,7 @@ Deno.test("S3Storage forgets the chunks it counted when assembly finds one missi
   await withS3(async (s3) => {
     const a = storageOn(s3, "p/");
     const b = storageOn(s3, "p/");
-    const first = await a.createUpload(await newRecord(2, 1));
+    const first = await a.createUpload(newRecord(2, 1));
     for (const n of [1, 2]) await a.putChunk(first.key, n, new Blob(["x"]).stream());
     assert.equal(await a.countChunks(first.key), 2);
     // Removed and begun again entirely through process B: A never saw the new record.
@@ -341,7 +341,7 @@ Deno.test("S3Storage publishes a file whose type is not a plain ASCII MIME type 
     });
     // resumableType is the client's; validation only refuses control characters.
     for (const type of ["text/plain; name=\u4e2d", "text/plain; charset=utf-8", "no type"]) {
-      const rec = await storage.createUpload({ ...await newRecord(1, 1), type });
+      const rec = await storage.createUpload({ ...newRecord(1, 1), type });
       const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
       const stored = await storage.commit(claim!, new Blob(["x"]).stream(), fileOf(rec));
       assert.equal(stored?.type, type, "the record keeps what the client sent");
