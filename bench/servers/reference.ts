@@ -1,6 +1,20 @@
 // Reference servers of the benchmark. MODE=drain reads every body and discards it: the most any
 // server can do on this machine (the limit). MODE=formdata only calls the platform's formData().
-const mode = Deno.env.get("MODE") ?? "drain";
+// Runs under Deno, and under Bun (drain only: to show that runtime's own floor).
+declare const Bun: {
+  serve(options: {
+    hostname: string;
+    port: number;
+    maxRequestBodySize: number;
+    fetch: (request: Request) => Promise<Response>;
+  }): { port: number };
+};
+
+const env = (name: string) =>
+  typeof Deno !== "undefined"
+    ? Deno.env.get(name)
+    : (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
+const mode = env("MODE") ?? "drain";
 
 async function drain(request: Request): Promise<Response> {
   if (request.body) { for await (const _ of request.body) { /* discard */ } }
@@ -13,8 +27,13 @@ async function formData(request: Request): Promise<Response> {
   return new Response("{}", { headers: { "content-type": "application/json" } });
 }
 
-Deno.serve({
-  hostname: "127.0.0.1",
-  port: 0,
-  onListen: ({ port }) => console.log(`listening ${port}`),
-}, mode === "formdata" ? formData : drain);
+const handler = mode === "formdata" ? formData : drain;
+if (typeof Bun !== "undefined") {
+  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, maxRequestBodySize: 1024 ** 3, fetch: handler });
+  console.log(`listening ${server.port}`);
+} else {
+  Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(`listening ${port}`) },
+    handler,
+  );
+}
