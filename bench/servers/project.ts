@@ -3,22 +3,8 @@
 // general piping path).
 import { createResumableHandler } from "../../mod.ts";
 import { FileSystemStorage } from "../../src/storage/fs.ts";
+import { env, serve } from "./_runtime.ts";
 
-declare const Bun: {
-  serve(options: {
-    hostname: string;
-    port: number;
-    maxRequestBodySize: number;
-    fetch: (request: Request) => Promise<Response>;
-  }): { port: number };
-};
-
-// Deno.env under Deno: Deno has a `process` global too, but touching it loads the Node
-// compatibility layer, about 7 MiB of the RSS this benchmark measures.
-const env = (name: string) =>
-  typeof Deno !== "undefined"
-    ? Deno.env.get(name)
-    : (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
 const storage = new FileSystemStorage({ directory: env("DIR") ?? "./uploads-bench" });
 if (env("ASSEMBLY") === "pipe") Object.defineProperty(storage, "commitChunks", { value: undefined });
 
@@ -63,12 +49,4 @@ const handler = createResumableHandler({
   onError: (error) => console.error(error),
 });
 
-if (typeof Bun !== "undefined") {
-  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, maxRequestBodySize: 1024 ** 3, fetch: handler });
-  console.log(`listening ${server.port}`);
-} else {
-  Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(`listening ${port}`) },
-    handler,
-  );
-}
+serve(handler);

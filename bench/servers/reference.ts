@@ -1,19 +1,8 @@
 // Reference servers of the benchmark. MODE=drain reads every body and discards it: the most any
 // server can do on this machine (the limit). MODE=formdata only calls the platform's formData().
 // Runs under Deno, and under Bun (drain only: to show that runtime's own floor).
-declare const Bun: {
-  serve(options: {
-    hostname: string;
-    port: number;
-    maxRequestBodySize: number;
-    fetch: (request: Request) => Promise<Response>;
-  }): { port: number };
-};
+import { env, serve } from "./_runtime.ts";
 
-const env = (name: string) =>
-  typeof Deno !== "undefined"
-    ? Deno.env.get(name)
-    : (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
 const mode = env("MODE") ?? "drain";
 
 async function drain(request: Request): Promise<Response> {
@@ -27,13 +16,4 @@ async function formData(request: Request): Promise<Response> {
   return new Response("{}", { headers: { "content-type": "application/json" } });
 }
 
-const handler = mode === "formdata" ? formData : drain;
-if (typeof Bun !== "undefined") {
-  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, maxRequestBodySize: 1024 ** 3, fetch: handler });
-  console.log(`listening ${server.port}`);
-} else {
-  Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(`listening ${port}`) },
-    handler,
-  );
-}
+serve(mode === "formdata" ? formData : drain);
