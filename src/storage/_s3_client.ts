@@ -83,7 +83,10 @@ export class S3Client {
       url.hostname = `${this.#options.bucket}.${url.hostname}`;
       url.pathname = `${base}/${path}`;
     }
-    for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
+    // Encoded as SigV4 signs it: URLSearchParams would send a space as "+", which S3 reads as a plus.
+    url.search = Object.entries(query).map(([name, value]) => `${uriEncode(name)}=${uriEncode(value)}`).join(
+      "&",
+    );
     return url;
   }
 

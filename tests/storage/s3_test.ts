@@ -383,3 +383,28 @@ Deno.test("S3Storage keeps the multipart marker when aborting the multipart uplo
     await committing;
   });
 });
+
+Deno.test("S3Storage sends list queries encoded as it signs them, so a prefix with spaces or + lists itself", async () => {
+  const queries: string[] = [];
+  const storage = new S3Storage({
+    bucket: "bkt",
+    region: "eu-west-1",
+    credentials: { accessKeyId: "a", secretAccessKey: "b" },
+    prefix: "team uploads+old/",
+    fetch: ((input: URL | RequestInfo) => {
+      queries.push(new URL(String(input)).search);
+      return Promise.resolve(
+        new Response("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>", {
+          status: 200,
+        }),
+      );
+    }) as typeof fetch,
+  });
+  for await (const _ of storage.listUploads()) { /* none */ }
+  assert.ok(queries.length > 0, "listing sends a request");
+  for (const search of queries) {
+    // S3 reads a query as RFC 3986 (a "+" is a plus), and so does the SigV4 canonical query.
+    assert.doesNotMatch(search, /\+/, `the query ${search} must not use "+" for a space`);
+    assert.match(search, /[?&]prefix=team%20uploads%2Bold%2F/, search);
+  }
+});
