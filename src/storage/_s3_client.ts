@@ -84,9 +84,8 @@ export class S3Client {
       url.pathname = `${base}/${path}`;
     }
     // Encoded as SigV4 signs it: URLSearchParams would send a space as "+", which S3 reads as a plus.
-    url.search = Object.entries(query).map(([name, value]) => `${uriEncode(name)}=${uriEncode(value)}`).join(
-      "&",
-    );
+    const pairs = Object.entries(query).map(([name, value]) => `${uriEncode(name)}=${uriEncode(value)}`);
+    url.search = pairs.join("&");
     return url;
   }
 
