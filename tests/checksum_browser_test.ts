@@ -19,6 +19,9 @@ window.upload = (lib, corrupt) => {
   const file = new File([bytes], lib + (corrupt ? "-corrupt" : "") + ".bin");
   const options = {
     target: "/upload", chunkSize: 100000, maxChunkRetries: 2, chunkRetryInterval: 10,
+    // One chunk at a time when corrupt: giving up on one chunk aborts the others in flight, and the
+    // server rightly answers such a cut-off body 408, which no client sees.
+    simultaneousUploads: corrupt ? 1 : 3,
     query: (file, chunk) => (chunk.checksum ? { checksum: chunk.checksum } : {}),
     preprocess: async (chunk) => {
       const blob = chunk.fileObj.file.slice(chunk.startByte, chunk.endByte);
@@ -87,7 +90,7 @@ Deno.test({
       const refused = await tab.evaluate(() => (globalThis as unknown as PageApi).upload("resumable", true));
       assert.equal(refused.ok, false, "resumable.js gives up after its retries");
       const refusals: number[] = [...statuses];
-      assert.ok(refusals.length > 0 && refusals.every((status) => status === 422), `statuses: ${refusals}`);
+      assert.deepEqual(refusals, [422, 422, 422], "the first chunk, refused once and on each of 2 retries");
       assert.equal(completed.length, before);
       for await (const upload of storage.listUploads()) {
         if (!upload.completed) {
