@@ -8,6 +8,8 @@
 // byte stream would take (detach) the buffer of every chunk it carries, and such a source may still
 // be using it, as the multipart reader does.
 
+import { markOwned } from "./_owned_bytes.ts";
+
 /** What a tap does around each read of the source. Every hook may throw to fail the stream. */
 export interface ByteTapHooks {
   /** Called once with a function that cancels the source, settling a pending read as done. */
@@ -47,10 +49,15 @@ const unread = new WeakMap<ReadableStream<Uint8Array>, TapState>();
  * runs both sets of hooks (`source`'s first) and is returned: a stream layer per tap cost a promise
  * and a pull per network read, about 5 % of octet throughput in bench/run.ts, and making a stream
  * about 3 KB of garbage per request. Either way, read only the returned stream.
+ *
+ * With `ownsChunks`, the source is a request body only this tap reads: the pieces its default reads
+ * hand out are marked freeable once stored (see _owned_bytes.ts). It applies when the tap is made,
+ * not when a tap is added to one.
  */
 export function tapBytes(
   source: ReadableStream<Uint8Array>,
   hooks: ByteTapHooks,
+  ownsChunks = false,
 ): ReadableStream<Uint8Array> {
   const state = unread.get(source);
   if (state) {
@@ -64,7 +71,7 @@ export function tapBytes(
   } catch {
     reader = { plain: source.getReader() };
   }
-  return tap(reader, hooks);
+  return tap(reader, hooks, ownsChunks);
 }
 
 /** Runs `inner`'s hooks, then `outer`'s, as two stacked taps would. */
@@ -146,7 +153,7 @@ export function byteReaderOf(stream: ReadableStream<Uint8Array>): ByteReader | u
 }
 
 /** The pass-through itself; `hooks.start` is called at once. */
-function tap(source: SourceReader, hooks: ByteTapHooks): ReadableStream<Uint8Array> {
+function tap(source: SourceReader, hooks: ByteTapHooks, ownsChunks: boolean): ReadableStream<Uint8Array> {
   const { byob, plain } = source;
   const reader = byob ?? plain!;
   // Looked up on every read: taps added before the first one (see tapBytes) stack their hooks here.
@@ -174,6 +181,7 @@ function tap(source: SourceReader, hooks: ByteTapHooks): ReadableStream<Uint8Arr
         return { done: result.done, value: result.value };
       }
       const result = await plain!.read();
+      if (ownsChunks && result.value) markOwned(result.value);
       return { done: result.done, value: result.value };
     } catch (cause) {
       const { readError } = state.hooks;

@@ -131,13 +131,13 @@ export function createResumableHandler(
         return await cancel(request, await getService(), resolved, context);
       }
       if (method === resolved.uploadMethod) {
-        body = withIdleTimeout(request.body, resolved.bodyTimeoutMs);
+        body = withIdleTimeout(request.body, resolved.bodyTimeoutMs, resolved.detachBodyBuffers);
         return await upload(request, body, await getService(), resolved, context);
       }
       if (method === resolved.testMethod) {
         // flow.js sends a test made with another method than GET as a multipart body (protocol.md §1).
         if (method !== "GET" && isMultipart(request)) {
-          body = withIdleTimeout(request.body, resolved.bodyTimeoutMs);
+          body = withIdleTimeout(request.body, resolved.bodyTimeoutMs, resolved.detachBodyBuffers);
           return await testFromForm(request, body, await getService(), resolved, context);
         }
         return await test(request, await getService(), resolved, context);

@@ -18,6 +18,8 @@ Deno.test("createResumableHandler() throws TypeError for options of the wrong ki
   assert.throws(() => createResumableHandler({ storage: {} as never }), TypeError);
   assert.throws(() => createResumableHandler({ parameterNames: { bogus: "x" } as never }), TypeError);
   assert.throws(() => createResumableHandler(null as never), TypeError);
+  assert.throws(() => createResumableHandler({ multipartParser: "fast" as never }), TypeError);
+  assert.throws(() => createResumableHandler({ detachBodyBuffers: "no" as never }), TypeError);
 });
 
 Deno.test("createResumableHandler() accepts sensible options", () => {

@@ -1,6 +1,7 @@
 // Web streams over open files, shared by the file-system storage.
 import { readBuffers } from "../_buffer_pool.ts";
 import { byteReaderOf } from "../_byte_tap.ts";
+import { releaseOwned } from "../_owned_bytes.ts";
 import type { FileReader, FileWriter } from "./_fs_file.ts";
 
 const READ_SIZE = 256 * 1024;
@@ -104,6 +105,7 @@ async function writeChunksToFile(
       if (done) return total;
       await file.writeAt(value, start + total);
       total += value.byteLength;
+      releaseOwned(value);
     }
   } catch (error) {
     await reader.cancel(error).catch(() => {});
