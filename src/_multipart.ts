@@ -12,6 +12,9 @@ import { indexOf, needleOf } from "./_byte_search.ts";
 import { type ByteReader, byteReaderOf } from "./_byte_tap.ts";
 import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
+import { isOwned, markLastView } from "./_owned_bytes.ts";
+
+const EMPTY = new Uint8Array(0);
 
 /** The file part, ready to be streamed. */
 export interface MultipartFile {
@@ -102,6 +105,8 @@ class Scanner {
   buf: Uint8Array;
   pos = 0;
   ended = false;
+  /** Plain mode: `buf` is an owned body piece or a buffer of the scanner's own, referenced nowhere else. */
+  ours = false;
 
   constructor(body: ReadableStream<Uint8Array>, prefix: Uint8Array) {
     this.#byob = byteReaderOf(body);
@@ -160,12 +165,15 @@ class Scanner {
       return false;
     }
     const rest = this.buf.length - this.pos;
-    if (rest === 0) this.buf = result.value;
-    else {
+    if (rest === 0) {
+      this.buf = result.value;
+      this.ours = isOwned(result.value);
+    } else {
       const next = new Uint8Array(rest + result.value.length);
       next.set(this.buf.subarray(this.pos));
       next.set(result.value, rest);
       this.buf = next;
+      this.ours = true;
     }
     this.pos = 0;
     return true;
@@ -469,8 +477,14 @@ export async function readMultipartStream(
             const bytes = scanner.owned
               ? scanner.buf.slice(scanner.pos, end)
               : scanner.buf.subarray(scanner.pos, end);
+            if (!scanner.owned && scanner.ours && end === scanner.buf.length) {
+              // The rest of a buffer nothing else holds: whoever stores it may free the buffer.
+              markLastView(bytes, scanner.buf);
+              scanner.buf = EMPTY;
+              scanner.ours = false;
+              scanner.pos = 0;
+            } else scanner.pos = end;
             controller.enqueue(bytes);
-            scanner.pos = end;
           }
         };
         try {

@@ -6,8 +6,9 @@
 // and are never marked.
 //
 // Only the very view objects a body's default reader handed out are marked, and only those that
-// span their whole buffer: a view cut from a piece (the multipart reader's) is another object and
-// stays untouched, as does a piece sharing its buffer with anything else.
+// span their whole buffer: a view cut from a piece is another object and stays untouched, as does a
+// piece sharing its buffer with anything else. The multipart reader, which hands out views of the
+// pieces it reads, passes the mark on to the view holding a piece's last bytes (markLastView).
 
 const owned = new WeakSet<Uint8Array>();
 
@@ -19,6 +20,26 @@ export function markOwned(piece: Uint8Array): void {
     buffer instanceof ArrayBuffer && typeof buffer.transfer === "function"
   ) {
     owned.add(piece);
+  }
+}
+
+/** Whether `piece` was marked by {@linkcode markOwned}. */
+export function isOwned(piece: Uint8Array): boolean {
+  return owned.has(piece);
+}
+
+/**
+ * Marks `view`, the last part of `whole` (an owned piece, or a buffer of the caller's own) that the
+ * caller hands out, as freeing all of `whole`'s buffer once stored. The caller must drop `whole`.
+ */
+export function markLastView(view: Uint8Array, whole: Uint8Array): void {
+  const buffer = whole.buffer;
+  if (
+    whole.byteOffset === 0 && whole.byteLength === buffer.byteLength && view.buffer === buffer &&
+    buffer instanceof ArrayBuffer && typeof buffer.transfer === "function"
+  ) {
+    owned.delete(whole);
+    owned.add(view);
   }
 }
 
