@@ -4,7 +4,9 @@
  * `BENCH_WARM=0` starts cases without warming memory first (see warmPageCache); `BENCH_WARMUP=1` sends
  * each fresh server half a case before measuring it (steady state, compiled code; the default measures
  * a server's first 512 MiB, as after a restart); `BENCH_DENO_FLAGS` and `BENCH_BUN_FLAGS` pass runtime
- * flags to every Deno or Bun server, e.g. `--v8-flags=--max-semi-space-size=1` (see docs/performance.md).
+ * flags to every Deno or Bun server, e.g. `--v8-flags=--max-semi-space-size=1` (see docs/performance.md);
+ * `BENCH_CHUNK_MIB=1` and `BENCH_IN_FLIGHT=4` narrow the matrix. A run with any of these settings
+ * writes bench/results-custom.{md,svg}, so only a default run replaces bench/results.md.
  *
  * Every server runs as its own process on 127.0.0.1, one fresh process per case (so its peak RSS
  * belongs to that case), and every figure is a ratio within this one run. Needs deno, and for the
@@ -27,12 +29,29 @@ const REPEAT = Number(Deno.env.get("BENCH_REPEAT") ?? (QUICK ? 1 : 3));
 const FILES = 16; // at least the most requests in flight, so tus (one request per upload at a time) gets as many
 const FILE_SIZE = QUICK ? 8 * MiB : 32 * MiB;
 const BIG_SIZE = QUICK ? 256 * MiB : 2048 * MiB;
-const CHUNK_SIZES = [1 * MiB, 8 * MiB];
-const IN_FLIGHT = [4, 16];
+// BENCH_CHUNK_MIB=1 and BENCH_IN_FLIGHT=4 (comma lists) narrow the matrix, for experiments.
+const listed = (name: string, all: number[]) =>
+  Deno.env.get(name)?.split(",").filter(Boolean).map(Number) ?? all;
+const CHUNK_SIZES = listed("BENCH_CHUNK_MIB", [1, 8]).map((mib) => mib * MiB);
+const IN_FLIGHT = listed("BENCH_IN_FLIGHT", [4, 16]);
 const BIG_IN_FLIGHT = 4;
 // Whether each case starts on warm memory (see warmPageCache); BENCH_WARM=0 measures without.
 const WARM = Deno.env.get("BENCH_WARM") !== "0";
 const WARMUP = Deno.env.get("BENCH_WARMUP") === "1";
+// A run narrowed or changed by any setting is written apart, so it never replaces the published results.
+const CUSTOM = [
+  "BENCH_ONLY",
+  "BENCH_PARTS",
+  "BENCH_CHUNK_MIB",
+  "BENCH_IN_FLIGHT",
+  "BENCH_REPEAT",
+  "BENCH_WARM",
+  "BENCH_WARMUP",
+  "BENCH_DENO_FLAGS",
+  "BENCH_BUN_FLAGS",
+  "BENCH_DIR",
+].some((name) => Deno.env.get(name) !== undefined);
+const OUTPUT = QUICK ? "results-quick" : CUSTOM ? "results-custom" : "results";
 const flags = (name: string) => Deno.env.get(name)?.split(" ").filter(Boolean) ?? [];
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("..", import.meta.url).pathname;
@@ -941,9 +960,9 @@ try {
     `\n\n\`cp\` of a ${BIG_SIZE / MiB} MiB file on the same disk: ${
       fmt(cp * 1000)
     } ms.\n\n## Targets (issue 5)\n\n${targetTable}\n`;
-  await Deno.writeTextFile(join(here, QUICK ? "results-quick.md" : "results.md"), md);
-  await Deno.writeTextFile(join(here, QUICK ? "results-quick.svg" : "results.svg"), chart(results));
-  console.log(`\nwrote bench/${QUICK ? "results-quick" : "results"}.{md,svg}`);
+  await Deno.writeTextFile(join(here, `${OUTPUT}.md`), md);
+  await Deno.writeTextFile(join(here, `${OUTPUT}.svg`), chart(results));
+  console.log(`\nwrote bench/${OUTPUT}.{md,svg}`);
 } finally {
   await cleanup();
 }
