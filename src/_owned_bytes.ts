@@ -49,3 +49,18 @@ export function releaseOwned(piece: Uint8Array): void {
   const buffer = piece.buffer as ArrayBuffer;
   if (!buffer.detached) buffer.transfer(0);
 }
+
+/**
+ * Frees the buffer of `bytes`, which spans all of it and which nothing but the caller references: a
+ * piece marked by {@linkcode markOwned}, or a buffer the caller made itself.
+ */
+export function freeBuffer(bytes: Uint8Array): void {
+  owned.delete(bytes);
+  const buffer = bytes.buffer;
+  if (
+    bytes.byteLength > 0 && bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength &&
+    buffer instanceof ArrayBuffer && !buffer.detached && typeof buffer.transfer === "function"
+  ) {
+    buffer.transfer(0);
+  }
+}

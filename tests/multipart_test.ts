@@ -247,6 +247,22 @@ Deno.test("readMultipartStream() ignores preamble, epilogue and transport paddin
   assert.deepEqual(result.file, encoder.encode("data"));
 });
 
+Deno.test("readMultipartStream() takes a delimiter for the opening one only at the start of a line", async () => {
+  const body = concat(
+    `x--${B}\r\nContent-Disposition: form-data; name="fake"\r\n\r\nno\r\n`,
+    field("a", "1"),
+    filePart("file", "data"),
+    CLOSE,
+  );
+  for (const cuts of [[], [1], [2], [B.length + 3]]) {
+    const result = await parse(body, cuts);
+    assert.equal(result.fields.get("fake"), undefined, `cuts ${cuts}`);
+    assert.equal(result.fields.get("a"), "1", `cuts ${cuts}`);
+    assert.deepEqual(result.file, encoder.encode("data"), `cuts ${cuts}`);
+  }
+  await rejectsWith(parse(encoder.encode(`--${B.slice(0, -1)}\r\n`)), "malformed_body");
+});
+
 Deno.test("readMultipartStream() reads quoted names with ';' and escapes, and a file with an empty filename", async () => {
   const body = concat(
     `--${B}\r\nContent-Disposition: form-data; name="a;b\\"c"\r\n\r\nv\r\n`,
