@@ -9,7 +9,7 @@
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
 import { readBuffers } from "./_buffer_pool.ts";
 import { indexOf, needleOf } from "./_byte_search.ts";
-import { type ByteReader, byteReaderOf } from "./_byte_tap.ts";
+import { type ByteReader, byteReaderOf, offerByteReader } from "./_byte_tap.ts";
 import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 import { freeBuffer, isOwned, markLastView, releaseOwned } from "./_owned_bytes.ts";
@@ -274,14 +274,23 @@ function dispositionParams(value: string): Map<string, string> | undefined {
     i = eq + 1;
     let text = "";
     if (value[i] === '"') {
-      i++;
-      while (i < value.length && value[i] !== '"') {
-        if (value[i] === "\\" && i + 1 < value.length) i++;
-        text += value[i];
+      const close = value.indexOf('"', i + 1);
+      const escape = value.indexOf("\\", i + 1);
+      if (escape < 0 || (close >= 0 && close < escape)) {
+        // No escapes: one slice, not a string built character by character.
+        if (close < 0) return undefined;
+        text = value.slice(i + 1, close);
+        i = close + 1;
+      } else {
+        i++;
+        while (i < value.length && value[i] !== '"') {
+          if (value[i] === "\\" && i + 1 < value.length) i++;
+          text += value[i];
+          i++;
+        }
+        if (value[i] !== '"') return undefined;
         i++;
       }
-      if (value[i] !== '"') return undefined;
-      i++;
     } else {
       const end = value.indexOf(";", i);
       text = value.slice(i, end < 0 ? value.length : end).trim();
@@ -364,51 +373,82 @@ export async function readMultipartStream(
     }
   }
 
-  /** After a delimiter: `true` when a part follows, `false` at the closing delimiter. */
-  async function afterDelimiter(): Promise<boolean> {
-    if (!await scanner.need(2)) throw malformed("ends after a boundary");
-    const { buf, pos } = scanner;
-    if (buf[pos] === DASH && buf[pos + 1] === DASH) {
-      scanner.pos += 2;
-      return false;
-    }
-    // Transport padding (RFC 2046 §5.1.1) then CRLF.
-    while (true) {
-      if (!await scanner.need(2)) throw malformed("ends after a boundary");
-      const byte = scanner.buf[scanner.pos];
-      if (byte === 32 || byte === 9) {
-        scanner.pos++;
-        continue;
-      }
-      if (byte === CR && scanner.buf[scanner.pos + 1] === LF) return true;
-      throw malformed("boundary not followed by CRLF");
-    }
-  }
-
-  /** Reads part headers; `scanner.pos` is on the CRLF ending the delimiter line. */
-  async function readHeaders(): Promise<PartHeaders> {
-    while (true) {
-      const at = indexOf(scanner.buf, HEADERS_END, scanner.pos);
-      if (at >= 0) {
-        const headers = parseHeaders(scanner.buf.subarray(scanner.pos + 2, at));
-        scanner.pos = at + 4;
-        return headers;
-      }
-      if (scanner.buf.length - scanner.pos > MAX_HEADER_BYTES) throw malformed("part headers are too long");
-      if (!await scanner.fill()) throw malformed("ends inside part headers");
-    }
-  }
+  // Where the parser is between network reads. Parts are parsed from what is buffered without
+  // awaiting anything: a body's fields usually arrive in its first read, and an async step per
+  // delimiter, header block and field cost about a fifth of a multipart request's garbage, which
+  // is what grows V8's young generation (docs/performance.md).
+  const AFTER_DELIMITER = 0;
+  const PADDING = 1;
+  const HEADERS = 2;
+  const PART_BODY = 3;
+  const ENDS_EARLY = [
+    "ends after a boundary",
+    "ends after a boundary",
+    "ends inside part headers",
+    "ends inside a part (no closing boundary)",
+  ];
+  let state = AFTER_DELIMITER;
+  /** The part whose body is being read, and what is kept of it so far. */
+  let part: PartHeaders = { name: "", type: "" };
+  let keep = false;
+  let isChunk = false;
+  let kept: Uint8Array[] = [];
+  let size = 0;
 
   /**
-   * Reads a part body up to the next delimiter, keeping it if `keep`: within maxFieldBytes, or
-   * maxFileFieldBytes for the text value of the file field (`isChunk`).
+   * Parses the parts buffered from `scanner.pos` on, as far as they go: the file part's headers
+   * once they are read, `null` at the closing delimiter, `undefined` when more bytes are needed.
+   * Other parts' bodies are kept when they are text fields (and a data: URL chunk), within
+   * maxFieldBytes, or maxFileFieldBytes for that chunk; files other than the chunk are skipped.
    */
-  async function readPartBody(keep: boolean, isChunk: boolean): Promise<Uint8Array> {
-    const kept: Uint8Array[] = [];
-    let size = 0;
-    while (true) {
-      const at = indexOf(scanner.buf, delimiter, scanner.pos);
-      const end = at >= 0 ? at : holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
+  function parseBuffered(): PartHeaders | null | undefined {
+    for (;;) {
+      const buf = scanner.buf;
+      if (state === AFTER_DELIMITER) {
+        if (buf.length - scanner.pos < 2) return undefined;
+        if (buf[scanner.pos] === DASH && buf[scanner.pos + 1] === DASH) {
+          scanner.pos += 2;
+          return null;
+        }
+        state = PADDING;
+      }
+      if (state === PADDING) {
+        // Transport padding (RFC 2046 §5.1.1) then CRLF.
+        let pos = scanner.pos;
+        while (buf[pos] === 32 || buf[pos] === 9) pos++;
+        scanner.pos = pos;
+        if (buf.length - pos < 2) return undefined;
+        if (buf[pos] !== CR || buf[pos + 1] !== LF) throw malformed("boundary not followed by CRLF");
+        state = HEADERS;
+      }
+      if (state === HEADERS) {
+        // `scanner.pos` is on the CRLF ending the delimiter line.
+        const at = indexOf(buf, HEADERS_END, scanner.pos);
+        if (at < 0) {
+          if (buf.length - scanner.pos > MAX_HEADER_BYTES) throw malformed("part headers are too long");
+          return undefined;
+        }
+        const headers = parseHeaders(buf.subarray(scanner.pos + 2, at));
+        scanner.pos = at + 4;
+        isChunk = headers.name === options.fileField;
+        if (isChunk && (fileSeen || fields.has(headers.name))) {
+          throw malformed(`field "${headers.name}" appears more than once`);
+        }
+        if (isChunk && headers.filename !== undefined) {
+          fileSeen = true;
+          // What follows the file part's bytes is parsed from its delimiter on.
+          state = AFTER_DELIMITER;
+          return headers;
+        }
+        part = headers;
+        keep = headers.filename === undefined;
+        kept = [];
+        size = 0;
+        state = PART_BODY;
+      }
+      const at = indexOf(buf, delimiter, scanner.pos);
+      const end = at >= 0 ? at : holdFrom(buf, delimiter.bytes, scanner.pos);
+      let value: string | undefined;
       if (keep && end > scanner.pos) {
         size += end - scanner.pos;
         if (!isChunk) fieldBytes += end - scanner.pos;
@@ -424,39 +464,33 @@ export async function readMultipartStream(
             `Multipart text fields are larger than ${options.maxFieldBytes} bytes`,
           );
         }
-        // A copy: the scanner reuses its buffer.
-        kept.push(scanner.buf.slice(scanner.pos, end));
+        // A field within one read is decoded where it is; others are gathered as copies, since
+        // the scanner reuses its buffer.
+        if (at >= 0 && kept.length === 0) value = decoder.decode(buf.subarray(scanner.pos, end));
+        else kept.push(buf.slice(scanner.pos, end));
       }
-      if (at >= 0) {
-        scanner.pos = at + delimiter.bytes.length;
-        break;
+      if (at < 0) {
+        scanner.pos = end;
+        return undefined;
       }
-      scanner.pos = end;
-      if (!await scanner.fill()) throw malformed("ends inside a part (no closing boundary)");
+      scanner.pos = at + delimiter.bytes.length;
+      fieldBytes += part.name.length;
+      // Fields after the file part are checked but not reported: the caller has read them already.
+      if (keep && !fileSeen && !fields.has(part.name)) {
+        fields.set(part.name, value ?? decoder.decode(concatBytes(kept)));
+      }
+      kept = [];
+      state = AFTER_DELIMITER;
     }
-    return concatBytes(kept);
   }
 
   /** Reads parts until the file part (returns its headers) or the closing delimiter (undefined). */
   async function nextFilePart(): Promise<PartHeaders | undefined> {
-    while (await afterDelimiter()) {
-      const headers = await readHeaders();
-      const isChunk = headers.name === options.fileField;
-      if (isChunk && (fileSeen || fields.has(headers.name))) {
-        throw malformed(`field "${headers.name}" appears more than once`);
-      }
-      if (isChunk && headers.filename !== undefined) {
-        fileSeen = true;
-        return headers;
-      }
-      // Other files are skipped, not kept; text fields (and a data: URL chunk) are kept.
-      const keep = headers.filename === undefined;
-      const value = await readPartBody(keep, isChunk);
-      fieldBytes += headers.name.length;
-      // Fields after the file part are checked but not reported: the caller has read them already.
-      if (keep && !fileSeen && !fields.has(headers.name)) fields.set(headers.name, decoder.decode(value));
+    for (;;) {
+      const found = parseBuffered();
+      if (found !== undefined) return found ?? undefined;
+      if (!await scanner.fill()) throw malformed(ENDS_EARLY[state]!);
     }
-    return undefined;
   }
 
   /** Reads the epilogue to the end, so the body limit still applies and nothing is left unread. */
@@ -479,98 +513,114 @@ export async function readMultipartStream(
   }
 
   /**
-   * The file part. When the scanner reuses its buffer (a byte-stream body) this is a byte stream: a
-   * BYOB read gets the bytes copied into its own buffer, a default read a copy of them. Otherwise
-   * the scanner's chunks are never written again, and are handed out as they are.
+   * The next bytes of the file part. With `view` (a BYOB read) they are copied or read into it, and
+   * returned in the buffer it ends up in (a read of the body moves it); `done` comes with an empty
+   * view of that buffer. Without, they are a copy when the scanner reuses its buffer, and otherwise
+   * a view of its chunk, which is never written again. The rest of the body is checked before
+   * `done`: only then may the chunk be published.
+   */
+  async function readFilePart(view?: Uint8Array): Promise<{ done: boolean; value?: Uint8Array }> {
+    /** `buf[pos..end)`, or as much of it as `view` has room for. */
+    const deliver = (end: number) => {
+      if (view) {
+        const count = Math.min(end - scanner.pos, view.length);
+        view.set(scanner.buf.subarray(scanner.pos, scanner.pos + count));
+        scanner.pos += count;
+        return { done: false, value: view.subarray(0, count) };
+      }
+      const whole = scanner.buf;
+      const bytes = scanner.owned ? whole.slice(scanner.pos, end) : whole.subarray(scanner.pos, end);
+      if (!scanner.owned && scanner.ours && whole.length - end <= MAX_COPIED_TAIL) {
+        // The last file bytes of a buffer nothing else holds: whoever stores them may free the
+        // buffer. What the scanner still needs of it (a delimiter or the start of one, and what
+        // follows) is copied out first. Without this, the piece holding the end of each file part
+        // waited for a collection: several MiB of peak RSS under Bun.
+        markLastView(bytes, whole);
+        scanner.buf = end === whole.length ? EMPTY : whole.slice(end);
+        scanner.ours = end < whole.length;
+        scanner.pos = 0;
+      } else {
+        scanner.pos = end;
+        // A view of it is held elsewhere now.
+        scanner.ours = false;
+      }
+      return { done: false, value: bytes };
+    };
+    try {
+      while (true) {
+        const at = indexOf(scanner.buf, delimiter, scanner.pos);
+        if (at > scanner.pos) return deliver(at);
+        if (at === scanner.pos) {
+          scanner.pos = at + delimiter.bytes.length;
+          if (await nextFilePart()) throw malformed(`field "${options.fileField}" appears more than once`);
+          await finish();
+          return { done: true, value: view?.subarray(0, 0) };
+        }
+        const safe = holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
+        if (safe > scanner.pos) return deliver(safe);
+        if (view && scanner.owned && !scanner.ended && view.length >= 2 * delimiter.bytes.length) {
+          // Nothing buffered but a possible delimiter start: read the body into the reader's
+          // buffer, hand out what precedes a delimiter (or a possible start of one), keep the rest.
+          const room = view.length;
+          const filled = await scanner.readInto(view);
+          if (!filled) throw malformed("ends inside the file part (no closing boundary)");
+          const found = indexOf(filled, delimiter, 0);
+          const end = found >= 0 ? found : holdFrom(filled, delimiter.bytes, 0);
+          scanner.keep(filled.subarray(end));
+          if (end > 0) return { done: false, value: filled.subarray(0, end) };
+          // The read moved the reader's buffer: go on in the new one.
+          view = new Uint8Array(filled.buffer, filled.byteOffset, room);
+          continue;
+        }
+        if (!await scanner.fill()) throw malformed("ends inside the file part (no closing boundary)");
+      }
+    } catch (error) {
+      if (options.failure && error instanceof ResumableError) options.failure.error ??= error;
+      await scanner.cancel(error);
+      throw error;
+    }
+  }
+
+  /**
+   * The file part as a stream: a byte stream when the scanner reuses its buffer (a byte-stream
+   * body), so a BYOB read gets the bytes copied or read into its own buffer. A consumer that takes
+   * it with `byteReaderOf` calls {@linkcode readFilePart} directly instead: one stream layer less
+   * per network read, and the promises, views and requests it allocates (docs/performance.md).
    */
   function fileStream(): ReadableStream<Uint8Array> {
     const source = {
       async pull(controller: ReadableStreamDefaultController<Uint8Array> | ReadableByteStreamController) {
         const request = "byobRequest" in controller ? controller.byobRequest : null;
-        // The reader's buffer. Once a read went straight into it, it lives in the ArrayBuffer that
-        // read moved it to (the first one is then detached): `target()` is always the current one.
-        const offset = request?.view?.byteOffset ?? 0;
-        const room = request?.view?.byteLength ?? 0;
-        let buffer = request?.view?.buffer as ArrayBuffer | undefined;
-        let moved = false;
-        const target = () => new Uint8Array(buffer!, offset, room);
-        const respond = (count: number) => {
-          if (moved) request!.respondWithNewView(new Uint8Array(buffer!, offset, count));
-          else request!.respond(count);
-        };
-        /** Hands out `buf[pos..end)`, or as much of it as a BYOB read has room for. */
-        const deliver = (end: number) => {
-          if (request && buffer) {
-            const count = Math.min(end - scanner.pos, room);
-            target().set(
-              scanner.buf.subarray(scanner.pos, scanner.pos + count),
-            );
-            scanner.pos += count;
-            respond(count);
-          } else {
-            const whole = scanner.buf;
-            const bytes = scanner.owned ? whole.slice(scanner.pos, end) : whole.subarray(scanner.pos, end);
-            if (!scanner.owned && scanner.ours && whole.length - end <= MAX_COPIED_TAIL) {
-              // The last file bytes of a buffer nothing else holds: whoever stores them may free the
-              // buffer. What the scanner still needs of it (a delimiter or the start of one, and
-              // what follows) is copied out first. Without this, the piece holding the end of each
-              // file part waited for a collection: several MiB of peak RSS under Bun.
-              markLastView(bytes, whole);
-              scanner.buf = end === whole.length ? EMPTY : whole.slice(end);
-              scanner.ours = end < whole.length;
-              scanner.pos = 0;
-            } else {
-              scanner.pos = end;
-              // A view of it is held elsewhere now.
-              scanner.ours = false;
-            }
-            controller.enqueue(bytes);
-          }
-        };
+        const view = request?.view
+          ? new Uint8Array(request.view.buffer, request.view.byteOffset, request.view.byteLength)
+          : undefined;
+        let result;
         try {
-          while (true) {
-            const at = indexOf(scanner.buf, delimiter, scanner.pos);
-            if (at > scanner.pos) return deliver(at);
-            if (at === scanner.pos) {
-              scanner.pos = at + delimiter.bytes.length;
-              // Check the rest of the body before closing: only then may the chunk be published.
-              if (await nextFilePart()) {
-                throw malformed(`field "${options.fileField}" appears more than once`);
-              }
-              await finish();
-              controller.close();
-              if (request) respond(0);
-              return;
-            }
-            const safe = holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
-            if (safe > scanner.pos) return deliver(safe);
-            if (buffer && scanner.owned && !scanner.ended && room >= 2 * delimiter.bytes.length) {
-              // Nothing buffered but a possible delimiter start: read the body into the reader's
-              // buffer, hand out what precedes a delimiter (or a possible start of one), keep the rest.
-              const filled = await scanner.readInto(target());
-              if (!filled) throw malformed("ends inside the file part (no closing boundary)");
-              buffer = filled.buffer as ArrayBuffer;
-              moved = true;
-              const found = indexOf(filled, delimiter, 0);
-              const end = found >= 0 ? found : holdFrom(filled, delimiter.bytes, 0);
-              scanner.keep(filled.subarray(end));
-              if (end > 0) return respond(end);
-              continue;
-            }
-            if (!await scanner.fill()) throw malformed("ends inside the file part (no closing boundary)");
-          }
+          result = await readFilePart(view);
         } catch (error) {
-          if (options.failure && error instanceof ResumableError) options.failure.error ??= error;
           controller.error(error);
-          await scanner.cancel(error);
+          return;
         }
+        if (result.done) {
+          controller.close();
+          if (request) request.respondWithNewView(result.value!);
+        } else if (request) request.respondWithNewView(result.value!);
+        else controller.enqueue(result.value!);
       },
       async cancel(reason: unknown) {
         await scanner.cancel(reason);
       },
     };
-    return scanner.owned
+    const stream = scanner.owned
       ? new ReadableStream({ type: "bytes", ...source }, { highWaterMark: 0 })
       : new ReadableStream<Uint8Array>(source, { highWaterMark: 0 });
+    if (scanner.owned) {
+      offerByteReader(stream, {
+        read: (view) => readFilePart(view),
+        cancel: (reason) => scanner.cancel(reason),
+        releaseLock() {},
+      });
+    }
+    return stream;
   }
 }

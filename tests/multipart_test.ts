@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { type ByteReader, byteReaderOf } from "../src/_byte_tap.ts";
 import { boundaryOf, readMultipartStream } from "../src/_multipart.ts";
 import { ResumableError } from "../src/errors.ts";
 
@@ -38,7 +39,21 @@ function byteStreamOf(bytes: Uint8Array, cuts: number[] = []): ReadableStream<Ui
 
 /** Reads a stream with a BYOB reader whose buffers hold `size` bytes, from `offset` in their ArrayBuffer. */
 async function readByob(stream: ReadableStream<Uint8Array>, size: number, offset = 0): Promise<Uint8Array> {
-  const reader = stream.getReader({ mode: "byob" });
+  return await readWith(stream.getReader({ mode: "byob" }), size, offset);
+}
+
+/**
+ * {@linkcode readByob} with the direct reader a file part offers to `byteReaderOf` (as the
+ * storages take it), which reads the body without going through the file part's stream.
+ */
+async function readDirect(stream: ReadableStream<Uint8Array>, size: number, offset = 0): Promise<Uint8Array> {
+  const reader = byteReaderOf(stream)!;
+  assert.ok(!(reader instanceof ReadableStreamBYOBReader), "the file part offered no direct reader");
+  assert.ok(!stream.locked);
+  return await readWith(reader, size, offset);
+}
+
+async function readWith(reader: ByteReader, size: number, offset: number): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   for (;;) {
     const { done, value } = await reader.read(
@@ -147,16 +162,27 @@ Deno.test("readMultipartStream() reads a byte-stream body at every split, into i
   }
 });
 
-Deno.test("readMultipartStream() reads the file part straight into a BYOB reader's buffer, at every split", async () => {
+for (
+  const [how, read] of [["a BYOB reader of its stream", readByob], ["its direct reader", readDirect]] as const
+) {
+  Deno.test(`readMultipartStream() reads the file part straight into the buffer of ${how}, at every split`, async () => {
+    const options = { fileField: "file", maxFieldBytes: 1 << 20 };
+    // Buffers of 64 bytes hold two delimiters: the body is read into them, not into the scanner's.
+    for (let cut = 0; cut <= FLOW_BODY.length; cut++) {
+      const head = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
+      assert.deepEqual(await read(head.file!.stream, 64), TRICKY, `cut at ${cut}`);
+      // Views that start inside their buffer: the moved buffer is answered at the same offset.
+      const again = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
+      assert.deepEqual(await read(again.file!.stream, 64, 24), TRICKY, `cut at ${cut}, offset view`);
+      // Buffers of 5 bytes, smaller than a delimiter: bytes are copied out of the scanner's buffer.
+      const small = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut]), B, options);
+      assert.deepEqual(await read(small.file!.stream, 5), TRICKY, `cut at ${cut}, 5-byte reads`);
+    }
+  });
+}
+
+Deno.test("readMultipartStream() offers the body's own reads to the file part's BYOB reader", async () => {
   const options = { fileField: "file", maxFieldBytes: 1 << 20 };
-  // Buffers of 64 bytes hold two delimiters: the body is read into them, not into the scanner's.
-  for (let cut = 0; cut <= FLOW_BODY.length; cut++) {
-    const head = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
-    assert.deepEqual(await readByob(head.file!.stream, 64), TRICKY, `cut at ${cut}`);
-    // Views that start inside their buffer: the moved buffer is answered at the same offset.
-    const again = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
-    assert.deepEqual(await readByob(again.file!.stream, 64, 24), TRICKY, `cut at ${cut}, offset view`);
-  }
   // A body source that records how much room each read offered it.
   const data = new Uint8Array(300_000).map((_, i) => (i * 7919) >>> 5);
   const body = concat(field("id", "direct"), filePart("file", data), CLOSE);
@@ -202,7 +228,8 @@ Deno.test("readMultipartStream() fails only with ResumableError on mutated byte-
     const end = random() < 0.3 ? Math.floor(random() * bytes.length) : bytes.length;
     try {
       const head = await readMultipartStream(byteStreamOf(bytes.slice(0, end), cuts), B, options);
-      const file = head.file ? await readByob(head.file.stream, 50 + Math.floor(random() * 40)) : undefined;
+      const read = round % 2 ? readDirect : readByob;
+      const file = head.file ? await read(head.file.stream, 50 + Math.floor(random() * 40)) : undefined;
       if (edits === 0 && end === bytes.length) assert.deepEqual(file, TRICKY, `round ${round}`);
     } catch (error) {
       assert.ok(error instanceof ResumableError, `round ${round}: ${error}`);
