@@ -479,7 +479,6 @@ export async function readMultipartStream(
       if (keep && !fileSeen && !fields.has(part.name)) {
         fields.set(part.name, value ?? decoder.decode(concatBytes(kept)));
       }
-      kept = [];
       state = AFTER_DELIMITER;
     }
   }
@@ -512,6 +511,33 @@ export async function readMultipartStream(
     throw error;
   }
 
+  /** `buf[pos..end)` of the file part, or as much of it as `view` has room for. */
+  function deliver(end: number, view: Uint8Array | undefined): { done: boolean; value: Uint8Array } {
+    if (view) {
+      const count = Math.min(end - scanner.pos, view.length);
+      view.set(scanner.buf.subarray(scanner.pos, scanner.pos + count));
+      scanner.pos += count;
+      return { done: false, value: view.subarray(0, count) };
+    }
+    const whole = scanner.buf;
+    const bytes = scanner.owned ? whole.slice(scanner.pos, end) : whole.subarray(scanner.pos, end);
+    if (!scanner.owned && scanner.ours && whole.length - end <= MAX_COPIED_TAIL) {
+      // The last file bytes of a buffer nothing else holds: whoever stores them may free the
+      // buffer. What the scanner still needs of it (a delimiter or the start of one, and what
+      // follows) is copied out first. Without this, the piece holding the end of each file part
+      // waited for a collection: several MiB of peak RSS under Bun.
+      markLastView(bytes, whole);
+      scanner.buf = end === whole.length ? EMPTY : whole.slice(end);
+      scanner.ours = end < whole.length;
+      scanner.pos = 0;
+    } else {
+      scanner.pos = end;
+      // A view of it is held elsewhere now.
+      scanner.ours = false;
+    }
+    return { done: false, value: bytes };
+  }
+
   /**
    * The next bytes of the file part. With `view` (a BYOB read) they are copied or read into it, and
    * returned in the buffer it ends up in (a read of the body moves it); `done` comes with an empty
@@ -520,36 +546,10 @@ export async function readMultipartStream(
    * `done`: only then may the chunk be published.
    */
   async function readFilePart(view?: Uint8Array): Promise<{ done: boolean; value?: Uint8Array }> {
-    /** `buf[pos..end)`, or as much of it as `view` has room for. */
-    const deliver = (end: number) => {
-      if (view) {
-        const count = Math.min(end - scanner.pos, view.length);
-        view.set(scanner.buf.subarray(scanner.pos, scanner.pos + count));
-        scanner.pos += count;
-        return { done: false, value: view.subarray(0, count) };
-      }
-      const whole = scanner.buf;
-      const bytes = scanner.owned ? whole.slice(scanner.pos, end) : whole.subarray(scanner.pos, end);
-      if (!scanner.owned && scanner.ours && whole.length - end <= MAX_COPIED_TAIL) {
-        // The last file bytes of a buffer nothing else holds: whoever stores them may free the
-        // buffer. What the scanner still needs of it (a delimiter or the start of one, and what
-        // follows) is copied out first. Without this, the piece holding the end of each file part
-        // waited for a collection: several MiB of peak RSS under Bun.
-        markLastView(bytes, whole);
-        scanner.buf = end === whole.length ? EMPTY : whole.slice(end);
-        scanner.ours = end < whole.length;
-        scanner.pos = 0;
-      } else {
-        scanner.pos = end;
-        // A view of it is held elsewhere now.
-        scanner.ours = false;
-      }
-      return { done: false, value: bytes };
-    };
     try {
       while (true) {
         const at = indexOf(scanner.buf, delimiter, scanner.pos);
-        if (at > scanner.pos) return deliver(at);
+        if (at > scanner.pos) return deliver(at, view);
         if (at === scanner.pos) {
           scanner.pos = at + delimiter.bytes.length;
           if (await nextFilePart()) throw malformed(`field "${options.fileField}" appears more than once`);
@@ -557,7 +557,7 @@ export async function readMultipartStream(
           return { done: true, value: view?.subarray(0, 0) };
         }
         const safe = holdFrom(scanner.buf, delimiter.bytes, scanner.pos);
-        if (safe > scanner.pos) return deliver(safe);
+        if (safe > scanner.pos) return deliver(safe, view);
         if (view && scanner.owned && !scanner.ended && view.length >= 2 * delimiter.bytes.length) {
           // Nothing buffered but a possible delimiter start: read the body into the reader's
           // buffer, hand out what precedes a delimiter (or a possible start of one), keep the rest.
@@ -601,11 +601,9 @@ export async function readMultipartStream(
           controller.error(error);
           return;
         }
-        if (result.done) {
-          controller.close();
-          if (request) request.respondWithNewView(result.value!);
-        } else if (request) request.respondWithNewView(result.value!);
-        else controller.enqueue(result.value!);
+        if (result.done) controller.close();
+        if (request) request.respondWithNewView(result.value!);
+        else if (!result.done) controller.enqueue(result.value!);
       },
       async cancel(reason: unknown) {
         await scanner.cancel(reason);
