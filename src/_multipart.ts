@@ -9,7 +9,7 @@
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
 import { readBuffers } from "./_buffer_pool.ts";
 import { indexOf, needleOf } from "./_byte_search.ts";
-import { type ByteReader, byteReaderOf, offerByteReader } from "./_byte_tap.ts";
+import { type ByteReader, byteReaderOf, offerByteReader, settle, withdrawByteReader } from "./_byte_tap.ts";
 import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 import { freeBuffer, isOwned, markLastView, releaseOwned } from "./_owned_bytes.ts";
@@ -590,6 +590,7 @@ export async function readMultipartStream(
   function fileStream(): ReadableStream<Uint8Array> {
     const source = {
       async pull(controller: ReadableStreamDefaultController<Uint8Array> | ReadableByteStreamController) {
+        withdrawByteReader(stream);
         const request = "byobRequest" in controller ? controller.byobRequest : null;
         const view = request?.view
           ? new Uint8Array(request.view.buffer, request.view.byteOffset, request.view.byteLength)
@@ -609,13 +610,36 @@ export async function readMultipartStream(
         await scanner.cancel(reason);
       },
     };
+    let streamController: ReadableByteStreamController | undefined;
+    // The stream, unread, is settled once its direct reader is done with the file part.
+    const retire = (error?: unknown) => {
+      if (streamController) settle(streamController, error);
+    };
     const stream = scanner.owned
-      ? new ReadableStream({ type: "bytes", ...source }, { highWaterMark: 0 })
+      ? new ReadableStream({
+        type: "bytes",
+        ...source,
+        start(controller: ReadableByteStreamController) {
+          streamController = controller;
+        },
+      }, { highWaterMark: 0 })
       : new ReadableStream<Uint8Array>(source, { highWaterMark: 0 });
     if (scanner.owned) {
       offerByteReader(stream, {
-        read: (view) => readFilePart(view),
-        cancel: (reason) => scanner.cancel(reason),
+        async read(view) {
+          try {
+            const result = await readFilePart(view);
+            if (result.done) retire();
+            return result;
+          } catch (error) {
+            retire(error);
+            throw error;
+          }
+        },
+        async cancel(reason) {
+          await scanner.cancel(reason);
+          retire();
+        },
         releaseLock() {},
       });
     }
