@@ -121,39 +121,22 @@ export interface ByteReader {
   releaseLock(): void;
 }
 
-/** Direct readers offered for byte streams nobody has read yet (see offerByteReader). */
-const offered = new WeakMap<ReadableStream<Uint8Array>, ByteReader>();
-
 /**
- * Offers `reader`, which reads what `stream` would deliver without going through it, to the first
- * caller of {@linkcode byteReaderOf} for `stream`. That caller must then not read `stream` itself.
+ * A byte stream of what `reader` reads, as a tap with no hooks of its own: taps of it add their hooks
+ * to it, and {@linkcode byteReaderOf} gives its first caller a reader that calls `reader` directly.
+ * A default read of it reads into a new buffer of 64 KiB.
  */
-export function offerByteReader(stream: ReadableStream<Uint8Array>, reader: ByteReader): void {
-  offered.set(stream, reader);
-}
-
-/**
- * Withdraws the reader offered for `stream`, once `stream` itself is read. Like the tap maps' (see
- * `forget`), the entry would otherwise keep the reader and all it reaches alive through young
- * collections.
- */
-export function withdrawByteReader(stream: ReadableStream<Uint8Array>): void {
-  offered.delete(stream);
+export function tapReader(reader: ByteReader): ReadableStream<Uint8Array> {
+  return tap({ byob: reader }, {}, false);
 }
 
 /**
  * A BYOB reader of `stream`, or `undefined` when it is not a byte stream. For a tap nobody has read,
  * the reader reads the tap's source directly and runs its hooks: one stream layer less per network
  * read (64 KiB reads of a byte stream: 62 µs per MiB through a tap, 44 µs this way, 38 µs without a
- * tap). The tap must then only be cancelled, not read, while the reader is in use. A stream with a
- * reader offered for it (the multipart file part) gets that reader, on the same terms.
+ * tap). The tap must then only be cancelled, not read, while the reader is in use.
  */
 export function byteReaderOf(stream: ReadableStream<Uint8Array>): ByteReader | undefined {
-  const direct = offered.get(stream);
-  if (direct && !stream.locked) {
-    offered.delete(stream);
-    return direct;
-  }
   const core = cores.get(stream);
   if (core && unread.has(stream)) {
     unread.delete(stream);
@@ -305,10 +288,10 @@ function forget(stream: ReadableStream<Uint8Array>): void {
 
 /**
  * Closes (or errors, with `error`) a stream nobody reads any more, ignoring one already settled.
- * Settling it makes the runtime drop its algorithms, and so what they hold: Deno keeps every
- * stream it made alive until a full collection (docs/performance.md).
+ * Settling it makes the runtime drop its algorithms, and so what they hold: under Deno every stream
+ * survives young-generation collections until a full one (docs/performance.md).
  */
-export function settle(
+function settle(
   controller: ReadableByteStreamController | ReadableStreamDefaultController<Uint8Array>,
   error?: unknown,
 ): void {

@@ -9,7 +9,7 @@
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
 import { readBuffers } from "./_buffer_pool.ts";
 import { indexOf, needleOf } from "./_byte_search.ts";
-import { type ByteReader, byteReaderOf, offerByteReader, settle, withdrawByteReader } from "./_byte_tap.ts";
+import { type ByteReader, byteReaderOf, tapReader } from "./_byte_tap.ts";
 import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 import { freeBuffer, isOwned, markLastView, releaseOwned } from "./_owned_bytes.ts";
@@ -582,67 +582,35 @@ export async function readMultipartStream(
   }
 
   /**
-   * The file part as a stream: a byte stream when the scanner reuses its buffer (a byte-stream
-   * body), so a BYOB read gets the bytes copied or read into its own buffer. A consumer that takes
-   * it with `byteReaderOf` calls {@linkcode readFilePart} directly instead: one stream layer less
-   * per network read, and the promises, views and requests it allocates (docs/performance.md).
+   * The file part as a stream. When the scanner reuses its buffer (a byte-stream body), it is a tap
+   * of {@linkcode readFilePart} (see _byte_tap.ts): a BYOB read gets the bytes copied or read into
+   * its own buffer, a consumer that takes it with `byteReaderOf` calls readFilePart directly (one
+   * stream layer less per network read), and taps added to it, such as the handler's size check,
+   * add their hooks to it instead of making a stream each (docs/performance.md).
    */
   function fileStream(): ReadableStream<Uint8Array> {
-    const source = {
-      async pull(controller: ReadableStreamDefaultController<Uint8Array> | ReadableByteStreamController) {
-        withdrawByteReader(stream);
-        const request = "byobRequest" in controller ? controller.byobRequest : null;
-        const view = request?.view
-          ? new Uint8Array(request.view.buffer, request.view.byteOffset, request.view.byteLength)
-          : undefined;
+    if (scanner.owned) {
+      return tapReader({
+        read: (view) => readFilePart(view),
+        cancel: (reason) => scanner.cancel(reason),
+        releaseLock() {},
+      });
+    }
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
         let result;
         try {
-          result = await readFilePart(view);
+          result = await readFilePart();
         } catch (error) {
           controller.error(error);
           return;
         }
         if (result.done) controller.close();
-        if (request) request.respondWithNewView(result.value!);
-        else if (!result.done) controller.enqueue(result.value!);
+        else controller.enqueue(result.value!);
       },
       async cancel(reason: unknown) {
         await scanner.cancel(reason);
       },
-    };
-    let streamController: ReadableByteStreamController | undefined;
-    // The stream, unread, is settled once its direct reader is done with the file part.
-    const retire = (error?: unknown) => {
-      if (streamController) settle(streamController, error);
-    };
-    const stream = scanner.owned
-      ? new ReadableStream({
-        type: "bytes",
-        ...source,
-        start(controller: ReadableByteStreamController) {
-          streamController = controller;
-        },
-      }, { highWaterMark: 0 })
-      : new ReadableStream<Uint8Array>(source, { highWaterMark: 0 });
-    if (scanner.owned) {
-      offerByteReader(stream, {
-        async read(view) {
-          try {
-            const result = await readFilePart(view);
-            if (result.done) retire();
-            return result;
-          } catch (error) {
-            retire(error);
-            throw error;
-          }
-        },
-        async cancel(reason) {
-          await scanner.cancel(reason);
-          retire();
-        },
-        releaseLock() {},
-      });
-    }
-    return stream;
+    }, { highWaterMark: 0 });
   }
 }
