@@ -2,8 +2,9 @@
  * What survives V8's young-generation collections under Deno, and so grows its young generation
  * (docs/performance.md, "Memory with 1 MiB chunks"): `deno task bench:young`. Each kind of object is
  * made 20 000 times, one at a time and dropped at once, between the short-lived garbage a request
- * makes, in a fresh `deno` with `--trace-gc-nvp`; the script sums what the collections report. The
- * reference is the same loop with plain objects, measured in the same run.
+ * makes and with the microtasks it queued run, in a fresh `deno` with `--trace-gc-nvp`; the script
+ * sums what the collections report. The reference is the same loop with plain objects, measured in
+ * the same run.
  *
  * @module
  */
@@ -16,6 +17,11 @@ const KINDS = {
   "ReadableStream": "sink = new ReadableStream();",
   "ReadableStream (bytes, with pull)":
     'sink = new ReadableStream({ type: "bytes", pull() {} }, { highWaterMark: 0 });',
+  "ReadableStream whose pull holds 1 KB, left open":
+    "const held = new Array(120).fill(i); sink = new ReadableStream({ pull() { held.length; } });",
+  "ReadableStream whose pull holds 1 KB, closed":
+    "const held = new Array(120).fill(i); sink = new ReadableStream({ start(c) { c.close(); }, pull() { held.length; } });",
+  "WeakMap entry whose value reaches its key": "const key = { i }; map.set(key, { key }); sink = i;",
   "WritableStream": "sink = new WritableStream();",
 } as const;
 
@@ -24,6 +30,8 @@ function program(make: string): string {
 for (let i = 0; i < 20000; i++) {
   ${make}
   for (let j = 0; j < 200; j++) sink = { j, k: [j, j] };
+  // Runs the microtasks the object queued (a stream's start), as a server does between requests.
+  await null;
   if (i % 100 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
 }
 globalThis.sink = sink;`;
