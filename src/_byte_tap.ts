@@ -291,10 +291,7 @@ function forget(stream: ReadableStream<Uint8Array>): void {
  * Settling it makes the runtime drop its algorithms, and so what they hold: under Deno every stream
  * survives young-generation collections until a full one (docs/performance.md).
  */
-function settle(
-  controller: ReadableByteStreamController | ReadableStreamDefaultController<Uint8Array>,
-  error?: unknown,
-): void {
+function settle(controller: ReadableByteStreamController, error?: unknown): void {
   try {
     if (error === undefined) controller.close();
     else controller.error(error);
