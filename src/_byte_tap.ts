@@ -30,7 +30,13 @@ const DEFAULT_READ = 64 * 1024;
 /** A source being read: with BYOB reads when it is a byte stream. */
 interface SourceReader {
   byob?: ByteReader;
-  plain?: ReadableStreamDefaultReader<Uint8Array>;
+  plain?: ChunkReader;
+}
+
+/** The part of a default reader that a tap uses: what {@linkcode tapChunkReader} takes. */
+export interface ChunkReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>;
+  cancel(reason?: unknown): Promise<void>;
 }
 
 /** What a tap runs: replaced by a stack when a tap is added to one nobody has read yet. */
@@ -128,6 +134,15 @@ export interface ByteReader {
  */
 export function tapReader(reader: ByteReader): ReadableStream<Uint8Array> {
   return tap({ byob: reader }, {}, false);
+}
+
+/**
+ * A stream of the chunks `reader` reads, as a tap with no hooks of its own, so that taps of it add
+ * their hooks to it instead of making a stream each. Not a byte stream: what `reader` hands out is
+ * passed on as it is.
+ */
+export function tapChunkReader(reader: ChunkReader): ReadableStream<Uint8Array> {
+  return tap({ plain: reader }, {}, false);
 }
 
 /**

@@ -9,7 +9,7 @@
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
 import { readBuffers } from "./_buffer_pool.ts";
 import { indexOf, needleOf } from "./_byte_search.ts";
-import { type ByteReader, byteReaderOf, tapReader } from "./_byte_tap.ts";
+import { type ByteReader, byteReaderOf, tapChunkReader, tapReader } from "./_byte_tap.ts";
 import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 import { freeBuffer, isOwned, markLastView, releaseOwned } from "./_owned_bytes.ts";
@@ -596,21 +596,9 @@ export async function readMultipartStream(
         releaseLock() {},
       });
     }
-    return new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        let result;
-        try {
-          result = await readFilePart();
-        } catch (error) {
-          controller.error(error);
-          return;
-        }
-        if (result.done) controller.close();
-        else controller.enqueue(result.value!);
-      },
-      async cancel(reason: unknown) {
-        await scanner.cancel(reason);
-      },
-    }, { highWaterMark: 0 });
+    return tapChunkReader({
+      read: () => readFilePart(),
+      cancel: (reason) => scanner.cancel(reason),
+    });
   }
 }
