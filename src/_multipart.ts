@@ -582,11 +582,11 @@ export async function readMultipartStream(
   }
 
   /**
-   * The file part as a stream. When the scanner reuses its buffer (a byte-stream body), it is a tap
-   * of {@linkcode readFilePart} (see _byte_tap.ts): a BYOB read gets the bytes copied or read into
-   * its own buffer, a consumer that takes it with `byteReaderOf` calls readFilePart directly (one
-   * stream layer less per network read), and taps added to it, such as the handler's size check,
-   * add their hooks to it instead of making a stream each (docs/performance.md).
+   * The file part as a stream: a tap of {@linkcode readFilePart} (see _byte_tap.ts), so taps added to
+   * it, such as the handler's size check, add their hooks to it instead of making a stream each
+   * (docs/performance.md). When the scanner reuses its buffer (a byte-stream body) it is a byte
+   * stream: a BYOB read gets the bytes copied or read into its own buffer, and a consumer that takes
+   * it with `byteReaderOf` calls readFilePart directly, one stream layer less per network read.
    */
   function fileStream(): ReadableStream<Uint8Array> {
     if (scanner.owned) {
