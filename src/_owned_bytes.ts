@@ -12,15 +12,16 @@
 
 const owned = new WeakSet<Uint8Array>();
 
+/** Whether `bytes` spans all of an ArrayBuffer that can be freed by transferring it away. */
+function spansFreeableBuffer(bytes: Uint8Array): bytes is Uint8Array<ArrayBuffer> {
+  const buffer = bytes.buffer;
+  return bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength &&
+    buffer instanceof ArrayBuffer && typeof buffer.transfer === "function";
+}
+
 /** Marks `piece`, just read from a request body the handler consumes, as freeable once stored. */
 export function markOwned(piece: Uint8Array): void {
-  const buffer = piece.buffer;
-  if (
-    piece.byteOffset === 0 && piece.byteLength > 0 && piece.byteLength === buffer.byteLength &&
-    buffer instanceof ArrayBuffer && typeof buffer.transfer === "function"
-  ) {
-    owned.add(piece);
-  }
+  if (piece.byteLength > 0 && spansFreeableBuffer(piece)) owned.add(piece);
 }
 
 /** Whether `piece` was marked by {@linkcode markOwned}. */
@@ -33,11 +34,7 @@ export function isOwned(piece: Uint8Array): boolean {
  * caller hands out, as freeing all of `whole`'s buffer once stored. The caller must drop `whole`.
  */
 export function markLastView(view: Uint8Array, whole: Uint8Array): void {
-  const buffer = whole.buffer;
-  if (
-    whole.byteOffset === 0 && whole.byteLength === buffer.byteLength && view.buffer === buffer &&
-    buffer instanceof ArrayBuffer && typeof buffer.transfer === "function"
-  ) {
+  if (view.buffer === whole.buffer && spansFreeableBuffer(whole)) {
     owned.delete(whole);
     owned.add(view);
   }
@@ -56,11 +53,5 @@ export function releaseOwned(piece: Uint8Array): void {
  */
 export function freeBuffer(bytes: Uint8Array): void {
   owned.delete(bytes);
-  const buffer = bytes.buffer;
-  if (
-    bytes.byteLength > 0 && bytes.byteOffset === 0 && bytes.byteLength === buffer.byteLength &&
-    buffer instanceof ArrayBuffer && !buffer.detached && typeof buffer.transfer === "function"
-  ) {
-    buffer.transfer(0);
-  }
+  if (bytes.byteLength > 0 && spansFreeableBuffer(bytes) && !bytes.buffer.detached) bytes.buffer.transfer(0);
 }
