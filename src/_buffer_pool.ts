@@ -35,3 +35,16 @@ export class BufferPool {
 
 /** The buffers request bodies are read into, by the multipart reader and the file-system storage. */
 export const readBuffers: BufferPool = new BufferPool(256 * 1024, 64);
+
+/**
+ * What the multipart reader keeps between reads of the file part into the storage's buffer (a
+ * possible start of a delimiter, a few dozen bytes), and its reads of the body's end. Its own large
+ * buffer goes back to the pool meanwhile, so a request holds one large buffer, not two.
+ */
+export const smallBuffers: BufferPool = new BufferPool(16 * 1024, 64);
+
+/** Returns a buffer to whichever pool has its size; others are left to the garbage collector. */
+export function giveBack(buffer: Uint8Array): void {
+  readBuffers.give(buffer);
+  smallBuffers.give(buffer);
+}

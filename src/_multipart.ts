@@ -7,7 +7,7 @@
 //
 // The file stream closes only after the rest of the body has been checked up to the closing
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
-import { readBuffers } from "./_buffer_pool.ts";
+import { giveBack, readBuffers, smallBuffers } from "./_buffer_pool.ts";
 import { indexOf, needleOf } from "./_byte_search.ts";
 import { type ByteReader, byteReaderOf, tapChunkReader, tapReader } from "./_byte_tap.ts";
 import { concatBytes } from "./_bytes.ts";
@@ -101,7 +101,10 @@ function holdFrom(haystack: Uint8Array, needle: Uint8Array, from: number): numbe
 class Scanner {
   #byob?: ByteReader;
   #reader?: ReadableStreamDefaultReader<Uint8Array>;
-  /** The reusable buffer in BYOB mode; `buf` is its filled part. */
+  /**
+   * The reusable buffer in BYOB mode; `buf` is its filled part. Given back to its pool while the file
+   * part is read into its consumer's buffer (`readInto`); then a small one holds what `keep` keeps.
+   */
   #storage?: Uint8Array;
   buf: Uint8Array;
   pos = 0;
@@ -120,21 +123,34 @@ class Scanner {
     }
   }
 
-  /** Appends the next network read; `false` at the end of the body. */
-  async fill(): Promise<boolean> {
+  /**
+   * Appends the next network read; `false` at the end of the body. `large` when the read brings file
+   * bytes for `buf` (not for `readInto`): then it goes into a full-size buffer, for fewer, larger reads.
+   */
+  async fill(large = false): Promise<boolean> {
     if (this.ended) return false;
     try {
-      return this.#byob ? await this.#fillOwned(this.#byob) : await this.#fillChunk(this.#reader!);
+      return this.#byob ? await this.#fillOwned(this.#byob, large) : await this.#fillChunk(this.#reader!);
     } catch (cause) {
       if (cause instanceof ResumableError) throw cause;
       throw new ResumableError("body_incomplete", "Request body ended early", { cause });
     }
   }
 
-  async #fillOwned(byob: ByteReader): Promise<boolean> {
-    let storage = this.#storage!;
+  async #fillOwned(byob: ByteReader, large: boolean): Promise<boolean> {
+    let storage = this.#storage;
     const rest = this.buf.length - this.pos;
-    if (rest === storage.length) {
+    // A full-size buffer for file bytes, and for a long field that fills the small one.
+    const wanted = large || rest >= smallBuffers.size ? readBuffers : smallBuffers;
+    if (!storage || storage.length < wanted.size) {
+      // None (given back during `readInto`), or a small one this read outgrows.
+      const next = wanted.take();
+      next.set(this.buf.subarray(this.pos));
+      this.buf = next.subarray(0, rest);
+      this.pos = 0;
+      if (storage) giveBack(storage);
+      storage = next;
+    } else if (rest === storage.length) {
       // Only a header or field longer than the buffer gets here; both are bounded by limits.
       const larger = new Uint8Array(storage.length * 2);
       larger.set(this.buf.subarray(this.pos));
@@ -152,8 +168,7 @@ class Scanner {
       // them again, so the buffer can go back to the pool.
       this.buf = this.buf.slice();
       this.pos = 0;
-      readBuffers.give(storage);
-      this.#storage = undefined;
+      this.#release();
     }
     return !done;
   }
@@ -207,8 +222,11 @@ class Scanner {
     // Taken now: the read detaches `view`, whose offset then reads 0.
     const offset = view.byteOffset;
     view.set(this.buf.subarray(this.pos));
-    this.buf = this.buf.subarray(0, 0);
+    this.buf = EMPTY;
     this.pos = 0;
+    // The file part is read into `view` from here on: the scanner's buffer goes back to its pool
+    // until a read of the body needs it again, so a request holds one large buffer, not two.
+    this.#release();
     let result;
     try {
       result = await this.#byob!.read(view.subarray(held));
@@ -220,20 +238,33 @@ class Scanner {
     if (done) {
       this.ended = true;
       if (value) this.buf = new Uint8Array(value.buffer, offset, held).slice();
-      readBuffers.give(this.#storage!);
-      this.#storage = undefined;
       return undefined;
     }
     return new Uint8Array(value!.buffer, offset, held + value!.byteLength);
   }
 
-  /** Makes `bytes` (read by `readInto`) the scanner's unread bytes: a copy into its own buffer. */
+  /**
+   * Makes `bytes` (read by `readInto`) the scanner's unread bytes: a copy into a buffer of its own.
+   * Between reads of the file part they are a possible start of a delimiter, a few dozen bytes, so
+   * a small buffer serves; what follows the closing delimiter may be more.
+   */
   keep(bytes: Uint8Array): void {
-    let storage = this.#storage!;
-    if (bytes.length > storage.length) storage = this.#storage = new Uint8Array(bytes.length);
+    this.#release();
+    const storage = bytes.length <= smallBuffers.size
+      ? smallBuffers.take()
+      : bytes.length <= readBuffers.size
+      ? readBuffers.take()
+      : new Uint8Array(bytes.length);
+    this.#storage = storage;
     storage.set(bytes);
     this.buf = storage.subarray(0, bytes.length);
     this.pos = 0;
+  }
+
+  /** Gives the buffer back to its pool; `buf` must not view it any more. */
+  #release(): void {
+    if (this.#storage) giveBack(this.#storage);
+    this.#storage = undefined;
   }
 
   /** Whether `buf` is reused by later reads, so bytes handed out must be copies. */
@@ -572,7 +603,7 @@ export async function readMultipartStream(
           view = new Uint8Array(filled.buffer, filled.byteOffset, room);
           continue;
         }
-        if (!await scanner.fill()) throw malformed("ends inside the file part (no closing boundary)");
+        if (!await scanner.fill(true)) throw malformed("ends inside the file part (no closing boundary)");
       }
     } catch (error) {
       if (options.failure && error instanceof ResumableError) options.failure.error ??= error;

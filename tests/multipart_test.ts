@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readBuffers, smallBuffers } from "../src/_buffer_pool.ts";
 import { type ByteReader, byteReaderOf } from "../src/_byte_tap.ts";
 import { boundaryOf, readMultipartStream } from "../src/_multipart.ts";
 import { ResumableError } from "../src/errors.ts";
@@ -210,6 +211,97 @@ Deno.test("readMultipartStream() offers the body's own reads to the file part's 
   assert.deepEqual(await readByob(head.file!.stream, 1000), data);
   // After the first read (into the scanner's buffer), reads offer the reader's 1000-byte buffer.
   assert.ok(offered.filter((room) => room <= 1000).length > 250, `offered ${offered.slice(0, 8)}`);
+});
+
+/** A byte-stream body that answers each read with at most 64 KiB and records the room each read offered. */
+function recordingBody(body: Uint8Array): { source: ReadableStream<Uint8Array>; offered: number[] } {
+  const offered: number[] = [];
+  let at = 0;
+  const source = new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      const request = controller.byobRequest!;
+      offered.push(request.view!.byteLength);
+      const count = Math.min(request.view!.byteLength, body.length - at, 65_536);
+      if (count === 0) {
+        controller.close();
+        request.respond(0);
+        return;
+      }
+      new Uint8Array(request.view!.buffer, request.view!.byteOffset, count).set(
+        body.subarray(at, at + count),
+      );
+      at += count;
+      request.respond(count);
+    },
+  });
+  return { source, offered };
+}
+
+/**
+ * Runs `body`, counting the large read buffers taken from the pool, and noting how many reads of the
+ * body had been made when each came back.
+ */
+async function watchingLargeBuffers(
+  offered: number[],
+  body: () => Promise<void>,
+): Promise<{ taken: number; givenAfterReads: number[] }> {
+  const { take, give } = readBuffers;
+  let taken = 0;
+  const givenAfterReads: number[] = [];
+  readBuffers.take = () => {
+    taken++;
+    return take.call(readBuffers);
+  };
+  readBuffers.give = (buffer) => {
+    if (buffer.buffer.byteLength === readBuffers.size) givenAfterReads.push(offered.length);
+    give.call(readBuffers, buffer);
+  };
+  try {
+    await body();
+  } finally {
+    Object.assign(readBuffers, { take, give });
+  }
+  return { taken, givenAfterReads };
+}
+
+Deno.test("readMultipartStream() gives its large buffer back while the storage reads the file part into its own", async () => {
+  const data = new Uint8Array(1_000_000).map((_, i) => (i * 7919) >>> 5);
+  const { source, offered } = recordingBody(concat(field("id", "lend"), filePart("file", data), CLOSE));
+  const watched = await watchingLargeBuffers(offered, async () => {
+    const head = await readMultipartStream(source, B, { fileField: "file", maxFieldBytes: 1 << 20 });
+    // As the file-system storage reads it: its own 256 KiB buffers, through the direct reader.
+    assert.deepEqual(await readDirect(head.file!.stream, 256 * 1024), data);
+  });
+  // The first read (the fields and the start of the file) goes into the reader's buffer, which is
+  // back in the pool before the second: a request held two large buffers to its end before.
+  assert.equal(watched.taken, 1);
+  assert.deepEqual(watched.givenAfterReads, [1]);
+  assert.equal(offered[0], readBuffers.size);
+  // The body's end is read into a small buffer, not a large one taken again.
+  assert.ok(offered.at(-1)! <= smallBuffers.size, `offered ${offered}`);
+});
+
+Deno.test("readMultipartStream() reads the body in large reads again when a consumer's buffers become too small to read into", async () => {
+  const data = new Uint8Array(600_000).map((_, i) => (i * 31) >>> 3);
+  const { source, offered } = recordingBody(concat(field("id", "tiny"), filePart("file", data), CLOSE));
+  const pieces: Uint8Array[] = [];
+  const watched = await watchingLargeBuffers(offered, async () => {
+    const head = await readMultipartStream(source, B, { fileField: "file", maxFieldBytes: 1 << 20 });
+    const reader = byteReaderOf(head.file!.stream)!;
+    // Two reads into large buffers of the consumer's (the first empties the scanner's buffer, the
+    // second reads the body into the consumer's, and the scanner gives its own back), then reads
+    // shorter than two delimiters: the file bytes go through the scanner's buffer and are copied out.
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(pieces.length < 2 ? 256 * 1024 : 40));
+      if (done) break;
+      pieces.push(value!);
+    }
+  });
+  assert.deepEqual(concat(...pieces), data);
+  assert.equal(watched.taken, 2);
+  // Those later reads offer room for a whole 64 KiB answer, not a small buffer's 16 KiB.
+  assert.ok(offered.slice(3, -1).every((room) => room >= 65_536), `offered ${offered}`);
 });
 
 Deno.test("readMultipartStream() fails only with ResumableError on mutated byte-stream bodies read with BYOB (fuzz)", async () => {
