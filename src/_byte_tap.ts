@@ -102,8 +102,12 @@ function stack(inner: ByteTapHooks, outer: ByteTapHooks): ByteTapHooks {
 
 /** One read of a tap's source with its hooks run: shared by the tap stream and a direct reader. */
 interface TapCore {
-  /** The next bytes, read into `view` when given (BYOB sources); never an empty chunk. */
-  next(view: Uint8Array | undefined): Promise<{ done: boolean; value: Uint8Array | undefined }>;
+  /**
+   * The next bytes, read into `view` when given (BYOB sources); never an empty chunk. `direct` for a
+   * direct reader ({@linkcode byteReaderOf}): it then also ends the tap (`fail`) when the read fails,
+   * and settles the tap stream (`retire`) when the source is done or failed.
+   */
+  next(view: Uint8Array | undefined, direct?: boolean): Promise<{ done: boolean; value?: Uint8Array }>;
   /** Ends the tap after a failure: runs `finish`, then cancels the source. */
   fail(error: unknown, controller?: { error(reason: unknown): void }): Promise<void>;
   cancel(reason: unknown): Promise<void>;
@@ -156,17 +160,7 @@ export function byteReaderOf(stream: ReadableStream<Uint8Array>): ByteReader | u
   if (core && unread.has(stream)) {
     unread.delete(stream);
     return {
-      async read(view) {
-        try {
-          const result = await core.next(view);
-          if (result.done) core.retire();
-          return result;
-        } catch (error) {
-          await core.fail(error);
-          core.retire(error);
-          throw error;
-        }
-      },
+      read: (view) => core.next(view, true),
       async cancel(reason) {
         await core.cancel(reason);
         core.retire();
@@ -205,38 +199,41 @@ function tap(source: SourceReader, hooks: ByteTapHooks, ownsChunks: boolean): Re
   };
   hooks.start?.(state.cancelSource);
 
-  async function read(
-    view: Uint8Array | undefined,
-  ): Promise<{ done: boolean; value: Uint8Array | undefined }> {
-    state.hooks.beforeRead?.();
-    try {
-      if (byob) {
-        const result = await byob.read(view ?? new Uint8Array(DEFAULT_READ));
-        return { done: result.done, value: result.value };
-      }
-      const result = await plain!.read();
-      if (ownsChunks && result.value) markOwned(result.value);
-      return { done: result.done, value: result.value };
-    } catch (cause) {
-      const { readError } = state.hooks;
-      throw readError ? readError(cause) : cause;
-    }
-  }
-
+  // One async function per read, the hooks and the direct reader's settling included: each layer of
+  // async calls cost a promise and a frame per network read, garbage that made V8's young generation
+  // grow sooner (docs/performance.md).
   const core: TapCore = {
-    async next(view) {
+    async next(view, direct = false) {
       let target = view;
-      for (;;) {
-        // A BYOB read of the source moves the consumer's buffer into `value`.
-        const { done, value } = await read(target);
-        state.hooks.afterRead?.(done ? undefined : value);
-        if (done) {
-          finish();
-          return { done, value };
+      try {
+        for (;;) {
+          state.hooks.beforeRead?.();
+          let result: { done: boolean; value?: Uint8Array };
+          try {
+            // A BYOB read of the source moves the consumer's buffer into `value`.
+            result = byob ? await byob.read(target ?? new Uint8Array(DEFAULT_READ)) : await plain!.read();
+          } catch (cause) {
+            const { readError } = state.hooks;
+            throw readError ? readError(cause) : cause;
+          }
+          const { done, value } = result;
+          if (plain && ownsChunks && value) markOwned(value);
+          state.hooks.afterRead?.(done ? undefined : value);
+          if (done) {
+            finish();
+            if (direct) core.retire();
+            return result;
+          }
+          // A byte stream may not carry empty chunks; read again (into the moved buffer) instead.
+          if (value!.byteLength > 0) return result;
+          if (target) target = new Uint8Array(value!.buffer, value!.byteOffset, target.byteLength);
         }
-        // A byte stream may not carry empty chunks; read again (into the moved buffer) instead.
-        if (value!.byteLength > 0) return { done, value };
-        if (target) target = new Uint8Array(value!.buffer, value!.byteOffset, target.byteLength);
+      } catch (error) {
+        if (direct) {
+          await core.fail(error);
+          core.retire(error);
+        }
+        throw error;
       }
     },
     async fail(error, controller) {
