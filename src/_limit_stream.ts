@@ -1,6 +1,6 @@
 // Byte counting between the request body and storage. Pull-based: nothing is read ahead of what
 // the storage consumes, so memory stays bounded by the storage's own buffer.
-import { tapBytes } from "./_byte_tap.ts";
+import { type ByteTapHooks, tapBytes } from "./_byte_tap.ts";
 import { ResumableError } from "./errors.ts";
 
 /**
@@ -51,8 +51,16 @@ export function limitStream(
   limit: number,
   failure: { error?: ResumableError } = {},
 ): ReadableStream<Uint8Array> {
+  return tapBytes(source, byteLimit(limit, failure));
+}
+
+/**
+ * The limit of {@linkcode limitStream} as tap hooks, for a body read with `hookedReader`. The error
+ * a read fails with (too large, or the body broke off) is also recorded in `failure`.
+ */
+export function byteLimit(limit: number, failure: { error?: ResumableError } = {}): ByteTapHooks {
   let received = 0;
-  return tapBytes(source, {
+  return {
     readError(cause) {
       failure.error = new ResumableError("body_incomplete", "Request body ended early", { cause });
       return failure.error;
@@ -64,5 +72,5 @@ export function limitStream(
         throw failure.error;
       }
     },
-  });
+  };
 }

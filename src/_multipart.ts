@@ -9,7 +9,14 @@
 // delimiter, so a storage that publishes on close never publishes a chunk from a malformed body.
 import { giveBack, readBuffers, smallBuffers } from "./_buffer_pool.ts";
 import { indexOf, needleOf } from "./_byte_search.ts";
-import { type ByteReader, byteReaderOf, tapChunkReader, tapReader } from "./_byte_tap.ts";
+import {
+  type ByteReader,
+  byteReaderOf,
+  type ChunkReader,
+  type HookedReader,
+  tapChunkReader,
+  tapReader,
+} from "./_byte_tap.ts";
 import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 import { freeBuffer, isOwned, markLastView, releaseOwned } from "./_owned_bytes.ts";
@@ -100,7 +107,7 @@ function holdFrom(haystack: Uint8Array, needle: Uint8Array, from: number): numbe
  */
 class Scanner {
   #byob?: ByteReader;
-  #reader?: ReadableStreamDefaultReader<Uint8Array>;
+  #reader?: ChunkReader;
   /**
    * The reusable buffer in BYOB mode; `buf` is its filled part. Given back to its pool while the file
    * part is read into its consumer's buffer (`readInto`); then a small one holds what `keep` keeps.
@@ -112,15 +119,18 @@ class Scanner {
   /** Plain mode: `buf` is an owned body piece or a buffer of the scanner's own, referenced nowhere else. */
   ours = false;
 
-  constructor(body: ReadableStream<Uint8Array>) {
-    this.#byob = byteReaderOf(body);
+  constructor(body: ReadableStream<Uint8Array> | HookedReader) {
+    if (body instanceof ReadableStream) {
+      this.#byob = byteReaderOf(body);
+      if (!this.#byob) this.#reader = body.getReader();
+    } else {
+      this.#byob = body.byob;
+      this.#reader = body.plain;
+    }
     if (this.#byob) {
       this.#storage = readBuffers.take();
       this.buf = this.#storage.subarray(0, 0);
-    } else {
-      this.#reader = body.getReader();
-      this.buf = EMPTY;
-    }
+    } else this.buf = EMPTY;
   }
 
   /**
@@ -173,7 +183,7 @@ class Scanner {
     return !done;
   }
 
-  async #fillChunk(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<boolean> {
+  async #fillChunk(reader: ChunkReader): Promise<boolean> {
     const result = await reader.read();
     const rest = this.buf.length - this.pos;
     if (result.done) {
@@ -181,7 +191,7 @@ class Scanner {
       if (rest === 0) this.#drop();
       return false;
     }
-    const piece = result.value;
+    const piece = result.value!;
     if (rest === 0) {
       this.#drop();
       this.buf = piece;
@@ -358,11 +368,13 @@ function parseHeaders(bytes: Uint8Array): PartHeaders {
  * once the whole body is checked. Parts after the file part are parsed (and ignored) while the file
  * stream is read; a second part named `fileField` fails it.
  *
+ * `body` is a stream, or a request body read directly through its checks (`hookedReader`).
+ *
  * @throws {ResumableError} `malformed_body`, `body_incomplete` (the body broke off), or
  * `body_too_large` (from the stream feeding it).
  */
 export async function readMultipartStream(
-  body: ReadableStream<Uint8Array>,
+  body: ReadableStream<Uint8Array> | HookedReader,
   boundary: string,
   options: MultipartOptions,
 ): Promise<MultipartHead> {

@@ -7,7 +7,8 @@
  */
 
 import { ResumableError } from "./errors.ts";
-import { limitStream } from "./_limit_stream.ts";
+import { byteLimit, limitStream } from "./_limit_stream.ts";
+import type { RequestBody } from "./_request_body.ts";
 import { boundaryOf, type MultipartHead, type MultipartOptions, readMultipartStream } from "./_multipart.ts";
 
 /** True when the request body is `multipart/form-data`. */
@@ -36,22 +37,22 @@ export function checkDeclaredLength(request: Request, limit: number): void {
 }
 
 /**
- * Parses `request`'s multipart body (`body`, as the handler wraps it) with the platform parser,
- * reading at most `limit` bytes.
+ * Parses `request`'s multipart body with the platform parser, reading at most `limit` bytes.
  *
  * @throws {ResumableError} `body_too_large`, `body_incomplete` or `malformed_body`.
  */
 export async function readMultipart(
   request: Request,
-  body: ReadableStream<Uint8Array> | null,
+  body: RequestBody,
   limit: number,
 ): Promise<FormData> {
   checkDeclaredLength(request, limit);
-  if (!body) {
+  const stream = body.stream();
+  if (!stream) {
     throw new ResumableError("malformed_body", "Multipart request has no body");
   }
   const failure: { error?: ResumableError } = {};
-  const limited = limitStream(body, limit, failure);
+  const limited = limitStream(stream, limit, failure);
   try {
     const contentType = request.headers.get("content-type") ?? "";
     return await new Response(limited, {
@@ -75,27 +76,28 @@ export interface StreamedMultipart extends MultipartHead {
 }
 
 /**
- * Reads `request`'s multipart body (`body`, as the handler wraps it) with the streaming reader, at
- * most `limit` bytes: the fields before the file part `parts.fileField`, within the text budgets of
- * `parts`, and that part as a stream read straight from the request.
+ * Reads `request`'s multipart body with the streaming reader, at most `limit` bytes: the fields
+ * before the file part `parts.fileField`, within the text budgets of `parts`, and that part as a
+ * stream read straight from the request.
  *
  * @throws {ResumableError} `body_too_large`, `body_incomplete` or `malformed_body`.
  */
 export async function readMultipartStreamed(
   request: Request,
-  body: ReadableStream<Uint8Array> | null,
+  body: RequestBody,
   limit: number,
   parts: Omit<MultipartOptions, "failure">,
 ): Promise<StreamedMultipart> {
   checkDeclaredLength(request, limit);
   const boundary = boundaryOf(request.headers.get("content-type") ?? "");
-  if (!body) {
+  const failure: { error?: ResumableError } = {};
+  // Read directly, the limit checked on every read: no stream of its own (see _request_body.ts).
+  const reader = body.reader(byteLimit(limit, failure));
+  if (!reader) {
     throw new ResumableError("malformed_body", "Multipart request has no body");
   }
-  const failure: { error?: ResumableError } = {};
-  const limited = limitStream(body, limit, failure);
   try {
-    const head = await readMultipartStream(limited, boundary, { ...parts, failure });
+    const head = await readMultipartStream(reader, boundary, { ...parts, failure });
     return { ...head, failure };
   } catch (error) {
     throw failure.error ?? error;

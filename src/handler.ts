@@ -19,7 +19,7 @@ import { ChunkService } from "./chunk_service.ts";
 import { cleanupExpired, type CleanupReport } from "./cleanup.ts";
 import { createCors } from "./cors.ts";
 import { ResumableError } from "./errors.ts";
-import { withIdleTimeout } from "./idle_body.ts";
+import { RequestBody } from "./_request_body.ts";
 import { largestLegalChunk } from "./layout.ts";
 import { type ResolvedOptions, resolveOptions, type ResumableHandlerOptions } from "./options.ts";
 import {
@@ -122,8 +122,8 @@ export function createResumableHandler(
 
   async function handle(request: Request): Promise<Response> {
     const context: RequestContext = { dialect: "resumable" };
-    // The upload body as wrapped: once wrapped, the request's own body is locked to it.
-    let body: ReadableStream<Uint8Array> | null = null;
+    // The upload body, however it is read: once it is, the request's own body is locked to it.
+    let body: RequestBody | undefined;
     try {
       const method = request.method.toUpperCase();
       if (method === "OPTIONS") return emptyResponse(204, { allow });
@@ -131,13 +131,13 @@ export function createResumableHandler(
         return await cancel(request, await getService(), resolved, context);
       }
       if (method === resolved.uploadMethod) {
-        body = withIdleTimeout(request.body, resolved.bodyTimeoutMs, resolved.detachBodyBuffers);
+        body = new RequestBody(request.body, resolved.bodyTimeoutMs, resolved.detachBodyBuffers);
         return await upload(request, body, await getService(), resolved, context);
       }
       if (method === resolved.testMethod) {
         // flow.js sends a test made with another method than GET as a multipart body (protocol.md §1).
         if (method !== "GET" && isMultipart(request)) {
-          body = withIdleTimeout(request.body, resolved.bodyTimeoutMs, resolved.detachBodyBuffers);
+          body = new RequestBody(request.body, resolved.bodyTimeoutMs, resolved.detachBodyBuffers);
           return await testFromForm(request, body, await getService(), resolved, context);
         }
         return await test(request, await getService(), resolved, context);
@@ -153,7 +153,7 @@ export function createResumableHandler(
       ) {
         resolved.onError(error.cause ?? error, request);
       }
-      await (body ?? request.body)?.cancel().catch(() => {});
+      await (body ? body.cancel() : request.body?.cancel().catch(() => {}));
       const custom = resolved.statusFor?.(error, context.dialect);
       // A status no Response can carry would make the handler throw instead of answering.
       const status = isResponseStatus(custom) ? custom : defaultStatus(error.code, context.dialect);
@@ -270,7 +270,7 @@ async function test(
 /** A test whose parameters are the fields of a multipart body without a file part (flow.js). */
 async function testFromForm(
   request: Request,
-  body: ReadableStream<Uint8Array> | null,
+  body: RequestBody,
   service: ChunkService,
   options: ResolvedOptions,
   context: RequestContext,
@@ -295,7 +295,7 @@ async function testFromForm(
 
 async function upload(
   request: Request,
-  body: ReadableStream<Uint8Array> | null,
+  body: RequestBody,
   service: ChunkService,
   options: ResolvedOptions,
   context: RequestContext,
@@ -346,7 +346,7 @@ async function upload(
   }
   const chunk = validateChunkRequest(readFromQuery(url, options, context), options.limits);
   const length = contentLength(request);
-  const empty = length === 0 || body === null;
+  const empty = length === 0 || !body.present;
   // A test sent with the upload method carries no body (resumable.js/flow.js `testMethod`).
   if (empty && canBeTest && !chunk.allowedSizes.includes(0)) {
     return test(request, service, options, context);
@@ -362,13 +362,16 @@ async function upload(
     namespace: options.parameterNamespace,
     multipart: false,
   });
-  return jsonResponse(200, await service.store(request, chunk, body ?? new Blob([]).stream(), digest));
+  return jsonResponse(
+    200,
+    await service.store(request, chunk, body.stream() ?? new Blob([]).stream(), digest),
+  );
 }
 
 /** The multipart branch with the streaming reader: the file part goes straight to storage. */
 async function uploadStreamed(
   request: Request,
-  requestBody: ReadableStream<Uint8Array> | null,
+  requestBody: RequestBody,
   service: ChunkService,
   options: ResolvedOptions,
   context: RequestContext,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { tapBytes } from "./_byte_tap.ts";
+import { type ByteTapHooks, tapBytes } from "./_byte_tap.ts";
 import { after } from "./_clock.ts";
 import { ResumableError } from "./errors.ts";
 
@@ -23,6 +23,14 @@ export function withIdleTimeout(
   detachPieces = false,
 ): ReadableStream<Uint8Array> | null {
   if (source === null) return null;
+  return tapBytes(source, idleTimeout(idleMs), detachPieces);
+}
+
+/**
+ * The idle timer as tap hooks, for {@linkcode withIdleTimeout} and for a body read with
+ * `hookedReader`: a body that delivers nothing for `idleMs` while a read waits fails the read.
+ */
+export function idleTimeout(idleMs: number): ByteTapHooks {
   // One timer per idle period, not one per read: a body arrives in thousands of 64 KiB reads, and a
   // timer plus a promise race on each cost about a tenth of the throughput in bench/run.ts.
   let pendingSince = -1;
@@ -41,7 +49,7 @@ export function withIdleTimeout(
     // Settles the pending read as done; afterRead then reports the stall.
     cancelSource(stalled);
   };
-  return tapBytes(source, {
+  return {
     start(cancel) {
       cancelSource = cancel;
     },
@@ -59,5 +67,5 @@ export function withIdleTimeout(
       cancelTimer = undefined;
       pendingSince = -1;
     },
-  }, detachPieces);
+  };
 }

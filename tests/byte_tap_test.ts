@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type ByteReader, byteReaderOf, tapBytes } from "../src/_byte_tap.ts";
+import { type ByteReader, byteReaderOf, hookedReader, tapBytes } from "../src/_byte_tap.ts";
+import { isOwned } from "../src/_owned_bytes.ts";
 import { byteStreamOf } from "./_helpers.ts";
 
 /** A byte stream of `pieces`, as a request body is. */
@@ -131,4 +132,80 @@ Deno.test("byteReaderOf() gives a BYOB reader of other byte streams, and none of
   const tapped = tapBytes(bytesOf([1]), {});
   tapped.getReader().releaseLock();
   assert.ok(byteReaderOf(tapped) !== undefined);
+});
+
+Deno.test("hookedReader() reads a byte stream into the caller's buffers, running every set of hooks in turn", async () => {
+  const calls: string[] = [];
+  const starts: ((reason: unknown) => void)[] = [];
+  const setOf = (name: string) => ({
+    start: (cancel: (reason: unknown) => void) => starts.push(cancel),
+    beforeRead: () => calls.push(`${name} before`),
+    afterRead: (bytes: Uint8Array | undefined) => calls.push(`${name} after ${bytes?.byteLength ?? "end"}`),
+    finish: () => calls.push(`${name} finish`),
+  });
+  const reader = hookedReader(bytesOf([1, 2], [3]), [setOf("idle"), setOf("limit")]);
+  assert.equal(reader.plain, undefined);
+  // Each set's start, once: the idle timer cancels the source through it.
+  assert.equal(starts.length, 2);
+  assert.deepEqual(await readWith(reader.byob!), [1, 2, 3]);
+  assert.deepEqual(calls.slice(0, 4), ["idle before", "limit before", "idle after 2", "limit after 2"]);
+  assert.deepEqual(calls.slice(-4), ["idle after end", "limit after end", "idle finish", "limit finish"]);
+});
+
+Deno.test("hookedReader() hands out the chunks of a stream that is not a byte stream, marked as the body's own", async () => {
+  const pieces = [new Uint8Array([1, 2]), new Uint8Array([3])];
+  const reader = hookedReader(ReadableStream.from(pieces), [{}], true);
+  assert.equal(reader.byob, undefined);
+  const first = await reader.plain!.read();
+  // The very piece, not a copy, and freeable once stored (see _owned_bytes.ts).
+  assert.equal(first.value, pieces[0]);
+  assert.ok(isOwned(first.value!));
+  assert.equal((await reader.plain!.read()).value, pieces[1]);
+  assert.equal((await reader.plain!.read()).done, true);
+});
+
+Deno.test("hookedReader(): a failed read is mapped by the hooks and finishes them once", async () => {
+  let cancelled: unknown;
+  let finished = 0;
+  const source = new ReadableStream<Uint8Array>({
+    type: "bytes",
+    pull: (controller) => controller.error(new Error("connection reset")),
+    cancel: (reason) => {
+      cancelled = reason;
+    },
+  });
+  const reader = hookedReader(source, [
+    {
+      readError: (cause) => new Error(`body broke off: ${(cause as Error).message}`),
+      finish: () => finished++,
+    },
+  ]);
+  await assert.rejects(reader.byob!.read(new Uint8Array(4)), /body broke off: connection reset/);
+  assert.equal(finished, 1);
+  // The source had already failed; a cancel of it is a no-op, and nothing is left pending.
+  assert.equal(cancelled, undefined);
+  await reader.byob!.cancel("again");
+  assert.equal(finished, 1);
+});
+
+Deno.test("hookedReader(): a cancel settles a pending read as done and finishes the hooks", async () => {
+  let cancelled: unknown;
+  const source = new ReadableStream<Uint8Array>({
+    type: "bytes",
+    pull: () => new Promise<void>(() => {}), // never delivers: a stalled body
+    cancel: (reason) => {
+      cancelled = reason;
+    },
+  });
+  let finished = 0;
+  let cancelSource: ((reason: unknown) => void) | undefined;
+  const reader = hookedReader(source, [{
+    start: (cancel) => cancelSource = cancel,
+    finish: () => finished++,
+  }]);
+  const pending = reader.byob!.read(new Uint8Array(4));
+  cancelSource!("stalled");
+  assert.equal((await pending).done, true);
+  assert.equal(cancelled, "stalled");
+  assert.equal(finished, 1);
 });
