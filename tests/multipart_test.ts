@@ -382,6 +382,35 @@ Deno.test("readMultipartStream() takes a delimiter for the opening one only at t
   await rejectsWith(parse(encoder.encode(`--${B.slice(0, -1)}\r\n`)), "malformed_body");
 });
 
+Deno.test("readMultipartStream() reads header and parameter names in any case, the first of a repeated one, and prefers filename*", async () => {
+  const body = concat(
+    `--${B}\r\nCONTENT-DISPOSITION:  FORM-DATA ; NAME="a"; name="ignored"\r\n\r\n1\r\n`,
+    `--${B}\r\ncontent-disposition: form-data;\tName=b \r\n\r\n2\r\n`,
+    `--${B}\r\nContent-Disposition: form-data; name="file"; FILENAME="plain.bin"; Filename*=utf-8''n%C3%A4me.bin\r\n`,
+    `content-TYPE:  text/plain \r\n\r\ndata\r\n`,
+    CLOSE,
+  );
+  for (const cuts of [[], [20, 90, 150]]) {
+    const result = await parse(body, cuts);
+    assert.deepEqual([...result.fields], [["a", "1"], ["b", "2"]]);
+    assert.equal(result.filename, "utf-8''n%C3%A4me.bin");
+    assert.equal(result.type, "text/plain");
+    assert.deepEqual(result.file, encoder.encode("data"));
+  }
+});
+
+Deno.test("readMultipartStream() takes only ASCII white space around header and parameter names", async () => {
+  // Names are ASCII tokens (RFC 7578, RFC 9110): a no-break space or a byte order mark is not padding.
+  for (const padded of ["name\u00a0", "\ufeffname"]) {
+    const body = concat(`--${B}\r\nContent-Disposition: form-data; ${padded}="a"\r\n\r\n1\r\n`, CLOSE);
+    await rejectsWith(parse(body), "malformed_body");
+  }
+  for (const header of ["Content-Disposition\u00a0", "\u00a0Content-Disposition"]) {
+    const body = concat(`--${B}\r\n${header}: form-data; name="a"\r\n\r\n1\r\n`, CLOSE);
+    await rejectsWith(parse(body), "malformed_body");
+  }
+});
+
 Deno.test("readMultipartStream() reads quoted names with ';' and escapes, and a file with an empty filename", async () => {
   const body = concat(
     `--${B}\r\nContent-Disposition: form-data; name="a;b\\"c"\r\n\r\nv\r\n`,
