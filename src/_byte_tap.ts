@@ -188,8 +188,8 @@ export interface HookedReader {
  * Reads `source` as a tap's direct reader would, with `hooks` run around every read (each set in
  * turn, as stacked taps run them), but makes no stream: for a consumer that never needs one, the
  * multipart reader of a request body. Under Deno every stream survives young-generation collections
- * until a full one, and one stream less per request made a multipart server's collections keep a
- * quarter less (docs/performance.md). `ownsChunks` as for {@linkcode tapBytes}.
+ * until a full one: one stream less per request made each of a multipart server's young-generation
+ * collections keep about a fifth less (docs/performance.md). `ownsChunks` as for {@linkcode tapBytes}.
  */
 export function hookedReader(
   source: ReadableStream<Uint8Array>,

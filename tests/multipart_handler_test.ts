@@ -236,7 +236,7 @@ Deno.test("the stream parser refuses megabytes of text fields before a small fil
 
 Deno.test("the stream parser reads the request body without a stream of its own: one stream per upload, the file part's", async () => {
   // Under Deno every stream survives V8's young-generation collections until a full one; one less
-  // per request made a multipart server's collections keep about a quarter less (docs/performance.md).
+  // per request made each of a multipart server's collections keep about a fifth less (docs/performance.md).
   let made = 0;
   const Platform = globalThis.ReadableStream;
   class Counted<R> extends Platform<R> {
