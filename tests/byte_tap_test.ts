@@ -43,22 +43,28 @@ Deno.test("a merged tap fails as stacked taps would: the first tap's error, as t
   await assert.rejects(readAll(outer), /outer saw: inner refused/);
 });
 
-Deno.test("a tap added to an unread tap gets a start call that cancels the shared source", async () => {
+/** A byte stream that never delivers, as a stalled body; `cancelledWith()` is what cancelled it. */
+function stalledBody(): { source: ReadableStream<Uint8Array>; cancelledWith: () => unknown } {
   let cancelled: unknown;
   const source = new ReadableStream<Uint8Array>({
     type: "bytes",
-    pull: () => new Promise<void>(() => {}), // never delivers: a stalled body
+    pull: () => new Promise<void>(() => {}),
     cancel: (reason) => {
       cancelled = reason;
     },
   });
+  return { source, cancelledWith: () => cancelled };
+}
+
+Deno.test("a tap added to an unread tap gets a start call that cancels the shared source", async () => {
+  const { source, cancelledWith } = stalledBody();
   let cancelSource: ((reason: unknown) => void) | undefined;
   const merged = tapBytes(tapBytes(source, {}), { start: (cancel) => cancelSource = cancel });
   const reading = readAll(merged);
   cancelSource!("stalled");
   // A cancelled source settles the pending read as done: the stream ends.
   assert.deepEqual(await reading, []);
-  assert.equal(cancelled, "stalled");
+  assert.equal(cancelledWith(), "stalled");
 });
 
 Deno.test("a tap that was read from is not merged: the next tap reads what is left through it", async () => {
@@ -189,14 +195,7 @@ Deno.test("hookedReader(): a failed read is mapped by the hooks and finishes the
 });
 
 Deno.test("hookedReader(): a cancel settles a pending read as done and finishes the hooks", async () => {
-  let cancelled: unknown;
-  const source = new ReadableStream<Uint8Array>({
-    type: "bytes",
-    pull: () => new Promise<void>(() => {}), // never delivers: a stalled body
-    cancel: (reason) => {
-      cancelled = reason;
-    },
-  });
+  const { source, cancelledWith } = stalledBody();
   let finished = 0;
   let cancelSource: ((reason: unknown) => void) | undefined;
   const reader = hookedReader(source, [{
@@ -206,6 +205,6 @@ Deno.test("hookedReader(): a cancel settles a pending read as done and finishes 
   const pending = reader.byob!.read(new Uint8Array(4));
   cancelSource!("stalled");
   assert.equal((await pending).done, true);
-  assert.equal(cancelled, "stalled");
+  assert.equal(cancelledWith(), "stalled");
   assert.equal(finished, 1);
 });

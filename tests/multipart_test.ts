@@ -182,11 +182,11 @@ for (
   });
 }
 
-Deno.test("readMultipartStream() offers the body's own reads to the file part's BYOB reader", async () => {
-  const options = { fileField: "file", maxFieldBytes: 1 << 20 };
-  // A body source that records how much room each read offered it.
-  const data = new Uint8Array(300_000).map((_, i) => (i * 7919) >>> 5);
-  const body = concat(field("id", "direct"), filePart("file", data), CLOSE);
+/** A byte-stream body that answers each read with at most `perRead` bytes and records the room each read offered. */
+function recordingBody(
+  body: Uint8Array,
+  perRead = 65_536,
+): { source: ReadableStream<Uint8Array>; offered: number[] } {
   const offered: number[] = [];
   let at = 0;
   const source = new ReadableStream({
@@ -194,35 +194,7 @@ Deno.test("readMultipartStream() offers the body's own reads to the file part's 
     pull(controller) {
       const request = controller.byobRequest!;
       offered.push(request.view!.byteLength);
-      const count = Math.min(request.view!.byteLength, body.length - at, 50_000);
-      if (count === 0) {
-        controller.close();
-        request.respond(0);
-        return;
-      }
-      new Uint8Array(request.view!.buffer, request.view!.byteOffset, count).set(
-        body.subarray(at, at + count),
-      );
-      at += count;
-      request.respond(count);
-    },
-  });
-  const head = await readMultipartStream(source, B, options);
-  assert.deepEqual(await readByob(head.file!.stream, 1000), data);
-  // After the first read (into the scanner's buffer), reads offer the reader's 1000-byte buffer.
-  assert.ok(offered.filter((room) => room <= 1000).length > 250, `offered ${offered.slice(0, 8)}`);
-});
-
-/** A byte-stream body that answers each read with at most 64 KiB and records the room each read offered. */
-function recordingBody(body: Uint8Array): { source: ReadableStream<Uint8Array>; offered: number[] } {
-  const offered: number[] = [];
-  let at = 0;
-  const source = new ReadableStream({
-    type: "bytes",
-    pull(controller) {
-      const request = controller.byobRequest!;
-      offered.push(request.view!.byteLength);
-      const count = Math.min(request.view!.byteLength, body.length - at, 65_536);
+      const count = Math.min(request.view!.byteLength, body.length - at, perRead);
       if (count === 0) {
         controller.close();
         request.respond(0);
@@ -237,6 +209,17 @@ function recordingBody(body: Uint8Array): { source: ReadableStream<Uint8Array>; 
   });
   return { source, offered };
 }
+
+Deno.test("readMultipartStream() offers the body's own reads to the file part's BYOB reader", async () => {
+  const options = { fileField: "file", maxFieldBytes: 1 << 20 };
+  const data = new Uint8Array(300_000).map((_, i) => (i * 7919) >>> 5);
+  const body = concat(field("id", "direct"), filePart("file", data), CLOSE);
+  const { source, offered } = recordingBody(body, 50_000);
+  const head = await readMultipartStream(source, B, options);
+  assert.deepEqual(await readByob(head.file!.stream, 1000), data);
+  // After the first read (into the scanner's buffer), reads offer the reader's 1000-byte buffer.
+  assert.ok(offered.filter((room) => room <= 1000).length > 250, `offered ${offered.slice(0, 8)}`);
+});
 
 /**
  * Runs `body`, counting the large read buffers taken from the pool, and noting how many reads of the
