@@ -302,8 +302,8 @@ interface PartHeaders {
 }
 
 // Part headers are parsed by index, not by splitting and lower-casing: a resumable.js request has
-// ten parts, and the strings and maps of a parse by pieces were about 11 KB of garbage per request,
-// a fifth of what a multipart request allocates beyond an octet one (docs/performance.md).
+// ten parts, and the strings and maps of a parse by pieces were about 8 KB of garbage per request, a
+// quarter of what a multipart request allocated beyond an octet one (docs/performance.md).
 
 /** Whether `text[from..to)`, without surrounding ASCII white space, is `lower` in any ASCII case. */
 function isToken(text: string, from: number, to: number, lower: string): boolean {
