@@ -23,10 +23,20 @@ const KINDS = {
     "const held = new Array(120).fill(i); sink = new ReadableStream({ start(c) { c.close(); }, pull() { held.length; } });",
   "WeakMap entry whose value reaches its key": "const key = { i }; map.set(key, { key }); sink = i;",
   "WritableStream": "sink = new WritableStream();",
+  "class instance holding 1 KB": "const held = new Array(120).fill(i); sink = new Holder(held, false);",
+  "class instance holding 1 KB and a closure over it":
+    "const held = new Array(120).fill(i); sink = new Holder(held, true);",
+  "object literal holding 1 KB and a closure over it":
+    "const held = new Array(120).fill(i); sink = literal(held);",
 } as const;
 
 function program(make: string): string {
   return `const map = new WeakMap(); let sink;
+class Holder {
+  #held; #use;
+  constructor(held, closure) { this.#held = held; if (closure) this.#use = () => held.length; }
+}
+function literal(held) { return { held, use: () => held.length }; }
 for (let i = 0; i < 20000; i++) {
   ${make}
   for (let j = 0; j < 200; j++) sink = { j, k: [j, j] };
