@@ -124,22 +124,33 @@ export function expectedDigest(
 }
 
 /**
- * Reads `data` fully, checks its SHA-256 against `expected`, and returns the same bytes as a stream.
+ * A stream of `data`'s bytes, given only once all of them are read and their SHA-256 matches
+ * `expected`. Nothing is read until the stream is, so the storage starts storing the chunk (and
+ * notes which upload it belongs to) before the body arrives, as it does for an unchecked chunk.
  * `data` must already be bounded (the handler's exact-size stream is).
  *
- * @throws {ResumableError} `checksum_mismatch` when the bytes differ; nothing has been stored.
+ * The stream errors with a {@linkcode ResumableError} `checksum_mismatch` when the bytes differ,
+ * before it has given any: storages store nothing of a chunk whose stream errors.
  */
-export async function verifiedStream(
+export function verifiedStream(
   data: ReadableStream<Uint8Array>,
   expected: Uint8Array,
   label: string,
-): Promise<ReadableStream<Uint8Array>> {
-  const bytes = await collectBytes(data);
-  const actual = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  if (!equal(actual, expected)) {
-    throw new ResumableError("checksum_mismatch", `SHA-256 of ${label} does not match the digest sent`);
-  }
-  return new Blob([bytes]).stream();
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const bytes = await collectBytes(data);
+      const actual = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+      if (!equal(actual, expected)) {
+        throw new ResumableError("checksum_mismatch", `SHA-256 of ${label} does not match the digest sent`);
+      }
+      controller.enqueue(bytes);
+      controller.close();
+    },
+    cancel(reason) {
+      return data.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {

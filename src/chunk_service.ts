@@ -200,8 +200,8 @@ export class ChunkService {
     }
     const label = `chunk ${chunk.chunkNumber} of "${clip(chunk.identifier)}"`;
     let checked = exactSizeStream(body, chunk.allowedSizes, label);
-    // Verified before storing: a mismatch leaves nothing behind, not even a temp file.
-    if (digest) checked = await verifiedStream(checked, digest, label);
+    // Verified before the storage gets a byte of it: a mismatch stores nothing.
+    if (digest) checked = verifiedStream(checked, digest, label);
     try {
       // No `request.signal`: Deno.serve aborts it after every response, and following it costs; a
       // client that goes away errors the body instead.

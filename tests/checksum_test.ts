@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { createResumableHandler, type ResumableHandlerOptions } from "../mod.ts";
 import { uploadKey } from "../src/identifier.ts";
+import { DenoKvStorage } from "../src/storage/deno_kv.ts";
+import { FileSystemStorage } from "../src/storage/fs.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import {
   chunkRequest,
@@ -115,3 +117,75 @@ Deno.test("checksum: off by default, so a digest is ignored; bad option shapes t
   assert.throws(() => createResumableHandler({ checksum: "yes" as never }), TypeError);
   assert.throws(() => createResumableHandler({ checksum: { parameter: "" } }), TypeError);
 });
+
+// The same identifier may name another file of the same size once the first is cancelled: a chunk
+// of the old file that was still arriving must not land in the new upload. The storages check which
+// upload a chunk belongs to when they start storing it, so a checked chunk must reach the storage
+// before its body is read, not after.
+for (const kind of ["memory", "file system", "Deno KV"] as const) {
+  Deno.test(`checksum: a chunk still arriving when its upload is cancelled and begun again is not stored in the new one (${kind})`, async () => {
+    const directory = await Deno.makeTempDir({ prefix: "resumable-checksum-" });
+    try {
+      await using kv = await Deno.openKv(":memory:");
+      const storage = kind === "memory"
+        ? new MemoryStorage()
+        : kind === "Deno KV"
+        ? new DenoKvStorage({ kv })
+        : new FileSystemStorage({ directory });
+      const handler = createResumableHandler({ storage, checksum: true });
+      const options = { identifier: "6-same-name", chunkSize: 3 };
+      const [, oldSecond] = clientChunks(new TextEncoder().encode("abcdef"), options);
+      const fresh = clientChunks(new TextEncoder().encode("ABCDEF"), options);
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => release = resolve);
+      let started!: () => void;
+      const reading = new Promise<void>((resolve) => started = resolve);
+      const slow = new ReadableStream<Uint8Array>({
+        async start(controller) {
+          controller.enqueue(oldSecond!.bytes.subarray(0, 1));
+          started();
+          await held;
+          controller.enqueue(oldSecond!.bytes.subarray(1));
+          controller.close();
+        },
+      });
+      const old = withParam(oldSecond!, "checksum", await sha256(oldSecond!.bytes));
+      const inFlight = handler(
+        new Request(`${BASE}?${new URLSearchParams(old.params)}`, {
+          method: "POST",
+          headers: { "content-type": "application/octet-stream" },
+          body: slow,
+          duplex: "half",
+        } as RequestInit),
+      );
+      await reading;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const cancelled = await handler(
+        new Request(`${BASE}?resumableIdentifier=6-same-name`, { method: "DELETE" }),
+      );
+      assert.equal(cancelled.status, 200, await cancelled.text());
+      const first = await handler(
+        chunkRequest(BASE, withParam(fresh[0]!, "checksum", await sha256(fresh[0]!.bytes)), "octet"),
+      );
+      assert.equal(first.status, 200, await first.text());
+      release();
+      const late = await inFlight;
+      await late.body?.cancel();
+      assert.notEqual(late.status, 200, "the old file's chunk is refused");
+      assert.equal(
+        (await handler(testRequest(BASE, fresh[1]!))).status,
+        204,
+        "the new upload still needs chunk 2",
+      );
+      const second = await handler(
+        chunkRequest(BASE, withParam(fresh[1]!, "checksum", await sha256(fresh[1]!.bytes)), "octet"),
+      );
+      assert.equal(second.status, 200);
+      const done = await storage.getCompleted(uploadKey("", "6-same-name"));
+      await second.body?.cancel();
+      assert.equal(await new Response((await storage.openFile(done!.id))!.body).text(), "ABCDEF");
+    } finally {
+      await Deno.remove(directory, { recursive: true });
+    }
+  });
+}
