@@ -6,7 +6,10 @@
  * Layout under `prefix`:
  * ```
  * uploads/<key>/upload.json           upload record (If-None-Match: * — one creator)
- * uploads/<key>/chunks/<0000000001>   one object per chunk (a single PUT: never torn)
+ * uploads/<key>/chunks/<fileId>/<0000000001>
+ *                                     one object per chunk (a single PUT: never torn), under the
+ *                                     upload record's file id, so a chunk of a removed upload that
+ *                                     lands late never counts in one begun again under the key
  * uploads/<key>/claim.json            assembly lease (If-None-Match: *, takeover with If-Match)
  * uploads/<key>/multipart/<uploadId>  a multipart upload in flight, for the sweep to abort
  * uploads/<key>/complete.json         completion record (If-None-Match: * — one completer)
@@ -98,7 +101,7 @@ interface ClaimBody {
 }
 
 interface ChunkCache {
-  /** The upload record the chunks belong to; `undefined` until this process reads the record. */
+  /** The upload record the chunks belong to (its file id); `undefined` until this process reads it. */
   fileId: string | undefined;
   known: Set<number>;
   /** Every chunk 1..contiguous is known to be stored. */
@@ -176,10 +179,24 @@ export class S3Storage implements UploadStorage {
     return `${this.#prefix}uploads/${key}/${name}`;
   }
 
-  #chunk(key: string, index: number): string {
+  /** Where the chunks of the upload record with `fileId` are. */
+  #chunkDir(key: string, fileId: string): string {
+    if (!isFileId(fileId)) throw new TypeError(`Invalid file id "${fileId}"`);
+    return this.#upload(key, `chunks/${fileId}/`);
+  }
+
+  #chunk(key: string, fileId: string, index: number): string {
     if (!Number.isSafeInteger(index) || index < 1) throw new RangeError(`Invalid chunk index ${index}`);
     // Zero-padded so listing order is numeric order (what `start-after` relies on).
-    return this.#upload(key, `chunks/${String(index).padStart(10, "0")}`);
+    return this.#chunkDir(key, fileId) + String(index).padStart(10, "0");
+  }
+
+  /**
+   * The file id of `key`'s upload record as this process last saw it, read if it has not: chunks
+   * are stored under it. `undefined` when there is no record.
+   */
+  async #fileIdOf(key: string): Promise<string | undefined> {
+    return this.#cache(key)?.fileId ?? (await this.getUpload(key))?.fileId;
   }
 
   #fileDir(fileId: string): string {
@@ -267,16 +284,31 @@ export class S3Storage implements UploadStorage {
     data: ReadableStream<Uint8Array>,
     signal?: AbortSignal,
   ): Promise<void> {
-    const objectKey = this.#chunk(key, index);
+    // Which upload the chunk belongs to is settled before its body arrives: if that upload is
+    // removed and begun again meanwhile, the chunk lands under the old record's file id, where
+    // nothing counts it, and the removal of the new upload's chunks takes it too.
+    const fileId = await this.#fileIdOf(key);
+    if (fileId === undefined) {
+      await data.cancel().catch(() => {});
+      throw new Error(`Cannot store chunk ${index}: upload "${key}" does not exist`);
+    }
+    const objectKey = this.#chunk(key, fileId, index);
     const body = new Uint8Array(await new Response(data).arrayBuffer());
     signal?.throwIfAborted();
     await this.#client.text("PUT", objectKey, { body, signal });
-    this.#cache(key)?.known.add(index);
+    // Read again only if this process forgot the record meanwhile (removed here, or evicted).
+    if (await this.#fileIdOf(key) !== fileId) {
+      await this.#delete([objectKey]).catch(() => {});
+      throw new Error(`Cannot store chunk ${index}: upload "${key}" was removed while the chunk arrived`);
+    }
+    this.#cache(key)!.known.add(index);
   }
 
   /** Size of a stored chunk (HEAD), or `undefined`. */
   async chunkSize(key: string, index: number): Promise<number | undefined> {
-    const objectKey = this.#chunk(key, index);
+    const fileId = await this.#fileIdOf(key);
+    if (fileId === undefined) return undefined;
+    const objectKey = this.#chunk(key, fileId, index);
     const response = await this.#client.send("HEAD", objectKey);
     await response.body?.cancel();
     if (response.status === 404) return undefined;
@@ -306,9 +338,11 @@ export class S3Storage implements UploadStorage {
    * a steady upload lists a handful of keys per request instead of every chunk.
    */
   async countChunks(key: string): Promise<number> {
+    const fileId = await this.#fileIdOf(key);
+    if (fileId === undefined) return 0;
     const entry = this.#cache(key, true)!;
-    const start = entry.contiguous > 0 ? this.#chunk(key, entry.contiguous) : undefined;
-    const prefix = this.#upload(key, "chunks/");
+    const start = entry.contiguous > 0 ? this.#chunk(key, fileId, entry.contiguous) : undefined;
+    const prefix = this.#chunkDir(key, fileId);
     for await (const item of this.#client.list(prefix, { startAfter: start })) {
       const index = Number(item.key.slice(prefix.length));
       if (Number.isSafeInteger(index) && index > 0) entry.known.add(index);
@@ -319,7 +353,13 @@ export class S3Storage implements UploadStorage {
 
   /** Streams a stored chunk. */
   async openChunk(key: string, index: number): Promise<ReadableStream<Uint8Array>> {
-    const objectKey = this.#chunk(key, index);
+    const fileId = await this.#fileIdOf(key);
+    if (fileId === undefined) throw new Error(`Cannot read chunk ${index}: upload "${key}" does not exist`);
+    return await this.#openChunk(key, fileId, index);
+  }
+
+  async #openChunk(key: string, fileId: string, index: number): Promise<ReadableStream<Uint8Array>> {
+    const objectKey = this.#chunk(key, fileId, index);
     const response = await this.#client.send("GET", objectKey);
     if (!response.ok || !response.body) return this.#client.fail("GET", objectKey, response);
     return response.body;
@@ -365,8 +405,17 @@ export class S3Storage implements UploadStorage {
     await this.#putJson(this.#upload(claim.key, "claim.json"), released, { "if-match": held.etag });
   }
 
-  async #mayPublish(claim: Claim): Promise<boolean> {
-    return !await this.getCompleted(claim.key) && !!await this.#heldClaim(claim);
+  /**
+   * Whether `file` may be published under `claim`: not completed yet, the claim still the newest,
+   * and the upload record still the one `file` was made from (not removed and begun again).
+   */
+  async #mayPublish(claim: Claim, file: StoredFile): Promise<boolean> {
+    const [completed, held, record] = await Promise.all([
+      this.getCompleted(claim.key),
+      this.#heldClaim(claim),
+      this.#getJson<UploadRecord>(this.#upload(claim.key, "upload.json")),
+    ]);
+    return !completed && !!held && record?.value.fileId === file.id;
   }
 
   /**
@@ -387,7 +436,7 @@ export class S3Storage implements UploadStorage {
         "content-type": MIME_TYPE.test(file.type) ? file.type : "application/octet-stream",
         "content-disposition": `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}`,
       },
-      mayPublish: () => this.#mayPublish(claim),
+      mayPublish: () => this.#mayPublish(claim, file),
       started: (uploadId) => this.#client.text("PUT", marker(uploadId), { body: location }).then(() => {}),
       ended: (uploadId) => this.#delete([marker(uploadId)]),
     });
@@ -409,7 +458,7 @@ export class S3Storage implements UploadStorage {
     data: ReadableStream<Uint8Array>,
     file: StoredFile,
   ): Promise<StoredFile | undefined> {
-    if (!await this.#mayPublish(claim)) {
+    if (!await this.#mayPublish(claim, file)) {
       await data.cancel().catch(() => {});
       return undefined;
     }
@@ -427,7 +476,8 @@ export class S3Storage implements UploadStorage {
    * otherwise streams the chunks through {@linkcode S3Storage.commit}, grouping them into parts.
    */
   async commitChunks(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined> {
-    const prefix = this.#upload(claim.key, "chunks/");
+    // The chunks of the record the file is made from, whatever this process last saw.
+    const prefix = this.#chunkDir(claim.key, file.id);
     const found = new Map<number, number>();
     for await (const item of this.#client.list(prefix)) {
       found.set(Number(item.key.slice(prefix.length)), item.size);
@@ -448,11 +498,11 @@ export class S3Storage implements UploadStorage {
         ? first >= MIN_PART
         : sizes.slice(0, -1).every((size) => size === first && first >= MIN_PART));
     if (!copyable) {
-      const data = concatLazily(chunkCount, (index) => this.openChunk(claim.key, index));
+      const data = concatLazily(chunkCount, (index) => this.#openChunk(claim.key, file.id, index));
       return await this.commit(claim, expectTotalSize(data, file.size), file);
     }
-    if (!await this.#mayPublish(claim)) return undefined;
-    const sources = sizes.map((_, i) => this.#chunk(claim.key, i + 1));
+    if (!await this.#mayPublish(claim, file)) return undefined;
+    const sources = sizes.map((_, i) => this.#chunk(claim.key, file.id, i + 1));
     return await this.#publish(
       claim,
       file,

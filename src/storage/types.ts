@@ -95,6 +95,9 @@ export interface UploadActivity {
  * - A chunk becomes visible to {@linkcode UploadStorage.chunkSize}, `countChunks` and `openChunk`
  *   only once completely written; if its stream errors, nothing becomes visible. Writing the same
  *   chunk again succeeds.
+ * - A chunk belongs to the upload record that existed when `putChunk` was called. If that upload is
+ *   removed and another record created under the same key while the chunk's body arrives (a cancel,
+ *   then another file of the same name and size), the chunk must never count for the new record.
  * - `createUpload` and `claim` are atomic create-if-absent: with any number of concurrent callers,
  *   in any number of processes sharing the storage, exactly one wins.
  * - `commit` publishes the file atomically and only for the holder of the newest claim.

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { S3Storage } from "../../src/storage/s3.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
 import { readProgress } from "../../src/progress.ts";
-import type { UploadRecord } from "../../mod.ts";
+import { createResumableHandler, type UploadRecord } from "../../mod.ts";
+import { chunkRequest, clientChunks, testRequest } from "../_helpers.ts";
 import { fileOf, storageSuite } from "../_storage_suite.ts";
 import { type S3Fixture, startS3 } from "./_s3rver.ts";
 
@@ -303,6 +304,84 @@ Deno.test("S3Storage counts afresh when another process removed the upload and t
     for (const n of [1, 3]) await a.putChunk(first.key, n, new Blob(["x"]).stream());
     assert.equal(await a.countChunks(first.key), 2, "chunk 2 of the removed upload is not counted");
     assert.equal((await readProgress(a, again)).ready, false);
+  });
+});
+
+/** A chunk body that gives its first byte, then waits for `release` before the rest. */
+function heldBody(text: string) {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  const body = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      controller.enqueue(new TextEncoder().encode(text.slice(0, 1)));
+      await held;
+      controller.enqueue(new TextEncoder().encode(text.slice(1)));
+      controller.close();
+    },
+  });
+  return { body, release };
+}
+
+Deno.test("S3Storage: a chunk whose PUT ends after its upload was removed and begun again elsewhere is not in the new upload", async () => {
+  await withS3(async (s3) => {
+    const a = storageOn(s3, "p/");
+    const b = storageOn(s3, "p/");
+    const first = await a.createUpload(newRecord(6, 3));
+    const old = heldBody("abc");
+    const inFlight = a.putChunk(first.key, 2, old.body).catch((error) => error);
+    // Cancelled through process B, and the same name and size (another file) begun again there.
+    await b.removeUpload(first.key);
+    const again = await b.createUpload({ ...first, fileId: newFileId() });
+    old.release();
+    await inFlight;
+    assert.equal(await b.chunkSize(first.key, 2), undefined, "B still needs chunk 2");
+    assert.equal(await b.countChunks(first.key), 0);
+    assert.equal(await storageOn(s3, "p/").chunkSize(first.key, 2), undefined, "so does a third process");
+    // A learns of the new record as the handler's test does, before asking for the chunk.
+    assert.deepEqual(await a.getUpload(first.key), again);
+    assert.equal(await a.chunkSize(first.key, 2), undefined, "and A, once it read the record");
+    await b.putChunk(first.key, 1, new Blob(["ABC"]).stream());
+    await b.putChunk(first.key, 2, new Blob(["DEF"]).stream());
+    assert.equal(await a.countChunks(first.key), 2);
+    const claim = await a.claim(first.key, { owner: "o", ttlMs: 60_000 });
+    const file = await a.commitChunks(claim!, 2, fileOf(again));
+    assert.equal(await new Response((await b.openFile(file!.id))!.body).text(), "ABCDEF");
+  });
+});
+
+Deno.test("S3Storage: a process that stored a chunk of a cancelled upload late does not offer it to the upload begun again", async () => {
+  await withS3(async (s3) => {
+    const onA = createResumableHandler({ storage: storageOn(s3, "p/") });
+    const b = storageOn(s3, "p/");
+    const onB = createResumableHandler({ storage: b });
+    const base = "http://localhost/upload";
+    const options = { identifier: "6-same-name", chunkSize: 3 };
+    const [oldFirst] = clientChunks(new TextEncoder().encode("abcdef"), options);
+    const fresh = clientChunks(new TextEncoder().encode("ABCDEF"), options);
+    // The old file's chunk 1 is still arriving at A when it is cancelled through B and another file
+    // of the same name and size begins there.
+    const old = heldBody("abc");
+    const inFlight = onA(
+      new Request(`${base}?${new URLSearchParams(oldFirst!.params)}`, {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream" },
+        body: old.body,
+        duplex: "half",
+      } as RequestInit),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const cancel = await onB(new Request(`${base}?resumableIdentifier=6-same-name`, { method: "DELETE" }));
+    assert.equal(cancel.status, 200, await cancel.text());
+    const second = await onB(chunkRequest(base, fresh[1]!, "octet"));
+    assert.equal(second.status, 200, await second.text());
+    old.release();
+    await (await inFlight).body?.cancel();
+    const test = await onA(testRequest(base, fresh[0]!));
+    assert.equal(test.status, 204, "A must not offer the old file's chunk 1");
+    const first = await onA(chunkRequest(base, fresh[0]!, "octet"));
+    assert.equal(first.status, 200, await first.text());
+    const done = await b.getCompleted(uploadKey("", "6-same-name"));
+    assert.equal(await new Response((await b.openFile(done!.id))!.body).text(), "ABCDEF");
   });
 });
 
