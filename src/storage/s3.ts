@@ -246,14 +246,18 @@ export class S3Storage implements UploadStorage {
     return keys;
   }
 
-  /** Creates the upload record unless one exists (`If-None-Match: *`). */
+  /**
+   * Creates the upload record unless one exists (`If-None-Match: *`). Every chunk's request calls
+   * this, and all but the first find the record: so it is read first, one GET, where trying to
+   * create it first would cost a refused PUT (slower, and billed as a write) and then the GET.
+   */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const key = this.#upload(record.key, "upload.json");
     // A 409 from a racing writer, then a GET that sees nothing yet, is rare but possible: retry.
     for (let attempt = 0; attempt < 5; attempt++) {
-      if (await this.#putJson(key, record, { "if-none-match": "*" })) return this.#noteRecord(record);
       const existing = await this.#getJson<UploadRecord>(key);
       if (existing) return this.#noteRecord(existing.value);
+      if (await this.#putJson(key, record, { "if-none-match": "*" })) return this.#noteRecord(record);
     }
     throw new Error(`Upload record "${record.key}" could not be created or read`);
   }

@@ -209,6 +209,17 @@ Deno.test("S3Storage counts chunks without relisting the ones it has seen in ord
   });
 });
 
+Deno.test("S3Storage finds an existing upload record with one GET, without a refused PUT", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    const rec = await storage.createUpload(newRecord(6, 3));
+    s3.log.length = 0;
+    // What every chunk after the first does: the record is there already.
+    assert.deepEqual(await storageOn(s3, "p/").createUpload({ ...rec, fileId: newFileId() }), rec);
+    assert.deepEqual(s3.log.map((line) => line.split(" ")[0]), ["GET"]);
+  });
+});
+
 Deno.test("S3Storage signs virtual-host and path-style URLs", () => {
   const credentials = { accessKeyId: "a", secretAccessKey: "b" };
   let seen = "";
