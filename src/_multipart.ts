@@ -11,7 +11,6 @@ import { giveBack, readBuffers, smallBuffers } from "./_buffer_pool.ts";
 import { indexOf, needleOf } from "./_byte_search.ts";
 import {
   type ByteReader,
-  byteReaderOf,
   type ChunkReader,
   type HookedReader,
   tapChunkReader,
@@ -119,14 +118,9 @@ class Scanner {
   /** Plain mode: `buf` is an owned body piece or a buffer of the scanner's own, referenced nowhere else. */
   ours = false;
 
-  constructor(body: ReadableStream<Uint8Array> | HookedReader) {
-    if (body instanceof ReadableStream) {
-      this.#byob = byteReaderOf(body);
-      if (!this.#byob) this.#reader = body.getReader();
-    } else {
-      this.#byob = body.byob;
-      this.#reader = body.plain;
-    }
+  constructor(body: HookedReader) {
+    this.#byob = body.byob;
+    this.#reader = body.plain;
     if (this.#byob) {
       this.#storage = readBuffers.take();
       this.buf = this.#storage.subarray(0, 0);
@@ -411,13 +405,13 @@ function parseHeaders(bytes: Uint8Array): PartHeaders {
  * once the whole body is checked. Parts after the file part are parsed (and ignored) while the file
  * stream is read; a second part named `fileField` fails it.
  *
- * `body` is a stream, or a request body read directly through its checks (`hookedReader`).
+ * `body` is the request body, read directly through its checks (`hookedReader`).
  *
  * @throws {ResumableError} `malformed_body`, `body_incomplete` (the body broke off), or
  * `body_too_large` (from the stream feeding it).
  */
 export async function readMultipartStream(
-  body: ReadableStream<Uint8Array> | HookedReader,
+  body: HookedReader,
   boundary: string,
   options: MultipartOptions,
 ): Promise<MultipartHead> {

@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
 import { readBuffers, smallBuffers } from "../src/_buffer_pool.ts";
-import { type ByteReader, byteReaderOf } from "../src/_byte_tap.ts";
-import { boundaryOf, readMultipartStream } from "../src/_multipart.ts";
+import { type ByteReader, byteReaderOf, hookedReader } from "../src/_byte_tap.ts";
+import { boundaryOf, type MultipartOptions, readMultipartStream } from "../src/_multipart.ts";
 import { ResumableError } from "../src/errors.ts";
 
 const encoder = new TextEncoder();
 const B = "----formdata-b0undary";
+
+/** Reads `body` as the handler does: directly, through a hooked reader (here with no checks). */
+function readMultipart(body: ReadableStream<Uint8Array>, boundary: string, options: MultipartOptions) {
+  return readMultipartStream(hookedReader(body, []), boundary, options);
+}
 
 /** A body in pieces cut at `cuts` (byte offsets), as a network would deliver it. */
 function streamOf(bytes: Uint8Array, cuts: number[] = []): ReadableStream<Uint8Array> {
@@ -93,7 +98,7 @@ function filePart(name: string, data: Uint8Array | string, filename = "a.bin"): 
 const CLOSE = `--${B}--\r\n`;
 
 async function parse(bytes: Uint8Array, cuts: number[] = []) {
-  const head = await readMultipartStream(streamOf(bytes, cuts), B, {
+  const head = await readMultipart(streamOf(bytes, cuts), B, {
     fileField: "file",
     maxFieldBytes: 1 << 20,
   });
@@ -145,7 +150,7 @@ Deno.test("readMultipartStream() reads fields and file bytes whatever the networ
 Deno.test("readMultipartStream() reads a byte-stream body at every split, into its reused buffer, for BYOB readers too", async () => {
   const options = { fileField: "file", maxFieldBytes: 1 << 20 };
   for (let cut = 0; cut <= FLOW_BODY.length; cut++) {
-    const head = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut]), B, options);
+    const head = await readMultipart(byteStreamOf(FLOW_BODY, [cut]), B, options);
     assert.equal(head.fields.get("flowIdentifier"), "id-1", `cut at ${cut}`);
     // Buffers of 5 bytes: the file part is handed out in pieces smaller than what is buffered.
     assert.deepEqual(await readByob(head.file!.stream, 5), TRICKY, `cut at ${cut}`);
@@ -157,7 +162,7 @@ Deno.test("readMultipartStream() reads a byte-stream body at every split, into i
   const body = concat(field("id", "big"), filePart("file", data), CLOSE);
   const cuts = Array.from({ length: Math.ceil(body.length / 65536) }, (_, i) => i * 65536);
   for (const read of [(s: ReadableStream<Uint8Array>) => readByob(s, 100_000), collect]) {
-    const head = await readMultipartStream(byteStreamOf(body, cuts), B, options);
+    const head = await readMultipart(byteStreamOf(body, cuts), B, options);
     assert.equal(head.fields.get("id"), "big");
     assert.deepEqual(await read(head.file!.stream), data);
   }
@@ -170,13 +175,13 @@ for (
     const options = { fileField: "file", maxFieldBytes: 1 << 20 };
     // Buffers of 64 bytes hold two delimiters: the body is read into them, not into the scanner's.
     for (let cut = 0; cut <= FLOW_BODY.length; cut++) {
-      const head = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
+      const head = await readMultipart(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
       assert.deepEqual(await read(head.file!.stream, 64), TRICKY, `cut at ${cut}`);
       // Views that start inside their buffer: the moved buffer is answered at the same offset.
-      const again = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
+      const again = await readMultipart(byteStreamOf(FLOW_BODY, [cut, cut + 3]), B, options);
       assert.deepEqual(await read(again.file!.stream, 64, 24), TRICKY, `cut at ${cut}, offset view`);
       // Buffers of 5 bytes, smaller than a delimiter: bytes are copied out of the scanner's buffer.
-      const small = await readMultipartStream(byteStreamOf(FLOW_BODY, [cut]), B, options);
+      const small = await readMultipart(byteStreamOf(FLOW_BODY, [cut]), B, options);
       assert.deepEqual(await read(small.file!.stream, 5), TRICKY, `cut at ${cut}, 5-byte reads`);
     }
   });
@@ -215,7 +220,7 @@ Deno.test("readMultipartStream() offers the body's own reads to the file part's 
   const data = new Uint8Array(300_000).map((_, i) => (i * 7919) >>> 5);
   const body = concat(field("id", "direct"), filePart("file", data), CLOSE);
   const { source, offered } = recordingBody(body, 50_000);
-  const head = await readMultipartStream(source, B, options);
+  const head = await readMultipart(source, B, options);
   assert.deepEqual(await readByob(head.file!.stream, 1000), data);
   // After the first read (into the scanner's buffer), reads offer the reader's 1000-byte buffer.
   assert.ok(offered.filter((room) => room <= 1000).length > 250, `offered ${offered.slice(0, 8)}`);
@@ -252,7 +257,7 @@ Deno.test("readMultipartStream() gives its large buffer back while the storage r
   const data = new Uint8Array(1_000_000).map((_, i) => (i * 7919) >>> 5);
   const { source, offered } = recordingBody(concat(field("id", "lend"), filePart("file", data), CLOSE));
   const watched = await watchingLargeBuffers(offered, async () => {
-    const head = await readMultipartStream(source, B, { fileField: "file", maxFieldBytes: 1 << 20 });
+    const head = await readMultipart(source, B, { fileField: "file", maxFieldBytes: 1 << 20 });
     // As the file-system storage reads it: its own 256 KiB buffers, through the direct reader.
     assert.deepEqual(await readDirect(head.file!.stream, 256 * 1024), data);
   });
@@ -270,7 +275,7 @@ Deno.test("readMultipartStream() reads the body in large reads again when a cons
   const { source, offered } = recordingBody(concat(field("id", "tiny"), filePart("file", data), CLOSE));
   const pieces: Uint8Array[] = [];
   const watched = await watchingLargeBuffers(offered, async () => {
-    const head = await readMultipartStream(source, B, { fileField: "file", maxFieldBytes: 1 << 20 });
+    const head = await readMultipart(source, B, { fileField: "file", maxFieldBytes: 1 << 20 });
     const reader = byteReaderOf(head.file!.stream)!;
     // Two reads into large buffers of the consumer's (the first empties the scanner's buffer, the
     // second reads the body into the consumer's, and the scanner gives its own back), then reads
@@ -302,7 +307,7 @@ Deno.test("readMultipartStream() fails only with ResumableError on mutated byte-
     );
     const end = random() < 0.3 ? Math.floor(random() * bytes.length) : bytes.length;
     try {
-      const head = await readMultipartStream(byteStreamOf(bytes.slice(0, end), cuts), B, options);
+      const head = await readMultipart(byteStreamOf(bytes.slice(0, end), cuts), B, options);
       const read = round % 2 ? readDirect : readByob;
       const file = head.file ? await read(head.file.stream, 50 + Math.floor(random() * 40)) : undefined;
       if (edits === 0 && end === bytes.length) assert.deepEqual(file, TRICKY, `round ${round}`);
@@ -508,7 +513,7 @@ Deno.test("readMultipartStream() parses fields after the file part but does not 
 
 Deno.test("readMultipartStream() skips other file parts without keeping them", async () => {
   const big = new Uint8Array(3 << 20);
-  const head = await readMultipartStream(
+  const head = await readMultipart(
     streamOf(concat(filePart("other", big), field("a", "1"), filePart("file", "x"), CLOSE), [1000, 70_000]),
     B,
     { fileField: "file", maxFieldBytes: 1024 },
@@ -521,7 +526,7 @@ Deno.test("readMultipartStream() skips other file parts without keeping them", a
 Deno.test("readMultipartStream() bounds the text fields it keeps", async () => {
   const body = concat(field("a", "x".repeat(2000)), filePart("file", "x"), CLOSE);
   await rejectsWith(
-    readMultipartStream(streamOf(body), B, { fileField: "file", maxFieldBytes: 1000 }),
+    readMultipart(streamOf(body), B, { fileField: "file", maxFieldBytes: 1000 }),
     "body_too_large",
   );
 });
@@ -529,7 +534,7 @@ Deno.test("readMultipartStream() bounds the text fields it keeps", async () => {
 Deno.test("readMultipartStream() gives a data: URL chunk its own budget, apart from the other text fields", async () => {
   const options = { fileField: "file", maxFieldBytes: 1000, maxFileFieldBytes: 10_000 };
   const dataUrl = `data:application/octet-stream;base64,${"A".repeat(8000)}`;
-  const head = await readMultipartStream(
+  const head = await readMultipart(
     streamOf(concat(field("a", "1"), field("file", dataUrl), CLOSE)),
     B,
     options,
@@ -537,7 +542,7 @@ Deno.test("readMultipartStream() gives a data: URL chunk its own budget, apart f
   assert.equal(head.fields.get("file"), dataUrl);
   // Neither budget lends to the other.
   await rejectsWith(
-    readMultipartStream(
+    readMultipart(
       streamOf(concat(field("a", "x".repeat(2000)), field("file", "data:,x"), CLOSE)),
       B,
       options,
@@ -545,7 +550,7 @@ Deno.test("readMultipartStream() gives a data: URL chunk its own budget, apart f
     "body_too_large",
   );
   await rejectsWith(
-    readMultipartStream(streamOf(concat(field("file", "A".repeat(20_000)), CLOSE)), B, options),
+    readMultipart(streamOf(concat(field("file", "A".repeat(20_000)), CLOSE)), B, options),
     "body_too_large",
   );
 });
@@ -560,7 +565,7 @@ Deno.test("readMultipartStream() reports a body that breaks off as body_incomple
     },
   });
   const failure: { error?: ResumableError } = {};
-  const head = await readMultipartStream(broken, B, { fileField: "file", maxFieldBytes: 1024, failure });
+  const head = await readMultipart(broken, B, { fileField: "file", maxFieldBytes: 1024, failure });
   await rejectsWith(new Response(head.file!.stream).arrayBuffer(), "body_incomplete");
   assert.equal(failure.error?.code, "body_incomplete");
 });
@@ -572,7 +577,7 @@ Deno.test("readMultipartStream() streams the file part before the body has ended
       push = (bytes) => bytes ? controller.enqueue(bytes) : controller.close();
     },
   });
-  const headPromise = readMultipartStream(body, B, { fileField: "file", maxFieldBytes: 1024 });
+  const headPromise = readMultipart(body, B, { fileField: "file", maxFieldBytes: 1024 });
   push(concat(field("a", "1"), filePart("file", "first bytes|").slice(0, -2)));
   const head = await headPromise;
   const reader = head.file!.stream.getReader();
