@@ -134,14 +134,12 @@ export class ChunkService {
         status: this.#completed(completed, chunk.layout.floorCount),
       };
     }
-    // The record first: a chunk counts only for the upload it was stored in, and a storage shared by
-    // several processes may learn from it that the upload was removed and begun again elsewhere.
-    const record = await viaStorage(() => storage.getUpload(key));
-    if (!record || disagreement(record, chunk)) return { present: false };
     const size = await viaStorage(() => storage.chunkSize(key, chunk.chunkNumber));
     if (size === undefined || !chunk.allowedSizes.includes(size)) {
       return { present: false };
     }
+    const record = await viaStorage(() => storage.getUpload(key));
+    if (!record || disagreement(record, chunk)) return { present: false };
     // Finishing here recovers uploads whose assembler crashed: the client re-tests after a reload.
     return {
       present: true,

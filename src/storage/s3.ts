@@ -308,10 +308,23 @@ export class S3Storage implements UploadStorage {
     this.#cache(key)!.known.add(index);
   }
 
-  /** Size of a stored chunk (HEAD), or `undefined`. */
+  /**
+   * Size of a stored chunk of the current upload record, or `undefined`. The record is read along
+   * with the chunk (in parallel): what this process last saw of it may be stale, if another process
+   * removed the upload and the same file began again, and the old record's late chunks must not
+   * count.
+   */
   async chunkSize(key: string, index: number): Promise<number | undefined> {
-    const fileId = await this.#fileIdOf(key);
-    if (fileId === undefined) return undefined;
+    const seen = this.#cache(key)?.fileId;
+    const [record, size] = await Promise.all([
+      this.getUpload(key),
+      seen === undefined ? undefined : this.#headChunk(key, seen, index),
+    ]);
+    if (!record) return undefined;
+    return record.fileId === seen ? size : await this.#headChunk(key, record.fileId, index);
+  }
+
+  async #headChunk(key: string, fileId: string, index: number): Promise<number | undefined> {
     const objectKey = this.#chunk(key, fileId, index);
     const response = await this.#client.send("HEAD", objectKey);
     await response.body?.cancel();
