@@ -12,7 +12,7 @@
  * @module
  */
 
-import { collectBytes } from "./_bytes.ts";
+import { concatBytes } from "./_bytes.ts";
 import { ResumableError } from "./errors.ts";
 import type { ParamSource } from "./params.ts";
 
@@ -137,9 +137,14 @@ export function verifiedStream(
   expected: Uint8Array,
   label: string,
 ): ReadableStream<Uint8Array> {
+  // Kept so that a cancel while the body is being read reaches it: the stream is locked by then.
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const bytes = await collectBytes(data);
+      reader = data.getReader();
+      const parts: Uint8Array[] = [];
+      for (let read = await reader.read(); !read.done; read = await reader.read()) parts.push(read.value);
+      const bytes = concatBytes(parts);
       const actual = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
       if (!equal(actual, expected)) {
         throw new ResumableError("checksum_mismatch", `SHA-256 of ${label} does not match the digest sent`);
@@ -148,7 +153,7 @@ export function verifiedStream(
       controller.close();
     },
     cancel(reason) {
-      return data.cancel(reason);
+      return reader ? reader.cancel(reason) : data.cancel(reason);
     },
   }, { highWaterMark: 0 });
 }

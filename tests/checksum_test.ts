@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createResumableHandler, type ResumableHandlerOptions } from "../mod.ts";
+import { verifiedStream } from "../src/checksum.ts";
 import { uploadKey } from "../src/identifier.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { FileSystemStorage } from "../src/storage/fs.ts";
@@ -189,3 +190,22 @@ for (const kind of ["memory", "file system", "Deno KV"] as const) {
     }
   });
 }
+
+Deno.test("checksum: cancelling a checked chunk while its body is read cancels the body", async () => {
+  let cancelled: unknown;
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new Uint8Array(3));
+    },
+    cancel(reason) {
+      cancelled = reason;
+    },
+  });
+  const checked = verifiedStream(body, new Uint8Array(32), "chunk 1");
+  const reader = checked.getReader();
+  const reading = reader.read();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  await reader.cancel("gone");
+  assert.equal(cancelled, "gone");
+  assert.deepEqual(await reading, { done: true, value: undefined });
+});
