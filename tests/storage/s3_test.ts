@@ -220,6 +220,20 @@ Deno.test("S3Storage finds an existing upload record with one GET, without a ref
   });
 });
 
+Deno.test("S3Storage: a chunk whose checksum does not match is refused with 422 and nothing is stored", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    const handler = createResumableHandler({ storage, checksum: true });
+    const [chunk] = clientChunks(new TextEncoder().encode("abcdef"), { identifier: "6-sum", chunkSize: 3 });
+    const wrong = { ...chunk!, params: { ...chunk!.params, checksum: "0".repeat(64) } };
+    for (const mode of ["octet", "multipart"] as const) {
+      const refused = await handler(chunkRequest("http://localhost/upload", wrong, mode));
+      assert.equal(refused.status, 422, await refused.text());
+    }
+    assert.deepEqual((await s3.keys("p/")).filter((key) => key.includes("/chunks/")), []);
+  });
+});
+
 Deno.test("S3Storage signs virtual-host and path-style URLs", () => {
   const credentials = { accessKeyId: "a", secretAccessKey: "b" };
   let seen = "";
