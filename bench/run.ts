@@ -5,6 +5,7 @@
  * each fresh server half a case before measuring it (steady state, compiled code; the default measures
  * a server's first 512 MiB, as after a restart); `BENCH_DENO_FLAGS` and `BENCH_BUN_FLAGS` pass runtime
  * flags to every Deno or Bun server, e.g. `--v8-flags=--max-semi-space-size=1` (see docs/performance.md);
+ * allocator settings in the environment reach every server too, e.g. `MIMALLOC_PURGE_DELAY=0` for Bun's;
  * `BENCH_CHUNK_MIB=1` and `BENCH_IN_FLIGHT=4` narrow the matrix. A run with any of these settings
  * writes bench/results-custom.{md,svg}, so only a default run replaces bench/results.md.
  *
@@ -38,6 +39,11 @@ const BIG_IN_FLIGHT = 4;
 // Whether each case starts on warm memory (see warmPageCache); BENCH_WARM=0 measures without.
 const WARM = Deno.env.get("BENCH_WARM") !== "0";
 const WARMUP = Deno.env.get("BENCH_WARMUP") === "1";
+// Allocator settings the servers inherit (Bun's mimalloc, glibc's malloc) move peak memory by several
+// MiB, so a run with any of them is named as such.
+const ALLOCATOR_ENV = Object.entries(Deno.env.toObject())
+  .filter(([name]) => /^(MIMALLOC_|MALLOC_)|^GLIBC_TUNABLES$/.test(name))
+  .map(([name, value]) => `${name}=${value}`);
 // A run narrowed or changed by any setting is written apart, so it never replaces the published results.
 const CUSTOM = [
   "BENCH_ONLY",
@@ -50,7 +56,7 @@ const CUSTOM = [
   "BENCH_DENO_FLAGS",
   "BENCH_BUN_FLAGS",
   "BENCH_DIR",
-].some((name) => Deno.env.get(name) !== undefined);
+].some((name) => Deno.env.get(name) !== undefined) || ALLOCATOR_ENV.length > 0;
 const OUTPUT = QUICK ? "results-quick" : CUSTOM ? "results-custom" : "results";
 const flags = (name: string) => Deno.env.get(name)?.split(" ").filter(Boolean) ?? [];
 const here = new URL(".", import.meta.url).pathname;
@@ -780,7 +786,8 @@ async function machine(): Promise<string> {
   } GiB RAM, ` +
     `${Deno.build.os} ${Deno.osRelease()}; deno ${Deno.version.deno}, bun ${await version(
       "bun",
-    )}, node ${await version("node")}`;
+    )}, node ${await version("node")}` +
+    (ALLOCATOR_ENV.length ? `; allocator settings: ${ALLOCATOR_ENV.join(" ")}` : "");
 }
 
 // ---------------------------------------------------------------- main
