@@ -5,6 +5,7 @@
  * @module
  */
 
+import { preciseNow } from "./_clock.ts";
 import { assembleOnce } from "./assemble.ts";
 import { verifiedStream } from "./checksum.ts";
 import { exactSizeStream } from "./_limit_stream.ts";
@@ -157,6 +158,8 @@ export class ChunkService {
     body: ReadableStream<Uint8Array>,
     digest?: Uint8Array,
   ): Promise<UploadStatus> {
+    // Before anything that may wait: a cancel after this moment is one this chunk was sent before.
+    const arrived = preciseNow();
     let scoped;
     try {
       scoped = await this.#chunkKey(request, chunk, "upload");
@@ -165,14 +168,14 @@ export class ChunkService {
       throw error;
     }
     const { key, scope } = scoped;
-    return await this.#tracked(key, () => this.#store(request, chunk, body, { key, scope, digest }));
+    return await this.#tracked(key, () => this.#store(request, chunk, body, { key, scope, digest, arrived }));
   }
 
   async #store(
     request: Request,
     chunk: ChunkRequest,
     body: ReadableStream<Uint8Array>,
-    { key, scope, digest }: { key: string; scope: string; digest?: Uint8Array },
+    { key, scope, digest, arrived }: { key: string; scope: string; digest?: Uint8Array; arrived: number },
   ): Promise<UploadStatus> {
     const storage = this.#storage;
     const completed = await viaStorage(() => storage.getCompleted(key));
@@ -198,6 +201,14 @@ export class ChunkService {
         `Chunk ${chunk.chunkNumber} does not match upload "${clip(chunk.identifier)}": ${conflict}`,
       );
     }
+    // createdAt is whole milliseconds: a record made in the millisecond the request arrived counts.
+    if (record.createdAt >= Math.floor(arrived) && await this.#removedSince(key, arrived)) {
+      await body.cancel().catch(() => {});
+      throw new ResumableError(
+        "upload_removed",
+        `Chunk ${chunk.chunkNumber} of "${clip(chunk.identifier)}" was sent before its upload was cancelled`,
+      );
+    }
     const label = `chunk ${chunk.chunkNumber} of "${clip(chunk.identifier)}"`;
     let checked = exactSizeStream(body, chunk.allowedSizes, label);
     // Verified before the storage gets a byte of it: a mismatch stores nothing.
@@ -205,7 +216,9 @@ export class ChunkService {
     try {
       // No `request.signal`: Deno.serve aborts it after every response, and following it costs; a
       // client that goes away errors the body instead.
-      await viaStorage(() => storage.putChunk(key, chunk.chunkNumber, checked));
+      // With the record's file id: if the upload was cancelled and begun again since createUpload,
+      // this chunk is the old file's and must not land in the new upload.
+      await viaStorage(() => storage.putChunk(key, chunk.chunkNumber, checked, { fileId: record.fileId }));
     } catch (error) {
       // The upload may have completed (and its chunk folder been removed) while this duplicate was
       // in flight; that is a success for the client.
@@ -220,6 +233,19 @@ export class ChunkService {
       throw error;
     }
     return this.#advance(request, record, chunk);
+  }
+
+  /**
+   * Whether the upload was removed after `since`. Asked only when its record is younger than the
+   * chunk's request (once per upload, normally): the request may then have been sent before a cancel,
+   * and have created the record again after it, which would start the next upload of the same file
+   * name and size with this old chunk.
+   */
+  async #removedSince(key: string, since: number): Promise<boolean> {
+    const storage = this.#storage;
+    if (!storage.removedAt) return false;
+    const removed = await viaStorage(() => storage.removedAt!(key));
+    return removed !== undefined && removed >= since;
   }
 
   async #advance(

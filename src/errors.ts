@@ -28,6 +28,8 @@
  * - `too_many_uploads`: this scope already has `maxUploadsPerScope` uploads in progress.
  * - `storage_full`: starting this upload would put more than `maxPendingBytes` in storage.
  * - `storage_unavailable`: the storage failed for a reason worth retrying.
+ * - `upload_removed`: the upload was cancelled (or expired) after this chunk was sent; worth a retry
+ *   only if the same file is being sent again.
  * - `internal_error`: a bug in the handler or a hook; logged through `onError`.
  */
 export type ErrorCode =
@@ -51,6 +53,7 @@ export type ErrorCode =
   | "too_many_uploads"
   | "storage_full"
   | "storage_unavailable"
+  | "upload_removed"
   | "internal_error";
 
 /** Every {@linkcode ErrorCode}, for exhaustive tables and tests. */
@@ -75,6 +78,7 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   "too_many_uploads",
   "storage_full",
   "storage_unavailable",
+  "upload_removed",
   "internal_error",
 ];
 

@@ -75,6 +75,9 @@ const SHARED_STATUS: Record<Exclude<ErrorCode, Refusal>, number> = {
   too_many_uploads: 429,
   storage_full: 507,
   storage_unavailable: 503,
+  // Retryable, as a clock that differs between processes can take a new chunk for one sent before
+  // the cancel; a client that did cancel has stopped listening anyway.
+  upload_removed: 503,
   internal_error: 500,
 };
 

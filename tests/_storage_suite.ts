@@ -126,8 +126,39 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
     const rec = await storage.createUpload(record());
     const controller = new AbortController();
     controller.abort(new Error("client gone"));
-    await assert.rejects(storage.putChunk(rec.key, 1, streamOf("abc"), controller.signal));
+    await assert.rejects(storage.putChunk(rec.key, 1, streamOf("abc"), { signal: controller.signal }));
     assert.equal(await storage.chunkSize(rec.key, 1), undefined);
+  });
+
+  step(
+    "refuses a chunk meant for a removed upload's record once the upload was begun again, and stores nothing",
+    async (storage) => {
+      const old = await storage.createUpload(record());
+      await storage.putChunk(old.key, 1, streamOf("abc"), { fileId: old.fileId });
+      await storage.removeUpload(old.key);
+      const again = await storage.createUpload(recordOf(old.key));
+      assert.notEqual(again.fileId, old.fileId);
+      // Sent for the old upload, reaching the storage after the new one began: the old file's bytes.
+      await assert.rejects(storage.putChunk(old.key, 2, streamOf("old"), { fileId: old.fileId }));
+      assert.equal(await storage.chunkSize(old.key, 2), undefined);
+      assert.equal(await storage.countChunks(old.key), 0);
+      await storage.putChunk(old.key, 2, streamOf("new"), { fileId: again.fileId });
+      assert.equal(await readAll(await storage.openChunk(old.key, 2)), "new");
+    },
+  );
+
+  step("tells when an upload was last removed, and nothing for one never removed", async (storage) => {
+    assert.equal(typeof storage.removedAt, "function");
+    const rec = await storage.createUpload(record());
+    assert.equal(await storage.removedAt!(rec.key), undefined);
+    const before = Date.now();
+    await storage.removeUpload(rec.key);
+    const at = await storage.removedAt!(rec.key);
+    // Whole milliseconds here; the storages note a finer time.
+    assert.ok(at !== undefined && at >= before && at <= Date.now() + 1, `removed at ${at}, began ${before}`);
+    // Begun again, the note stays: it is about the removal, not the upload.
+    await storage.createUpload(recordOf(rec.key));
+    assert.equal(await storage.removedAt!(rec.key), at);
   });
 
   step("accepts the same chunk twice, concurrently, as one chunk", async (storage) => {

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { createResumableHandler } from "../mod.ts";
+import { createResumableHandler, type UploadStorage } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
+import { FileSystemStorage } from "../src/storage/fs.ts";
 import { uploadKey } from "../src/identifier.ts";
-import { chunkRequest, clientChunks, seededBytes, testRequest } from "./_helpers.ts";
+import { chunkRequest, clientChunks, seededBytes, serve, testRequest } from "./_helpers.ts";
 
 const BASE = "http://localhost/upload";
 
@@ -80,3 +81,139 @@ Deno.test("cancel needs an identifier, follows cancelMethod, and can be turned o
   assert.throws(() => createResumableHandler({ cancelMethod: "POST" }), TypeError);
   assert.throws(() => createResumableHandler({ cancelMethod: "GET" }), TypeError);
 });
+
+// ---------------------------------------------------------------- a chunk sent before the cancel
+
+/** A storage call held until `release()`: the moment a slow storage or a busy process leaves open. */
+function gate() {
+  let release!: () => void;
+  const opened = new Promise<void>((resolve) => release = resolve);
+  let reached!: () => void;
+  const arrived = new Promise<void>((resolve) => reached = resolve);
+  return {
+    /** Resolves once a held call is waiting. */
+    arrived,
+    release,
+    async hold(): Promise<void> {
+      reached();
+      await opened;
+    },
+  };
+}
+
+/** `storage` with the first call of `method` that `when` picks held at `held`, before it runs. */
+function holding<S extends UploadStorage>(
+  storage: S,
+  method: "getCompleted" | "putChunk",
+  held: ReturnType<typeof gate>,
+  when: (args: unknown[]) => boolean,
+): S {
+  let done = false;
+  return new Proxy(storage, {
+    get(target, name) {
+      const value = Reflect.get(target, name, target);
+      if (typeof value !== "function") return value;
+      if (name !== method) return value.bind(target);
+      return async (...args: unknown[]) => {
+        if (!done && when(args)) {
+          done = true;
+          await held.hold();
+        }
+        return await value.apply(target, args);
+      };
+    },
+  });
+}
+
+const STORAGES: [string, () => Promise<{ storage: UploadStorage; cleanup(): Promise<void> }>][] = [
+  ["memory", () => Promise.resolve({ storage: new MemoryStorage(), cleanup: () => Promise.resolve() })],
+  ["file system", async () => {
+    const directory = await Deno.makeTempDir({ prefix: "resumable-cancel-" });
+    return {
+      storage: new FileSystemStorage({ directory }),
+      cleanup: () => Deno.remove(directory, { recursive: true }),
+    };
+  }],
+];
+
+async function storedBytes(storage: UploadStorage, key: string): Promise<Uint8Array> {
+  const file = await storage.getCompleted(key);
+  assert.ok(file, "the upload completed");
+  const opened = await storage.openFile(file.id);
+  assert.ok(opened);
+  return new Uint8Array(await new Response(opened.body).arrayBuffer());
+}
+
+for (const [name, make] of STORAGES) {
+  Deno.test(`cancel (${name}): a chunk sent before the cancel that reaches the storage after it does not begin the upload again`, async () => {
+    const { storage, cleanup } = await make();
+    const held = gate();
+    // The old file's first chunk is held on its way in, before its upload record exists.
+    const server = await serve(createResumableHandler({
+      storage: holding(storage, "getCompleted", held, () => true),
+    }));
+    try {
+      const old = clientChunks(seededBytes(3000, 1), { identifier: "3000-report.pdf", chunkSize: 1000 });
+      const again = clientChunks(seededBytes(3000, 2), { identifier: "3000-report.pdf", chunkSize: 1000 });
+      const late = fetch(chunkRequest(server.url, old[0]!));
+      await held.arrived;
+      const cancel = await fetch(cancelRequest("3000-report.pdf").url.replace(BASE, server.url), {
+        method: "DELETE",
+      });
+      assert.equal(cancel.status, 200);
+      await cancel.body?.cancel();
+      held.release();
+      const refused = await late;
+      assert.equal(refused.status, 503, "retryable, in case the clocks of two processes disagree");
+      assert.equal((await refused.json()).error.code, "upload_removed");
+
+      // The other file of the same name and size: the server must not claim to have its first chunk.
+      assert.equal((await fetch(testRequest(server.url, again[0]!))).status, 204);
+      for (const chunk of again) assert.equal((await fetch(chunkRequest(server.url, chunk))).status, 200);
+      assert.deepEqual(await storedBytes(storage, uploadKey("", "3000-report.pdf")), seededBytes(3000, 2));
+    } finally {
+      await server.close();
+      await cleanup();
+    }
+  });
+
+  Deno.test(`cancel (${name}): a chunk whose upload is cancelled and begun again before its bytes are written is not in the new upload`, async () => {
+    const { storage, cleanup } = await make();
+    const held = gate();
+    // Chunk 2 of the old file is held after its upload record was read, before the storage writes it.
+    const server = await serve(createResumableHandler({
+      storage: holding(storage, "putChunk", held, (args) => args[1] === 2),
+    }));
+    try {
+      const old = clientChunks(seededBytes(3000, 3), { identifier: "3000-photo.jpg", chunkSize: 1000 });
+      const again = clientChunks(seededBytes(3000, 4), { identifier: "3000-photo.jpg", chunkSize: 1000 });
+      assert.equal((await fetch(chunkRequest(server.url, old[0]!, "octet"))).status, 200);
+      const late = fetch(chunkRequest(server.url, old[1]!, "octet"));
+      await held.arrived;
+      const cancel = await fetch(cancelRequest("3000-photo.jpg").url.replace(BASE, server.url), {
+        method: "DELETE",
+      });
+      assert.equal(cancel.status, 200);
+      await cancel.body?.cancel();
+      // The other file begins, and its first chunk is stored, before the old chunk's bytes are written.
+      assert.equal((await fetch(chunkRequest(server.url, again[0]!, "octet"))).status, 200);
+      held.release();
+      const refused = await late;
+      assert.equal(refused.status, 503);
+      await refused.body?.cancel();
+
+      assert.equal(
+        (await fetch(testRequest(server.url, again[1]!))).status,
+        204,
+        "the old chunk 2 is not offered",
+      );
+      for (const chunk of again.slice(1)) {
+        assert.equal((await fetch(chunkRequest(server.url, chunk, "octet"))).status, 200);
+      }
+      assert.deepEqual(await storedBytes(storage, uploadKey("", "3000-photo.jpg")), seededBytes(3000, 4));
+    } finally {
+      await server.close();
+      await cleanup();
+    }
+  });
+}

@@ -8,6 +8,7 @@ const FLOW_PERMANENT = [404, 413, 415, 500, 501];
 // Deliberately retryable: the same request can succeed later (docs/security.md).
 const RETRYABLE: ErrorCode[] = [
   "storage_unavailable",
+  "upload_removed",
   "body_incomplete",
   "checksum_mismatch",
   "too_many_uploads",

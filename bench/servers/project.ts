@@ -19,8 +19,8 @@ async function appendLine(path: string, line: string): Promise<void> {
 // being published. Appended to DIR/assembly.jsonl for bench/run.ts.
 const lastPut = new Map<string, number>();
 const putChunk = storage.putChunk.bind(storage);
-storage.putChunk = async (key, index, data, signal) => {
-  await putChunk(key, index, data, signal);
+storage.putChunk = async (key, index, data, options) => {
+  await putChunk(key, index, data, options);
   lastPut.set(key, performance.now());
 };
 for (const name of ["commit", "commitChunks"] as const) {

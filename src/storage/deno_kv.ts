@@ -37,10 +37,12 @@
  * @module
  */
 
+import { preciseNow, REMOVAL_MEMORY_MS } from "./_removals.ts";
 import type {
   Claim,
   Lease,
   OpenedFile,
+  PutChunkOptions,
   StoredFile,
   UploadActivity,
   UploadRecord,
@@ -324,13 +326,14 @@ export class DenoKvStorage implements UploadStorage {
     key: string,
     index: number,
     data: ReadableStream<Uint8Array>,
-    signal?: AbortSignal,
+    { signal, fileId }: PutChunkOptions = {},
   ): Promise<void> {
     if (!Number.isSafeInteger(index) || index < 1) throw new RangeError(`Invalid chunk index ${index}`);
     const uploadKey = this.#key("upload", key);
     const upload = await this.#get<UploadRecord>(uploadKey);
     const missing = () => new Error(`Cannot store chunk ${index}: upload "${key}" does not exist`);
-    if (!upload.value) {
+    // The commit below checks that the record is still this one.
+    if (!upload.value || (fileId !== undefined && upload.value.fileId !== fileId)) {
       await data.cancel().catch(() => {});
       throw missing();
     }
@@ -483,6 +486,10 @@ export class DenoKvStorage implements UploadStorage {
 
   /** Deletes everything of the upload but a completed file. */
   async removeUpload(key: string): Promise<void> {
+    // Noted first, so a chunk request that reaches createUpload after the record is gone sees it.
+    await this.#commit((op) =>
+      op.set(this.#key("removed", key), preciseNow(), { expireIn: REMOVAL_MEMORY_MS })
+    );
     await this.removeChunks(key);
     await this.#commit((op) => {
       for (const kind of ["upload", "claim", "complete", "activity"]) op.delete(this.#key(kind, key));
@@ -490,6 +497,13 @@ export class DenoKvStorage implements UploadStorage {
     });
     // A chunk may have committed between the two steps; none can after, as the record is gone.
     await this.removeChunks(key);
+  }
+
+  /** When the upload was last removed, within the last ten minutes. */
+  async removedAt(key: string): Promise<number | undefined> {
+    const at = (await this.#get<number>(this.#key("removed", key))).value;
+    // Expired entries are deleted some time after they expire, not at once.
+    return at !== null && Date.now() - at <= REMOVAL_MEMORY_MS ? at : undefined;
   }
 
   /** Deletes a completed file and its parts. */

@@ -21,6 +21,7 @@
  * uploads/<key>/claim-<g>        assembly lease of generation g (O_EXCL; mtime = last renewal)
  * uploads/<key>/complete.json    completion record: a hard link to files/<id>/.file.json (one winner)
  * uploads/.removed-<key>.<r>/    a removed upload's folder, moved aside in one rename, being deleted
+ * uploads/.removals/<key>        when the upload was last removed (ms since the epoch), kept ten minutes
  * files/<id>/<sanitised name>    a completed file
  * files/<id>/.file.json          its metadata
  * ```
@@ -50,11 +51,14 @@ import {
   makeDir,
   mkdirs,
   readdir,
+  readText,
   removeAll,
   rename,
   stat,
   unlink,
+  writeText,
 } from "./_fs_ops.ts";
+import { preciseNow, REMOVAL_MEMORY_MS } from "./_removals.ts";
 import { newestClaim, takeClaim, touchClaim } from "./_fs_claims.ts";
 import { createJson, errorCode, isMissing, randomSuffix, readJson, replaceJson, sizeOf } from "./_fs_json.ts";
 import { readableFromFile, writeStreamToFile } from "./_fs_streams.ts";
@@ -62,6 +66,7 @@ import type {
   Claim,
   Lease,
   OpenedFile,
+  PutChunkOptions,
   StoredFile,
   UploadActivity,
   UploadRecord,
@@ -90,6 +95,8 @@ export interface FileSystemStorageOptions {
 const CHUNK_NAME = /^[1-9][0-9]*$/;
 // Removed uploads are renamed to `uploads/<TRASH_PREFIX><key>.<suffix>` before being deleted.
 const TRASH_PREFIX = ".removed-";
+// Notes of recent removals (see `removedAt`), one file per upload key.
+const REMOVALS_DIR = ".removals";
 // How old a removed upload's folder must be before a sweep deletes it: its removal has ended.
 const TRASH_GRACE_MS = 60_000;
 const DATA_NAME = "data";
@@ -159,6 +166,8 @@ export class FileSystemStorage implements UploadStorage {
   #paths = new Map<string, UploadPaths>();
   // This instance's folder in the chunk folders it writes to.
   #writer = `.writer-${randomSuffix()}`;
+  /** When this instance last deleted old notes of removals. */
+  #removalsPruned = 0;
   // Whether a directory's link count follows its subdirectories here: learnt at the first
   // registration (see `#knownChunks`), unknown until then.
   #linksCounted?: boolean;
@@ -277,7 +286,7 @@ export class FileSystemStorage implements UploadStorage {
     key: string,
     index: number,
     data: ReadableStream<Uint8Array>,
-    signal?: AbortSignal,
+    { signal, fileId }: PutChunkOptions = {},
   ): Promise<void> {
     if (!Number.isSafeInteger(index) || index < 1) {
       throw new RangeError(`Invalid chunk index ${index}`);
@@ -300,6 +309,7 @@ export class FileSystemStorage implements UploadStorage {
     const file = await openWriter(dataPath, "shared");
     let size: number;
     try {
+      if (fileId !== undefined) await this.#checkRecord(key, index, fileId);
       size = await writeStreamToFile(file, data, signal, (index - 1) * record.chunkSize);
       if (this.#durable) await file.sync();
       // Checked while the file is open, so its inode cannot have been reused by a new data file.
@@ -310,6 +320,19 @@ export class FileSystemStorage implements UploadStorage {
     signal?.throwIfAborted();
     await this.#publishMarker(chunks, index, size);
     this.#known.get(key)?.chunks.add(index);
+  }
+
+  /**
+   * Fails unless the upload's record is the one with `fileId`. Checked once the data file is open:
+   * the upload may have been removed and begun again since the caller read its record, and the
+   * file just opened (or created) would then be the new upload's, which this chunk's bytes must not
+   * touch. A removal after this check leaves the open file the old one (see `#checkSameData`).
+   */
+  async #checkRecord(key: string, index: number, fileId: string): Promise<void> {
+    const current = await readJson<UploadRecord>(this.#pathsOf(key).record);
+    if (current?.fileId !== fileId) {
+      throw new Error(`Upload "${key}" was removed and begun again before chunk ${index} was written`);
+    }
   }
 
   /**
@@ -621,6 +644,7 @@ export class FileSystemStorage implements UploadStorage {
   async *listUploads(): AsyncIterable<UploadActivity> {
     const root = joinPath(this.directory, "uploads");
     const keys = await namesIn(root);
+    await this.#pruneRemovals();
     let listed = 0;
     for (const key of keys) {
       if (key.startsWith(TRASH_PREFIX)) {
@@ -792,6 +816,7 @@ export class FileSystemStorage implements UploadStorage {
   async removeUpload(key: string): Promise<void> {
     this.#known.delete(key);
     this.#records.delete(key);
+    await this.#noteRemoval(key);
     const trash = joinPath(this.directory, "uploads", `${TRASH_PREFIX}${key}.${randomSuffix()}`);
     try {
       await rename(this.#uploadDir(key), trash);
@@ -807,6 +832,48 @@ export class FileSystemStorage implements UploadStorage {
       if (!completed) await removeAll(this.#fileDir(record.fileId));
       await this.#removeTempFiles(record.fileId);
     }
+  }
+
+  /** Notes that `key` is being removed, before anything is: see `removedAt`. */
+  async #noteRemoval(key: string): Promise<void> {
+    this.#pathsOf(key); // checks the key
+    const dir = this.#removalsDir();
+    await mkdirs(dir);
+    // Renamed into place, so that a reader never sees it half written.
+    const temp = joinPath(dir, `.${key}.${randomSuffix()}.tmp`);
+    await writeText(temp, String(preciseNow()));
+    await rename(temp, joinPath(dir, key));
+    // A note per removal: those past their use go, at most once a minute per instance (and in sweeps).
+    if (Date.now() - this.#removalsPruned >= 60_000) await this.#pruneRemovals();
+  }
+
+  #removalsDir(): string {
+    return joinPath(this.directory, "uploads", REMOVALS_DIR);
+  }
+
+  /** Deletes the notes of removals older than `removedAt` tells. */
+  async #pruneRemovals(): Promise<void> {
+    const now = Date.now();
+    this.#removalsPruned = now;
+    const dir = this.#removalsDir();
+    for (const name of await namesIn(dir)) {
+      const path = joinPath(dir, name);
+      const old = await stat(path).then((found) => now - found.mtimeMs > REMOVAL_MEMORY_MS, () => false);
+      if (old) await unlink(path).catch(() => {});
+    }
+  }
+
+  /** When the upload was last removed, within the last ten minutes. */
+  async removedAt(key: string): Promise<number | undefined> {
+    this.#pathsOf(key); // checks the key
+    let at: number;
+    try {
+      at = Number(await readText(joinPath(this.#removalsDir(), key)));
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+    return Number.isFinite(at) && Date.now() - at <= REMOVAL_MEMORY_MS ? at : undefined;
   }
 
   /** Deletes a completed file and its metadata. */

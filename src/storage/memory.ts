@@ -14,10 +14,12 @@
  */
 
 import { collectBytes } from "../_bytes.ts";
+import { RemovalLog } from "./_removals.ts";
 import type {
   Claim,
   Lease,
   OpenedFile,
+  PutChunkOptions,
   StoredFile,
   UploadActivity,
   UploadRecord,
@@ -65,6 +67,7 @@ function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
  */
 export class MemoryStorage implements UploadStorage {
   #uploads = new Map<string, UploadState>();
+  #removals = new RemovalLog();
   #files = new Map<string, { file: StoredFile; bytes: Uint8Array }>();
 
   /** Creates the upload record if absent. */
@@ -85,10 +88,14 @@ export class MemoryStorage implements UploadStorage {
     key: string,
     index: number,
     data: ReadableStream<Uint8Array>,
-    signal?: AbortSignal,
+    { signal, fileId }: PutChunkOptions = {},
   ): Promise<void> {
     // The upload the chunk belongs to: one removed and started again while the body arrived is another.
     const upload = this.#uploads.get(key);
+    if (upload && fileId !== undefined && upload.record.fileId !== fileId) {
+      await data.cancel().catch(() => {});
+      throw new Error(`Cannot store chunk ${index}: upload "${key}" was removed and begun again`);
+    }
     // A chunk being received counts as activity from its first byte to its last.
     const touch = () => {
       if (upload) upload.lastActivity = Date.now();
@@ -220,10 +227,16 @@ export class MemoryStorage implements UploadStorage {
     return Promise.resolve();
   }
 
-  /** Deletes the upload and its chunks. */
+  /** Deletes the upload and its chunks, noting when. */
   removeUpload(key: string): Promise<void> {
+    this.#removals.note(key);
     this.#uploads.delete(key);
     return Promise.resolve();
+  }
+
+  /** When the upload was last removed, within the last ten minutes. */
+  removedAt(key: string): Promise<number | undefined> {
+    return Promise.resolve(this.#removals.at(key));
   }
 
   /** Lists every upload with its last activity. */

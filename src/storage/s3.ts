@@ -13,6 +13,8 @@
  * uploads/<key>/claim.json            assembly lease (If-None-Match: *, takeover with If-Match)
  * uploads/<key>/multipart/<uploadId>  a multipart upload in flight, for the sweep to abort
  * uploads/<key>/complete.json         completion record (If-None-Match: * — one completer)
+ * removed/<key>                       when the upload was last removed (ms since the epoch), kept ten
+ *                                     minutes
  * files/<id>/<sanitised name>         the completed file (multipart upload)
  * files/<id>/.file.json               its metadata
  * ```
@@ -40,6 +42,7 @@
 
 import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { S3Client } from "./_s3_client.ts";
+import { preciseNow, REMOVAL_MEMORY_MS } from "./_removals.ts";
 import { copyParts, type CopyPartsOptions, putStream } from "./_s3_put_stream.ts";
 import { concatLazily, expectTotalSize } from "../_concat.ts";
 import type { S3Credentials } from "./_sigv4.ts";
@@ -47,6 +50,7 @@ import type {
   Claim,
   Lease,
   OpenedFile,
+  PutChunkOptions,
   StoredFile,
   UploadActivity,
   UploadRecord,
@@ -149,6 +153,8 @@ export class S3Storage implements UploadStorage {
   #prefix: string;
   #partSize: number;
   #chunks = new Map<string, ChunkCache>();
+  /** When this instance last deleted old notes of removals. */
+  #removalsPruned = 0;
 
   /**
    * Creates a storage for `options.bucket`. Nothing is sent until first use.
@@ -286,12 +292,13 @@ export class S3Storage implements UploadStorage {
     key: string,
     index: number,
     data: ReadableStream<Uint8Array>,
-    signal?: AbortSignal,
+    options: PutChunkOptions = {},
   ): Promise<void> {
+    const { signal } = options;
     // Which upload the chunk belongs to is settled before its body arrives: if that upload is
     // removed and begun again meanwhile, the chunk lands under the old record's file id, where
     // nothing counts it, and the removal of the new upload's chunks takes it too.
-    const fileId = await this.#fileIdOf(key);
+    const fileId = options.fileId ?? await this.#fileIdOf(key);
     if (fileId === undefined) {
       await data.cancel().catch(() => {});
       throw new Error(`Cannot store chunk ${index}: upload "${key}" does not exist`);
@@ -558,6 +565,7 @@ export class S3Storage implements UploadStorage {
    * but the markers of aborts that failed: those keep the upload listed, so the next sweep retries.
    */
   async removeUpload(key: string): Promise<void> {
+    await this.#noteRemoval(key);
     this.#chunks.delete(key);
     const keys = await this.#keysUnder(this.#upload(key));
     const markers = this.#upload(key, "multipart/");
@@ -567,6 +575,43 @@ export class S3Storage implements UploadStorage {
     }
     await this.#delete(keys.filter((k) => !kept.has(k)));
     this.#chunks.delete(key);
+  }
+
+  #removal(key: string): string {
+    if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
+    return `${this.#prefix}removed/${key}`;
+  }
+
+  /** Notes that `key` is being removed, before anything is: see `removedAt`. */
+  async #noteRemoval(key: string): Promise<void> {
+    const now = preciseNow();
+    await this.#client.text("PUT", this.#removal(key), { body: String(now) });
+    // A note per removal: those past their use go, at most once a minute per instance (and in sweeps).
+    if (Date.now() - this.#removalsPruned >= 60_000) await this.#pruneRemovals().catch(() => {});
+  }
+
+  /** Deletes the notes of removals older than `removedAt` tells. */
+  async #pruneRemovals(): Promise<void> {
+    const now = Date.now();
+    this.#removalsPruned = now;
+    const old: string[] = [];
+    for await (const item of this.#client.list(`${this.#prefix}removed/`)) {
+      if (now - item.lastModified > REMOVAL_MEMORY_MS) old.push(item.key);
+    }
+    await this.#delete(old);
+  }
+
+  /** When the upload was last removed, within the last ten minutes. */
+  async removedAt(key: string): Promise<number | undefined> {
+    const objectKey = this.#removal(key);
+    const response = await this.#client.send("GET", objectKey);
+    if (response.status === 404) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    if (!response.ok) return this.#client.fail("GET", objectKey, response);
+    const at = Number(await response.text());
+    return Number.isFinite(at) && Date.now() - at <= REMOVAL_MEMORY_MS ? at : undefined;
   }
 
   /** Aborts the multipart upload `marker` records; `false` when that may not have happened. */
@@ -598,6 +643,7 @@ export class S3Storage implements UploadStorage {
   /** Lists uploads; an upload's last activity is its newest object's `Last-Modified`. */
   async *listUploads(): AsyncIterable<UploadActivity> {
     const root = `${this.#prefix}uploads/`;
+    await this.#pruneRemovals();
     for await (const dir of this.#client.list(root, { delimiter: "/" })) {
       if (!dir.isPrefix) continue;
       const key = dir.key.slice(root.length, -1);

@@ -29,6 +29,28 @@ export interface UploadRecord {
   scope?: string;
 }
 
+/**
+ * Options of {@linkcode UploadStorage.putChunk}.
+ *
+ * @example
+ * ```ts
+ * import type { PutChunkOptions } from "@resumable/server";
+ *
+ * const options: PutChunkOptions = { fileId: "0123456789abcdef01234567", signal: AbortSignal.timeout(30_000) };
+ * ```
+ */
+export interface PutChunkOptions {
+  /** Stops the write; nothing is stored. */
+  signal?: AbortSignal;
+  /**
+   * The file id of the upload record the caller got from `createUpload`. If the upload has been
+   * removed and begun again since (a new record under the same key, another file id), the chunk
+   * is one the client sent for the old upload: `putChunk` must then reject and store nothing in
+   * the new one. The handler always passes it.
+   */
+  fileId?: string;
+}
+
 /** A completed, assembled file. */
 export interface StoredFile {
   /** Stable id of the file, 24 lowercase hex characters; use it to fetch the file. */
@@ -95,9 +117,13 @@ export interface UploadActivity {
  * - A chunk becomes visible to {@linkcode UploadStorage.chunkSize}, `countChunks` and `openChunk`
  *   only once completely written; if its stream errors, nothing becomes visible. Writing the same
  *   chunk again succeeds.
- * - A chunk belongs to the upload record that existed when `putChunk` was called. If that upload is
- *   removed and another record created under the same key while the chunk's body arrives (a cancel,
- *   then another file of the same name and size), the chunk must never count for the new record.
+ * - A chunk belongs to the upload record whose file id `putChunk` is given (else to the record that
+ *   existed when it was called). If that upload is removed and another record created under the same
+ *   key before or while the chunk's body arrives (a cancel, then another file of the same name and
+ *   size), the chunk must never count for the new record, nor change its bytes.
+ * - `removeUpload` notes when it began, before it removes anything, and `removedAt` tells it for at
+ *   least ten minutes: a chunk request that arrived before a cancel and reaches
+ *   `createUpload` only after it must not start the upload again with the old file's bytes.
  * - `createUpload` and `claim` are atomic create-if-absent: with any number of concurrent callers,
  *   in any number of processes sharing the storage, exactly one wins.
  * - `commit` publishes the file atomically and only for the holder of the newest claim.
@@ -117,13 +143,14 @@ export interface UploadStorage {
   getUpload(key: string): Promise<UploadRecord | undefined>;
   /**
    * Stores chunk `index` (1-based) from `data`. Visible only after the stream ends without error;
-   * an erroring or aborted stream leaves nothing behind.
+   * an erroring or aborted stream leaves nothing behind. With `options.fileId`, stores it only in
+   * the upload whose record has that file id.
    */
   putChunk(
     key: string,
     index: number,
     data: ReadableStream<Uint8Array>,
-    signal?: AbortSignal,
+    options?: PutChunkOptions,
   ): Promise<void>;
   /** Size of a stored chunk, or `undefined` when it is not (completely) stored. */
   chunkSize(key: string, index: number): Promise<number | undefined>;
@@ -166,8 +193,18 @@ export interface UploadStorage {
   openFile(fileId: string): Promise<OpenedFile | undefined>;
   /** Deletes the chunks of an upload, keeping its records (called after a successful commit). */
   removeChunks(key: string): Promise<void>;
-  /** Deletes everything of an upload except a completed file. Idempotent. */
+  /**
+   * Deletes everything of an upload except a completed file. Idempotent. Notes the time it began
+   * first, for {@linkcode UploadStorage.removedAt}.
+   */
   removeUpload(key: string): Promise<void>;
+  /**
+   * When `removeUpload(key)` last began, in ms since the epoch, or `undefined` if it did not
+   * (a storage may forget removals older than ten minutes). Read only when a chunk request finds an upload record
+   * younger than itself. Optional: without it, a chunk sent before a cancel that reaches the
+   * storage after it can begin the upload again with that chunk.
+   */
+  removedAt?(key: string): Promise<number | undefined>;
   /** Deletes a completed file. Idempotent. */
   removeFile(fileId: string): Promise<void>;
   /** Lists every upload with its last activity, for expiry sweeps. Optional. */

@@ -68,7 +68,9 @@ Deno.test("removing an upload while its chunks keep arriving removes all of it",
   await Promise.all(late);
   assert.equal(await fx.storage.getUpload(fx.key), undefined);
   assert.equal(await fx.storage.countChunks(fx.key), 0);
-  assert.deepEqual(names(join(fx.directory, "uploads")), []);
+  // Only the note of the removal is left (see `removedAt`).
+  assert.deepEqual(names(join(fx.directory, "uploads")), [".removals"]);
+  assert.deepEqual(names(join(fx.directory, "uploads", ".removals")), [fx.key]);
 });
 
 Deno.test("removing an upload whose assembler died after publishing its file removes that file", async () => {
