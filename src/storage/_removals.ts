@@ -1,11 +1,11 @@
 import { preciseNow } from "../_clock.ts";
 
+export { preciseNow };
+
 // How long the storages remember that an upload was removed (`UploadStorage.removedAt`): far longer
 // than a chunk request takes from arriving to creating its upload record, short enough that the
 // notes of cancelled uploads do not pile up.
 export const REMOVAL_MEMORY_MS = 10 * 60 * 1000;
-
-export { preciseNow } from "../_clock.ts";
 
 /** Removal times by upload key, forgetting those older than {@linkcode REMOVAL_MEMORY_MS}. */
 export class RemovalLog {

@@ -122,8 +122,8 @@ export interface UploadActivity {
  *   key before or while the chunk's body arrives (a cancel, then another file of the same name and
  *   size), the chunk must never count for the new record, nor change its bytes.
  * - `removeUpload` notes when it began, before it removes anything, and `removedAt` tells it for at
- *   least ten minutes: a chunk request that arrived before a cancel and reaches
- *   `createUpload` only after it must not start the upload again with the old file's bytes.
+ *   least ten minutes: a chunk request that arrived before a cancel and reaches `createUpload` only
+ *   after it must not start the upload again with the old file's bytes.
  * - `createUpload` and `claim` are atomic create-if-absent: with any number of concurrent callers,
  *   in any number of processes sharing the storage, exactly one wins.
  * - `commit` publishes the file atomically and only for the holder of the newest claim.
@@ -199,10 +199,10 @@ export interface UploadStorage {
    */
   removeUpload(key: string): Promise<void>;
   /**
-   * When `removeUpload(key)` last began, in ms since the epoch, or `undefined` if it did not
-   * (a storage may forget removals older than ten minutes). Read only when a chunk request finds an upload record
-   * younger than itself. Optional: without it, a chunk sent before a cancel that reaches the
-   * storage after it can begin the upload again with that chunk.
+   * When `removeUpload(key)` last began, in ms since the epoch, or `undefined` if it did not (a
+   * storage may forget removals older than ten minutes). Read only when a chunk request finds an
+   * upload record younger than itself. Optional: without it, a chunk sent before a cancel that
+   * reaches the storage after it can begin the upload again with that chunk.
    */
   removedAt?(key: string): Promise<number | undefined>;
   /** Deletes a completed file. Idempotent. */
