@@ -293,6 +293,29 @@ function record(chaos: Chaos, method: string, status: number): void {
   chaos.seen.set(key, (chaos.seen.get(key) ?? 0) + 1);
 }
 
+/**
+ * Chunk `n` as one request's URL, headers and body: octet (parameters in the URL, as resumable.js
+ * sends with `method: "octet"`) or multipart (parameters as fields before the file, as flow.js sends).
+ */
+async function chunkBody(port: number, upload: Upload, n: number, multipart: boolean) {
+  if (!multipart) {
+    return {
+      url: `http://127.0.0.1:${port}/upload?${upload.query(n)}`,
+      headers: { "content-type": "application/octet-stream" },
+      body: upload.body(n),
+    };
+  }
+  const form = new FormData();
+  for (const [name, value] of new URLSearchParams(upload.query(n))) form.set(name, value);
+  form.set("file", new Blob([upload.body(n)]), upload.name);
+  const encoded = new Response(form);
+  return {
+    url: `http://127.0.0.1:${port}/upload`,
+    headers: { "content-type": encoded.headers.get("content-type")! },
+    body: new Uint8Array(await encoded.arrayBuffer()),
+  };
+}
+
 /** Posts chunk `n` to random processes until one stores it, retrying what the clients retry. */
 async function chaosSend(
   nodes: Node[],
@@ -302,12 +325,13 @@ async function chaosSend(
   signal?: AbortSignal,
 ): Promise<Status> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const response = await fetch(`http://127.0.0.1:${anyNode(nodes, chaos).port}/upload?${upload.query(n)}`, {
-      method: "POST",
-      headers: { "content-type": "application/octet-stream" },
-      body: upload.body(n),
-      signal,
-    });
+    const { url, headers, body } = await chunkBody(
+      anyNode(nodes, chaos).port,
+      upload,
+      n,
+      chaos.random() < 0.5,
+    );
+    const response = await fetch(url, { method: "POST", headers, body, signal });
     record(chaos, "POST", response.status);
     if (response.ok) return await response.json() as Status;
     const text = await response.text();
@@ -319,9 +343,14 @@ async function chaosSend(
   throw new Error(`Chunk ${n} of ${upload.name} could not be sent`);
 }
 
-/** Sends half of chunk `n`, then breaks the connection off, as a client whose network drops. */
+/** Sends half of chunk `n`'s request body, then breaks the connection off, as a client whose network drops. */
 async function sendBrokenOff(nodes: Node[], upload: Upload, n: number, chaos: Chaos): Promise<void> {
-  const bytes = upload.body(n);
+  const { url, headers, body: bytes } = await chunkBody(
+    anyNode(nodes, chaos).port,
+    upload,
+    n,
+    chaos.random() < 0.5,
+  );
   const abort = new AbortController();
   const pause = 5 + chaos.random() * 20;
   const body = new ReadableStream<Uint8Array>({
@@ -333,12 +362,7 @@ async function sendBrokenOff(nodes: Node[], upload: Upload, n: number, chaos: Ch
     },
   });
   try {
-    const response = await fetch(`http://127.0.0.1:${anyNode(nodes, chaos).port}/upload?${upload.query(n)}`, {
-      method: "POST",
-      headers: { "content-type": "application/octet-stream" },
-      body,
-      signal: abort.signal,
-    });
+    const response = await fetch(url, { method: "POST", headers, body, signal: abort.signal });
     record(chaos, "POST (broken off)", response.status);
     await response.body?.cancel();
   } catch (error) {
@@ -347,8 +371,8 @@ async function sendBrokenOff(nodes: Node[], upload: Upload, n: number, chaos: Ch
 }
 
 /**
- * Sends an upload's chunks in random order, three at a time, to random processes: some first broken
- * off mid-body, some twice at once. Like the clients, it tests each chunk first and skips those the
+ * Sends an upload's chunks in random order, three at a time, to random processes, as octet or
+ * multipart bodies: some first broken off mid-body, some twice at once. Like the clients, it tests each chunk first and skips those the
  * server says it has, so a chunk wrongly reported present ends up as wrong bytes in the file.
  */
 async function chaosUpload(nodes: Node[], upload: Upload, chaos: Chaos): Promise<Status> {
