@@ -157,9 +157,9 @@ export class ChunkService {
     chunk: ChunkRequest,
     body: ReadableStream<Uint8Array>,
     digest?: Uint8Array,
+    /** When the request arrived, before its body was read: a cancel after it is one it was sent before. */
+    arrived = preciseNow(),
   ): Promise<UploadStatus> {
-    // Before anything that may wait: a cancel after this moment is one this chunk was sent before.
-    const arrived = preciseNow();
     let scoped;
     try {
       scoped = await this.#chunkKey(request, chunk, "upload");

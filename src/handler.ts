@@ -5,6 +5,7 @@
  * @module
  */
 
+import { preciseNow } from "./_clock.ts";
 import {
   checkDeclaredLength,
   chunkFromDataUrl,
@@ -44,6 +45,8 @@ import { maxChunkBytes, validateChunkRequest } from "./validate.ts";
 
 interface RequestContext {
   dialect: Dialect;
+  /** When the handler got the request: a cancel after it is one the request was sent before. */
+  arrived: number;
 }
 
 /** The handler: a function from `Request` to `Response`, plus the expiry sweep. */
@@ -121,7 +124,7 @@ export function createResumableHandler(
   const cors = createCors(resolved.cors, methods);
 
   async function handle(request: Request): Promise<Response> {
-    const context: RequestContext = { dialect: "resumable" };
+    const context: RequestContext = { dialect: "resumable", arrived: preciseNow() };
     // The upload body, however it is read: once it is, the request's own body is locked to it.
     let body: RequestBody | undefined;
     try {
@@ -342,7 +345,7 @@ async function upload(
       namespace: options.parameterNamespace,
       multipart: true,
     });
-    return jsonResponse(200, await service.store(request, chunk, part.stream, digest));
+    return jsonResponse(200, await service.store(request, chunk, part.stream, digest, context.arrived));
   }
   const chunk = validateChunkRequest(readFromQuery(url, options, context), options.limits);
   const length = contentLength(request);
@@ -364,7 +367,7 @@ async function upload(
   });
   return jsonResponse(
     200,
-    await service.store(request, chunk, body.stream() ?? new Blob([]).stream(), digest),
+    await service.store(request, chunk, body.stream() ?? new Blob([]).stream(), digest, context.arrived),
   );
 }
 
@@ -424,7 +427,7 @@ async function uploadStreamed(
       namespace: options.parameterNamespace,
       multipart: true,
     });
-    const status = await service.store(request, chunk, stream, digest);
+    const status = await service.store(request, chunk, stream, digest, context.arrived);
     return jsonResponse(200, status);
   } catch (error) {
     await stream?.cancel(error).catch(() => {});

@@ -216,4 +216,58 @@ for (const [name, make] of STORAGES) {
       await cleanup();
     }
   });
+
+  Deno.test(`cancel (${name}): a multipart chunk whose fields were still arriving at the cancel does not begin the upload again`, async () => {
+    const { storage, cleanup } = await make();
+    const server = await serve(createResumableHandler({ storage }));
+    try {
+      const old = clientChunks(seededBytes(3000, 5), { identifier: "3000-notes.txt", chunkSize: 1000 });
+      const again = clientChunks(seededBytes(3000, 6), { identifier: "3000-notes.txt", chunkSize: 1000 });
+      // flow.js' shape: the parameters as fields, then the file. The fields arrive, then the body
+      // stalls before the file part while the user cancels.
+      const boundary = "----cancelledWhileArriving";
+      const encoder = new TextEncoder();
+      const fields = Object.entries(old[0]!.params).map(([field, value]) =>
+        `--${boundary}\r\nContent-Disposition: form-data; name="${field}"\r\n\r\n${value}\r\n`
+      ).join("");
+      const filePart = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n` +
+        `Content-Type: application/octet-stream\r\n\r\n`;
+      let resume!: () => void;
+      const stalled = new Promise<void>((resolve) => resume = resolve);
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (sent++ === 0) return controller.enqueue(encoder.encode(fields));
+          await stalled;
+          controller.enqueue(encoder.encode(filePart));
+          controller.enqueue(old[0]!.bytes);
+          controller.enqueue(encoder.encode(`\r\n--${boundary}--\r\n`));
+          controller.close();
+        },
+      });
+      const late = fetch(server.url, {
+        method: "POST",
+        headers: { "content-type": `multipart/form-data; boundary=${boundary}` },
+        body,
+      });
+      // Let the handler take the request and read its fields.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const cancel = await fetch(cancelRequest("3000-notes.txt").url.replace(BASE, server.url), {
+        method: "DELETE",
+      });
+      assert.equal(cancel.status, 200);
+      await cancel.body?.cancel();
+      resume();
+      const refused = await late;
+      assert.equal(refused.status, 503);
+      assert.equal((await refused.json()).error.code, "upload_removed");
+
+      assert.equal((await fetch(testRequest(server.url, again[0]!))).status, 204);
+      for (const chunk of again) assert.equal((await fetch(chunkRequest(server.url, chunk))).status, 200);
+      assert.deepEqual(await storedBytes(storage, uploadKey("", "3000-notes.txt")), seededBytes(3000, 6));
+    } finally {
+      await server.close();
+      await cleanup();
+    }
+  });
 }
