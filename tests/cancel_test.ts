@@ -144,6 +144,25 @@ async function storedBytes(storage: UploadStorage, key: string): Promise<Uint8Ar
   return new Uint8Array(await new Response(opened.body).arrayBuffer());
 }
 
+/** Cancels `identifier` through `server`, as the app does when the user cancels. */
+async function cancelThrough(server: { url: string }, identifier: string): Promise<void> {
+  const response = await fetch(cancelRequest(identifier).url.replace(BASE, server.url), { method: "DELETE" });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+}
+
+/** Sends `again`, the other file of the same name and size, whole: its bytes must be what is stored. */
+async function sendAgain(
+  server: { url: string },
+  storage: UploadStorage,
+  again: ReturnType<typeof clientChunks>,
+  bytes: Uint8Array,
+): Promise<void> {
+  assert.equal((await fetch(testRequest(server.url, again[0]!))).status, 204, "the old chunk is not offered");
+  for (const chunk of again) assert.equal((await fetch(chunkRequest(server.url, chunk))).status, 200);
+  assert.deepEqual(await storedBytes(storage, uploadKey("", again[0]!.params.resumableIdentifier!)), bytes);
+}
+
 for (const [name, make] of STORAGES) {
   Deno.test(`cancel (${name}): a chunk sent before the cancel that reaches the storage after it does not begin the upload again`, async () => {
     const { storage, cleanup } = await make();
@@ -157,20 +176,13 @@ for (const [name, make] of STORAGES) {
       const again = clientChunks(seededBytes(3000, 2), { identifier: "3000-report.pdf", chunkSize: 1000 });
       const late = fetch(chunkRequest(server.url, old[0]!));
       await held.arrived;
-      const cancel = await fetch(cancelRequest("3000-report.pdf").url.replace(BASE, server.url), {
-        method: "DELETE",
-      });
-      assert.equal(cancel.status, 200);
-      await cancel.body?.cancel();
+      await cancelThrough(server, "3000-report.pdf");
       held.release();
       const refused = await late;
       assert.equal(refused.status, 503, "retryable, in case the clocks of two processes disagree");
       assert.equal((await refused.json()).error.code, "upload_removed");
 
-      // The other file of the same name and size: the server must not claim to have its first chunk.
-      assert.equal((await fetch(testRequest(server.url, again[0]!))).status, 204);
-      for (const chunk of again) assert.equal((await fetch(chunkRequest(server.url, chunk))).status, 200);
-      assert.deepEqual(await storedBytes(storage, uploadKey("", "3000-report.pdf")), seededBytes(3000, 2));
+      await sendAgain(server, storage, again, seededBytes(3000, 2));
     } finally {
       await server.close();
       await cleanup();
@@ -190,11 +202,7 @@ for (const [name, make] of STORAGES) {
       assert.equal((await fetch(chunkRequest(server.url, old[0]!, "octet"))).status, 200);
       const late = fetch(chunkRequest(server.url, old[1]!, "octet"));
       await held.arrived;
-      const cancel = await fetch(cancelRequest("3000-photo.jpg").url.replace(BASE, server.url), {
-        method: "DELETE",
-      });
-      assert.equal(cancel.status, 200);
-      await cancel.body?.cancel();
+      await cancelThrough(server, "3000-photo.jpg");
       // The other file begins, and its first chunk is stored, before the old chunk's bytes are written.
       assert.equal((await fetch(chunkRequest(server.url, again[0]!, "octet"))).status, 200);
       held.release();
@@ -252,19 +260,13 @@ for (const [name, make] of STORAGES) {
       });
       // Let the handler take the request and read its fields.
       await new Promise((resolve) => setTimeout(resolve, 50));
-      const cancel = await fetch(cancelRequest("3000-notes.txt").url.replace(BASE, server.url), {
-        method: "DELETE",
-      });
-      assert.equal(cancel.status, 200);
-      await cancel.body?.cancel();
+      await cancelThrough(server, "3000-notes.txt");
       resume();
       const refused = await late;
       assert.equal(refused.status, 503);
       assert.equal((await refused.json()).error.code, "upload_removed");
 
-      assert.equal((await fetch(testRequest(server.url, again[0]!))).status, 204);
-      for (const chunk of again) assert.equal((await fetch(chunkRequest(server.url, chunk))).status, 200);
-      assert.deepEqual(await storedBytes(storage, uploadKey("", "3000-notes.txt")), seededBytes(3000, 6));
+      await sendAgain(server, storage, again, seededBytes(3000, 6));
     } finally {
       await server.close();
       await cleanup();

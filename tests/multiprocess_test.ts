@@ -210,6 +210,15 @@ async function cluster(
   }
 }
 
+/** Fails if an upload under the file-system storage's `directory` still has a chunk folder. */
+async function assertNoChunkFolders(directory: string): Promise<void> {
+  for await (const upload of Deno.readDir(`${directory}/uploads`)) {
+    const chunks = await Array.fromAsync(Deno.readDir(`${directory}/uploads/${upload.name}/chunks`))
+      .catch(() => []);
+    assert.deepEqual(chunks, [], `chunks of ${upload.name} were removed`);
+  }
+}
+
 Deno.test("three processes on one file-system directory store every file exactly once", async () => {
   const directory = await Deno.makeTempDir({ prefix: "resumable-cluster-fs-" });
   try {
@@ -217,11 +226,7 @@ Deno.test("three processes on one file-system directory store every file exactly
       { STORAGE: "fs", DIRECTORY: directory },
       new FileSystemStorage({ directory }),
       async () => {
-        for await (const upload of Deno.readDir(`${directory}/uploads`)) {
-          const chunks = await Array.fromAsync(Deno.readDir(`${directory}/uploads/${upload.name}/chunks`))
-            .catch(() => []);
-          assert.deepEqual(chunks, [], `chunks of ${upload.name} were removed after assembly`);
-        }
+        await assertNoChunkFolders(directory);
         let count = 0;
         for await (const entry of Deno.readDir(`${directory}/files`)) if (entry.name !== ".tmp") count++;
         return count;
@@ -233,19 +238,27 @@ Deno.test("three processes on one file-system directory store every file exactly
   }
 });
 
-Deno.test("three processes on one S3 bucket store every file exactly once", async () => {
-  const s3 = await startS3();
-  const prefix = "cluster/";
-  try {
-    const storage = new S3Storage({
+/** The processes' environment for `prefix` of the bucket, and a storage of it for the test's checks. */
+function onBucket(s3: Awaited<ReturnType<typeof startS3>>, prefix: string) {
+  return {
+    env: { STORAGE: "s3", S3_ENDPOINT: s3.endpoint, S3_BUCKET: s3.bucket, S3_PREFIX: prefix },
+    storage: new S3Storage({
       endpoint: s3.endpoint,
       bucket: s3.bucket,
       prefix,
       forcePathStyle: true,
       credentials: s3.credentials,
-    });
+    }),
+  };
+}
+
+Deno.test("three processes on one S3 bucket store every file exactly once", async () => {
+  const s3 = await startS3();
+  const prefix = "cluster/";
+  try {
+    const { env, storage } = onBucket(s3, prefix);
     await cluster(
-      { STORAGE: "s3", S3_ENDPOINT: s3.endpoint, S3_BUCKET: s3.bucket, S3_PREFIX: prefix },
+      env,
       storage,
       async () => {
         const ids = new Set(
@@ -534,13 +547,11 @@ async function chaos(
 Deno.test("three processes on one directory: chunks out of order, twice and broken off, uploads cancelled and begun again, each file stored once with its last bytes", async () => {
   const directory = await Deno.makeTempDir({ prefix: "resumable-chaos-fs-" });
   try {
-    await chaos({ STORAGE: "fs", DIRECTORY: directory }, new FileSystemStorage({ directory }), async () => {
-      for await (const upload of Deno.readDir(`${directory}/uploads`)) {
-        const chunks = await Array.fromAsync(Deno.readDir(`${directory}/uploads/${upload.name}/chunks`))
-          .catch(() => []);
-        assert.deepEqual(chunks, [], `chunks of ${upload.name} were removed`);
-      }
-    });
+    await chaos(
+      { STORAGE: "fs", DIRECTORY: directory },
+      new FileSystemStorage({ directory }),
+      () => assertNoChunkFolders(directory),
+    );
   } finally {
     await Deno.remove(directory, { recursive: true });
   }
@@ -550,15 +561,10 @@ Deno.test("three processes on one S3 bucket: chunks out of order, twice and brok
   const s3 = await startS3();
   const prefix = "chaos/";
   try {
+    const { env, storage } = onBucket(s3, prefix);
     await chaos(
-      { STORAGE: "s3", S3_ENDPOINT: s3.endpoint, S3_BUCKET: s3.bucket, S3_PREFIX: prefix },
-      new S3Storage({
-        endpoint: s3.endpoint,
-        bucket: s3.bucket,
-        prefix,
-        forcePathStyle: true,
-        credentials: s3.credentials,
-      }),
+      env,
+      storage,
       async () => {
         const chunks = (await s3.keys(`${prefix}uploads/`)).filter((key) => key.includes("/chunks/"));
         assert.deepEqual(chunks, [], "every chunk object was removed");
