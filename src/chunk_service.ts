@@ -204,10 +204,7 @@ export class ChunkService {
     // createdAt is whole milliseconds: a record made in the millisecond the request arrived counts.
     if (record.createdAt >= Math.floor(arrived) && await this.#removedSince(key, arrived)) {
       await body.cancel().catch(() => {});
-      throw new ResumableError(
-        "upload_removed",
-        `Chunk ${chunk.chunkNumber} of "${clip(chunk.identifier)}" was sent before its upload was cancelled`,
-      );
+      throw sentBeforeRemoval(chunk);
     }
     const label = `chunk ${chunk.chunkNumber} of "${clip(chunk.identifier)}"`;
     let checked = exactSizeStream(body, chunk.allowedSizes, label);
@@ -229,6 +226,14 @@ export class ChunkService {
           error.code !== "storage_unavailable")
       ) {
         return this.#completed(done, chunk.layout.floorCount);
+      }
+      // A storage refuses a chunk of an upload removed while the chunk was on its way: say that,
+      // rather than report (and log) a storage failure.
+      if (
+        error instanceof ResumableError && error.code === "storage_unavailable" &&
+        await this.#removedSince(key, arrived).catch(() => false)
+      ) {
+        throw sentBeforeRemoval(chunk, error.cause);
       }
       throw error;
     }
@@ -307,6 +312,15 @@ export class ChunkService {
       this.#options.onError(error, request);
     }
   }
+}
+
+/** The refusal of a chunk whose request arrived before its upload was removed (cancelled or expired). */
+function sentBeforeRemoval(chunk: ChunkRequest, cause?: unknown): ResumableError {
+  return new ResumableError(
+    "upload_removed",
+    `Chunk ${chunk.chunkNumber} of "${clip(chunk.identifier)}" was sent before its upload was cancelled`,
+    cause === undefined ? undefined : { cause },
+  );
 }
 
 function newRecord(key: string, chunk: ChunkRequest, scope: string): UploadRecord {
