@@ -241,10 +241,10 @@ export class ChunkService {
   }
 
   /**
-   * Whether the upload was removed after `since`. Asked only when its record is younger than the
-   * chunk's request (once per upload, normally): the request may then have been sent before a cancel,
-   * and have created the record again after it, which would start the next upload of the same file
-   * name and size with this old chunk.
+   * Whether the upload was removed after `since`, the chunk's arrival. Asked when its record is
+   * younger than the request (once per upload, normally): the request may then have been sent before
+   * a cancel and have created the record again after it, which would start the next upload of the
+   * same file name and size with this old chunk. Asked too when the storage refused the chunk.
    */
   async #removedSince(key: string, since: number): Promise<boolean> {
     const storage = this.#storage;
