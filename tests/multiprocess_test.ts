@@ -445,7 +445,11 @@ async function chaosUpload(nodes: Node[], upload: Upload, chaos: Chaos): Promise
  * next upload (see docs/security.md); on loopback every body arrives whole at once, so a client that
  * aborted such requests would meet that case all the time.
  */
-async function cancelledAndBegunAgain(nodes: Node[], first: Upload, chaos: Chaos): Promise<[Upload, Status]> {
+async function cancelledAndBegunAgain(
+  nodes: Node[],
+  first: Upload,
+  chaos: Chaos,
+): Promise<[Upload, Status, Upload]> {
   const half = Array.from({ length: Math.ceil(first.count / 2) }, (_, i) => i + 1);
   const answered = half.filter(() => chaos.random() < 0.5);
   await Promise.all(answered.map((n) => chaosSend(nodes, first, n, chaos)));
@@ -466,7 +470,36 @@ async function cancelledAndBegunAgain(nodes: Node[], first: Upload, chaos: Chaos
   const status = await chaosUpload(nodes, again, chaos);
   // Completed before the cancel came (a one-chunk file): the file of that name and size is stored,
   // and the server says so to the next one, as it does to a re-added file.
-  return [complete ? first : again, status];
+  return [complete ? first : again, status, first];
+}
+
+/** Which bytes each chunk of a stored file holds: the upload's, the cancelled file's, zeros or others. */
+async function chunkOrigins(
+  storage: UploadStorage,
+  status: Status,
+  upload: Upload,
+  old?: Upload,
+): Promise<string> {
+  const opened = status.file && await storage.openFile(status.file.id);
+  if (!opened) return "no file";
+  const stored = new Uint8Array(await new Response(opened.body).arrayBuffer());
+  const origins: string[] = [];
+  for (let n = 1; n <= upload.count; n++) {
+    const expected = upload.body(n);
+    const start = (n - 1) * upload.chunkSize;
+    const held = stored.slice(start, start + expected.byteLength);
+    const digest = await sha256(held);
+    origins.push(
+      digest === await sha256(expected)
+        ? "ok"
+        : old && digest === await sha256(old.body(n))
+        ? "OLD"
+        : held.every((byte) => byte === 0)
+        ? "zeros"
+        : "other",
+    );
+  }
+  return `${stored.byteLength} bytes; chunks ${origins.map((origin, i) => `${i + 1}:${origin}`).join(" ")}`;
 }
 
 /**
@@ -501,20 +534,23 @@ async function chaos(
     );
     const cancelled = new Set(uploads.filter(() => chaos.random() < 0.33));
     const finals = await Promise.all(
-      uploads.map(async (upload): Promise<[Upload, Status]> =>
+      uploads.map(async (upload): Promise<[Upload, Status, Upload?]> =>
         cancelled.has(upload)
           ? await cancelledAndBegunAgain(nodes, upload, chaos)
           : [upload, await chaosUpload(nodes, upload, chaos)]
       ),
     );
     const ids: string[] = [];
-    for (const [i, [upload, status]] of finals.entries()) {
-      const begunAgain = cancelled.has(uploads[i]!);
+    for (const [upload, status, old] of finals) {
       ids.push(
-        await verify(storage, upload, status).catch((error) => {
-          throw new Error(`${upload.name} (cancelled and begun again: ${begunAgain}) ${replay}`, {
-            cause: error,
-          });
+        await verify(storage, upload, status).catch(async (error) => {
+          const origins = await chunkOrigins(storage, status, upload, old).catch(String);
+          throw new Error(
+            `${upload.name} (cancelled and begun again: ${old !== undefined}): ${origins} ${replay}`,
+            {
+              cause: error,
+            },
+          );
         }),
       );
     }
