@@ -404,6 +404,42 @@ async function sendBrokenOff(
 }
 
 /**
+ * Sends half of chunk `n`'s request body, and the rest once `until` resolves: to the server, a chunk
+ * whose body it had whole before the client aborted it, and which it handles after the cancel. Its
+ * request arrived before the cancel, so it must be refused (or answered as a chunk of an upload
+ * complete already).
+ */
+async function sendFinishedLate(
+  nodes: Node[],
+  upload: Upload,
+  n: number,
+  chaos: Chaos,
+  until: Promise<void>,
+): Promise<void> {
+  const { url, headers, body: bytes } = await chunkBody(anyNode(nodes, chaos).port, upload, n, chaos);
+  // Multipart: only the start of its fields, so the handler meets the upload's record after the
+  // cancel. Octet: half the chunk, so the storage holds the old record's data file across it.
+  const head = headers["content-type"].startsWith("multipart/") ? 40 : bytes.byteLength >> 1;
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (sent++ === 0) return controller.enqueue(bytes.subarray(0, head));
+      await until;
+      controller.enqueue(bytes.subarray(head));
+      controller.close();
+    },
+  });
+  const response = await fetch(url, { method: "POST", headers, body });
+  const complete = response.ok && (await response.json() as Status).complete;
+  if (!response.ok) await response.body?.cancel();
+  record(
+    chaos,
+    complete ? "POST (finished late), upload complete," : "POST (finished late)",
+    response.status,
+  );
+}
+
+/**
  * Sends an upload's chunks in random order, three at a time, to random processes, as octet or
  * multipart bodies: some first broken off mid-body, some twice at once. Like the clients, it tests each chunk first and skips those the
  * server says it has, so a chunk wrongly reported present ends up as wrong bytes in the file.
@@ -438,12 +474,11 @@ async function chaosUpload(nodes: Node[], upload: Upload, chaos: Chaos): Promise
  * Sends about half of an upload's chunks, then cancels it as the clients' users do, and sends the
  * same file name and size again with other bytes: the same identifier, a new upload. Some chunks were
  * sent and answered before the cancel; the others are on their way when it comes, their bodies half
- * sent, and are aborted once the handler has answered the DELETE.
+ * sent: once the handler has answered the DELETE, some are aborted and the others finished, as a body
+ * a server had whole before the client aborted it.
  *
- * Not modelled: a chunk whose whole body reached a server before the client aborted it, which that
- * server only begins to handle after the cancel is done. No server can tell it from a chunk of the
- * next upload (see docs/security.md); on loopback every body arrives whole at once, so a client that
- * aborted such requests would meet that case all the time.
+ * Not modelled: such a chunk that a server only begins to handle after the cancel is done. No server
+ * can tell it from a chunk of the next upload (see docs/security.md).
  */
 async function cancelledAndBegunAgain(
   nodes: Node[],
@@ -455,9 +490,14 @@ async function cancelledAndBegunAgain(
   await Promise.all(answered.map((n) => chaosSend(nodes, first, n, chaos)));
   let cancelled!: () => void;
   const cancel = new Promise<void>((resolve) => cancelled = resolve);
-  const onTheirWay = half.filter((n) => !answered.includes(n))
-    .map((n) => sendBrokenOff(nodes, first, n, chaos, cancel));
-  await sleep(chaos.random() * 20);
+  const onTheirWay = half.filter((n) => !answered.includes(n)).map((n) =>
+    chaos.random() < 0.5
+      ? sendBrokenOff(nodes, first, n, chaos, cancel)
+      : sendFinishedLate(nodes, first, n, chaos, cancel)
+  );
+  // A server must have begun on a request before the cancel for it to count as sent before it: with
+  // 100 ms one in twenty runs met a request begun only after (docs/security.md); none did with 1 s.
+  await sleep(1000);
   const response = await fetch(`http://127.0.0.1:${anyNode(nodes, chaos).port}/upload?${first.query(1)}`, {
     method: "DELETE",
   });
@@ -513,6 +553,11 @@ async function chaos(
   storage: UploadStorage,
   /** Fails if any upload left a chunk behind. */
   assertNoChunksLeft: () => Promise<void>,
+  /**
+   * S3 cannot make a PUT depend on the upload record: a chunk finished after the cancel is stored
+   * under the cancelled record's file id, where nothing counts it (docs/security.md), and answered 200.
+   */
+  { lateChunksSetAside = false } = {},
 ): Promise<void> {
   const seed = Number(Deno.env.get("CHAOS_SEED") ?? Date.now() % 1_000_000);
   const chaos: Chaos = { random: seeded(seed), seen: new Map() };
@@ -563,11 +608,12 @@ async function chaos(
     await assertNoChunksLeft();
     // Success, "not yet", and retries: 503 (a chunk of an upload cancelled while it arrived) and
     // 422 (a checksum that did not match).
-    // A request broken off mid-body may be answered before it is (503, 408, 415), but never stored:
-    // 200 only for a chunk of an upload that is complete already.
+    // A request broken off mid-body may be answered before it is (503, 408, 415), and one finished
+    // after the cancel is refused (503, or 422 when corrupted); neither is ever stored: 200 only for
+    // a chunk of an upload that is complete already.
     const statuses = [...chaos.seen.keys()].filter((key) =>
-      !/^(GET (200|204)|POST (200|422|503)|DELETE 200|POST \(broken off\) [^2]\d\d|POST \(broken off\), upload complete, 200)$/
-        .test(key)
+      !/^(GET (200|204)|POST (200|422|503)|DELETE 200|POST \((broken off|finished late)\) [^2]\d\d|POST \((broken off|finished late)\), upload complete, 200)$/
+        .test(key) && !(lateChunksSetAside && key === "POST (finished late) 200")
     );
     assert.deepEqual(statuses, [], `only statuses the clients understand ${replay}`);
     assert.ok(
@@ -606,6 +652,7 @@ Deno.test("three processes on one S3 bucket: chunks out of order, twice and brok
         assert.deepEqual(chunks, [], "every chunk object was removed");
         assert.equal(s3.openMultipartUploads.size, 0, "no multipart upload left open");
       },
+      { lateChunksSetAside: true },
     );
   } finally {
     await s3.close();
