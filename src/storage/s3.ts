@@ -643,7 +643,8 @@ export class S3Storage implements UploadStorage {
   /** Lists uploads; an upload's last activity is its newest object's `Last-Modified`. */
   async *listUploads(): AsyncIterable<UploadActivity> {
     const root = `${this.#prefix}uploads/`;
-    await this.#pruneRemovals();
+    // Best effort: old notes of removals must not stop the sweep of the uploads themselves.
+    await this.#pruneRemovals().catch(() => {});
     for await (const dir of this.#client.list(root, { delimiter: "/" })) {
       if (!dir.isPrefix) continue;
       const key = dir.key.slice(root.length, -1);
