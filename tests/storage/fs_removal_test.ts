@@ -122,3 +122,22 @@ Deno.test("listing uploads deletes what a crashed removal left, once that remova
   await fx.storage.createUpload(fx.record());
   assert.equal(await fx.storage.countChunks(fx.key), 0);
 });
+
+Deno.test("an expiry sweep deletes notes of removals older than ten minutes, and removedAt no longer tells them", async () => {
+  await using fx = await fixture();
+  const other = uploadKey("", crypto.randomUUID());
+  await fx.storage.createUpload(fx.record());
+  await fx.storage.createUpload(recordOf(other));
+  await fx.storage.removeUpload(fx.key);
+  await fx.storage.removeUpload(other);
+  // The first note as another process would have left it eleven minutes ago.
+  const notes = join(fx.directory, "uploads", ".removals");
+  const elevenMinutesAgo = new Date(Date.now() - 11 * 60_000);
+  await Deno.writeTextFile(join(notes, fx.key), String(elevenMinutesAgo.getTime()));
+  await Deno.utime(join(notes, fx.key), elevenMinutesAgo, elevenMinutesAgo);
+  assert.equal(await fx.storage.removedAt(fx.key), undefined, "too old to tell");
+  assert.ok(await fx.storage.removedAt(other), "a recent removal is told");
+
+  for await (const _ of fx.storage.listUploads()) { /* the sweep's listing */ }
+  assert.deepEqual(names(notes), [other]);
+});
