@@ -37,7 +37,7 @@
  * @module
  */
 
-import { preciseNow, REMOVAL_MEMORY_MS } from "./_removals.ts";
+import { preciseNow, recentRemoval, REMOVAL_MEMORY_MS } from "./_removals.ts";
 import type {
   Claim,
   Lease,
@@ -501,9 +501,8 @@ export class DenoKvStorage implements UploadStorage {
 
   /** When the upload was last removed, within the last ten minutes. */
   async removedAt(key: string): Promise<number | undefined> {
-    const at = (await this.#get<number>(this.#key("removed", key))).value;
     // Expired entries are deleted some time after they expire, not at once.
-    return at !== null && Date.now() - at <= REMOVAL_MEMORY_MS ? at : undefined;
+    return recentRemoval((await this.#get<number>(this.#key("removed", key))).value);
   }
 
   /** Deletes a completed file and its parts. */

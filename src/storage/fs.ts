@@ -56,9 +56,8 @@ import {
   rename,
   stat,
   unlink,
-  writeText,
 } from "./_fs_ops.ts";
-import { preciseNow, REMOVAL_MEMORY_MS } from "./_removals.ts";
+import { forgotten, preciseNow, PRUNE_EVERY_MS, recentRemoval } from "./_removals.ts";
 import { newestClaim, takeClaim, touchClaim } from "./_fs_claims.ts";
 import { createJson, errorCode, isMissing, randomSuffix, readJson, replaceJson, sizeOf } from "./_fs_json.ts";
 import { readableFromFile, writeStreamToFile } from "./_fs_streams.ts";
@@ -839,12 +838,10 @@ export class FileSystemStorage implements UploadStorage {
     this.#pathsOf(key); // checks the key
     const dir = this.#removalsDir();
     await mkdirs(dir);
-    // Renamed into place, so that a reader never sees it half written.
-    const temp = joinPath(dir, `.${key}.${randomSuffix()}.tmp`);
-    await writeText(temp, String(preciseNow()));
-    await rename(temp, joinPath(dir, key));
+    // A number as JSON: `removedAt` reads it back, never half written.
+    await replaceJson(joinPath(dir, key), preciseNow());
     // A note per removal: those past their use go, at most once a minute per instance (and in sweeps).
-    if (Date.now() - this.#removalsPruned >= 60_000) await this.#pruneRemovals();
+    if (Date.now() - this.#removalsPruned >= PRUNE_EVERY_MS) await this.#pruneRemovals();
   }
 
   #removalsDir(): string {
@@ -858,7 +855,7 @@ export class FileSystemStorage implements UploadStorage {
     const dir = this.#removalsDir();
     for (const name of await namesIn(dir)) {
       const path = joinPath(dir, name);
-      const old = await stat(path).then((found) => now - found.mtimeMs > REMOVAL_MEMORY_MS, () => false);
+      const old = await stat(path).then((found) => forgotten(found.mtimeMs, now), () => false);
       if (old) await unlink(path).catch(() => {});
     }
   }
@@ -873,7 +870,7 @@ export class FileSystemStorage implements UploadStorage {
       if (isMissing(error)) return undefined;
       throw error;
     }
-    return Number.isFinite(at) && Date.now() - at <= REMOVAL_MEMORY_MS ? at : undefined;
+    return recentRemoval(at);
   }
 
   /** Deletes a completed file and its metadata. */

@@ -42,7 +42,7 @@
 
 import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { S3Client } from "./_s3_client.ts";
-import { preciseNow, REMOVAL_MEMORY_MS } from "./_removals.ts";
+import { forgotten, preciseNow, PRUNE_EVERY_MS, recentRemoval } from "./_removals.ts";
 import { copyParts, type CopyPartsOptions, putStream } from "./_s3_put_stream.ts";
 import { concatLazily, expectTotalSize } from "../_concat.ts";
 import type { S3Credentials } from "./_sigv4.ts";
@@ -587,7 +587,7 @@ export class S3Storage implements UploadStorage {
     const now = preciseNow();
     await this.#client.text("PUT", this.#removal(key), { body: String(now) });
     // A note per removal: those past their use go, at most once a minute per instance (and in sweeps).
-    if (Date.now() - this.#removalsPruned >= 60_000) await this.#pruneRemovals().catch(() => {});
+    if (Date.now() - this.#removalsPruned >= PRUNE_EVERY_MS) await this.#pruneRemovals().catch(() => {});
   }
 
   /** Deletes the notes of removals older than `removedAt` tells. */
@@ -596,7 +596,7 @@ export class S3Storage implements UploadStorage {
     this.#removalsPruned = now;
     const old: string[] = [];
     for await (const item of this.#client.list(`${this.#prefix}removed/`)) {
-      if (now - item.lastModified > REMOVAL_MEMORY_MS) old.push(item.key);
+      if (forgotten(item.lastModified, now)) old.push(item.key);
     }
     await this.#delete(old);
   }
@@ -610,8 +610,7 @@ export class S3Storage implements UploadStorage {
       return undefined;
     }
     if (!response.ok) return this.#client.fail("GET", objectKey, response);
-    const at = Number(await response.text());
-    return Number.isFinite(at) && Date.now() - at <= REMOVAL_MEMORY_MS ? at : undefined;
+    return recentRemoval(Number(await response.text()));
   }
 
   /** Aborts the multipart upload `marker` records; `false` when that may not have happened. */
