@@ -5,7 +5,6 @@
  * @module
  */
 
-import { preciseNow } from "./_clock.ts";
 import { assembleOnce } from "./assemble.ts";
 import { verifiedStream } from "./checksum.ts";
 import { exactSizeStream } from "./_limit_stream.ts";
@@ -156,9 +155,9 @@ export class ChunkService {
     request: Request,
     chunk: ChunkRequest,
     body: ReadableStream<Uint8Array>,
-    digest?: Uint8Array,
+    digest: Uint8Array | undefined,
     /** When the request arrived, before its body was read: a cancel after it is one it was sent before. */
-    arrived = preciseNow(),
+    arrived: number,
   ): Promise<UploadStatus> {
     let scoped;
     try {

@@ -133,6 +133,15 @@ function isLost(status: number): boolean {
 }
 
 /**
+ * `key`, if it is an upload key. Keys are made by the handler; refusing anything else keeps every
+ * object under the prefix.
+ */
+function checkedKey(key: string): string {
+  if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
+  return key;
+}
+
+/**
  * Stores uploads in an S3 bucket. Chunks are buffered in memory one at a time per request (S3 needs
  * each object's length up front), and assembly holds about one part in memory.
  *
@@ -180,9 +189,7 @@ export class S3Storage implements UploadStorage {
   }
 
   #upload(key: string, name = ""): string {
-    // Keys are made by the handler; refusing anything else keeps every object under the prefix.
-    if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
-    return `${this.#prefix}uploads/${key}/${name}`;
+    return `${this.#prefix}uploads/${checkedKey(key)}/${name}`;
   }
 
   /** Where the chunks of the upload record with `fileId` are. */
@@ -578,8 +585,7 @@ export class S3Storage implements UploadStorage {
   }
 
   #removal(key: string): string {
-    if (!isUploadKey(key)) throw new TypeError(`Invalid upload key "${key}"`);
-    return `${this.#prefix}removed/${key}`;
+    return `${this.#prefix}removed/${checkedKey(key)}`;
   }
 
   /** Notes that `key` is being removed, before anything is: see `removedAt`. */
