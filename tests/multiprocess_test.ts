@@ -336,6 +336,13 @@ async function chunkBody(port: number, upload: Upload, n: number, chaos: Chaos) 
   };
 }
 
+/** Records the answer to a chunk request sent broken off or late, and whether it found the upload complete. */
+async function recordAnswer(chaos: Chaos, label: string, response: Response): Promise<void> {
+  const complete = response.ok && (await response.json() as Status).complete;
+  if (!response.ok) await response.body?.cancel();
+  record(chaos, complete ? `${label}, upload complete,` : label, response.status);
+}
+
 /** Posts chunk `n` to random processes until one stores it, retrying what the clients retry. */
 async function chaosSend(
   nodes: Node[],
@@ -395,9 +402,7 @@ async function sendBrokenOff(
     const response = await fetch(url, { method: "POST", headers, body, signal: abort.signal });
     // Answered before it was broken off: refused, or a chunk of an upload complete already (the
     // server then reads none of it).
-    const complete = response.ok && (await response.json() as Status).complete;
-    if (!response.ok) await response.body?.cancel();
-    record(chaos, complete ? "POST (broken off), upload complete," : "POST (broken off)", response.status);
+    await recordAnswer(chaos, "POST (broken off)", response);
   } catch (error) {
     if (!abort.signal.aborted) throw error;
   }
@@ -429,14 +434,7 @@ async function sendFinishedLate(
       controller.close();
     },
   });
-  const response = await fetch(url, { method: "POST", headers, body });
-  const complete = response.ok && (await response.json() as Status).complete;
-  if (!response.ok) await response.body?.cancel();
-  record(
-    chaos,
-    complete ? "POST (finished late), upload complete," : "POST (finished late)",
-    response.status,
-  );
+  await recordAnswer(chaos, "POST (finished late)", await fetch(url, { method: "POST", headers, body }));
 }
 
 /**
