@@ -15,7 +15,8 @@
  * uploads/<key>/data             the file's bytes: every chunk is written at its final offset
  * uploads/<key>/chunks/<n>       marker of a complete chunk: an empty (sparse) file whose size is
  *                                the chunk's, published once its bytes are written, as a hard
- *                                link to chunks/.size-<bytes>-<group>
+ *                                link to chunks/.size-<bytes>-<group>-<file id>, made only in the
+ *                                folder of the record with that file id
  * uploads/<key>/chunks/.writer-<id>/  made by each storage instance before its first marker there
  * uploads/<key>/chunks/.sealed/  made before the completion record (see `#alone`)
  * uploads/<key>/claim-<g>        assembly lease of generation g (O_EXCL; mtime = last renewal)
@@ -317,8 +318,11 @@ export class FileSystemStorage implements UploadStorage {
       await file.close().catch(() => {});
     }
     signal?.throwIfAborted();
-    await this.#publishMarker(chunks, index, size);
-    this.#known.get(key)?.chunks.add(index);
+    await this.#publishMarker(key, index, size, fileId ?? record.fileId);
+    // Noted for the folder the chunk went to (its entry may have been listed again meanwhile), never
+    // for a newer upload's folder found since.
+    const current = this.#known.get(key);
+    if (current?.identity === known.identity) current.chunks.add(index);
   }
 
   /**
@@ -357,11 +361,18 @@ export class FileSystemStorage implements UploadStorage {
    * Publishes chunk `index`'s marker as a hard link to a sparse file of the chunk's size, made once
    * per size. A link only adds a name, where creating a file allocates an inode: on ext4 while
    * chunk data is being written back, about 10 µs against 20 to 700 µs.
+   *
+   * The source is named after the record whose data file holds the chunk's bytes, and is only made
+   * in that record's chunk folder. So the marker can only be linked there: if the upload was removed
+   * and begun again since its bytes were checked, the path leads to the new upload's folder, which
+   * has no such source, and the chunk fails instead of vouching for bytes the new file lacks.
    */
-  async #publishMarker(chunks: string, index: number, size: number): Promise<void> {
+  async #publishMarker(key: string, index: number, size: number, fileId: string): Promise<void> {
+    const { chunks, record } = this.#pathsOf(key);
     // A few sizes per upload (full chunks, a short or stretched last one); a new source file every
     // LINKS_PER_SOURCE chunks stays below per-inode link limits (65 000 on ext4).
-    const source = joinPath(chunks, `.size-${size}-${Math.floor(index / LINKS_PER_SOURCE)}`);
+    const group = Math.floor(index / LINKS_PER_SOURCE);
+    const source = joinPath(chunks, `.size-${size}-${group}-${fileId}`);
     const marker = joinPath(chunks, String(index));
     try {
       await link(source, marker);
@@ -376,6 +387,11 @@ export class FileSystemStorage implements UploadStorage {
       try {
         // The chunk folder is gone if the upload completed meanwhile: then this fails, as it should.
         await createSized(temp, size);
+        // The temp file is in the folder that held this record just now (a removed upload's folder
+        // never comes back), and linking it below finds it only if that folder is still in place.
+        if ((await readJson<UploadRecord>(record))?.fileId !== fileId) {
+          throw new Error(`Upload "${key}" was removed and begun again before chunk ${index} was published`);
+        }
         // Linked into place, never renamed over an existing source: Linux refuses to link an inode
         // whose last name has just been replaced (ENOENT), which would fail a concurrent chunk.
         await link(temp, source).catch((error) => {

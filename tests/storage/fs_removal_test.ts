@@ -141,3 +141,63 @@ Deno.test("an expiry sweep deletes notes of removals older than ten minutes, and
   for await (const _ of fx.storage.listUploads()) { /* the sweep's listing */ }
   assert.deepEqual(names(notes), [other]);
 });
+
+/**
+ * Runs `work` with the next hard link named `marker` preceded by `replace()`: what another process
+ * removing the upload and beginning it again in that instant would leave behind.
+ */
+async function withReplacementBeforeLink<T>(marker: string, replace: () => void, work: () => Promise<T>) {
+  const deno = Deno as { linkSync: typeof Deno.linkSync };
+  const real = deno.linkSync;
+  let replaced = false;
+  deno.linkSync = (target, path) => {
+    if (!replaced && String(path) === marker) {
+      replaced = true;
+      replace();
+    }
+    real(target, path);
+  };
+  try {
+    return await work();
+  } finally {
+    deno.linkSync = real;
+    assert.ok(replaced, "the marker was never linked");
+  }
+}
+
+for (const newHasChunks of [true, false]) {
+  Deno.test(
+    `a chunk whose upload is removed and begun again between its write and its marker is not stored in the new upload${
+      newHasChunks ? " (which has a chunk of that size)" : ""
+    }`,
+    async () => {
+      await using fx = await fixture();
+      const old = await fx.storage.createUpload(fx.record());
+      // The new upload, made by another process under another root, moved into place at the link.
+      const elsewhere = join(fx.directory, "elsewhere");
+      const other = new FileSystemStorage({ directory: elsewhere });
+      const again = await other.createUpload(fx.record());
+      if (newHasChunks) await other.putChunk(fx.key, 2, text("DEF"), { fileId: again.fileId });
+      const folder = join(fx.directory, "uploads", fx.key);
+      const marker = join(folder, "chunks", "1");
+      const replace = () => {
+        Deno.renameSync(folder, join(fx.directory, "uploads", `.removed-${fx.key}.0123456789ab`));
+        Deno.renameSync(join(elsewhere, "uploads", fx.key), folder);
+      };
+      await withReplacementBeforeLink(marker, replace, async () => {
+        await assert.rejects(fx.storage.putChunk(fx.key, 1, text("old"), { fileId: old.fileId }));
+      });
+      const fresh = new FileSystemStorage({ directory: fx.directory });
+      for (const storage of [fx.storage, fresh]) {
+        assert.equal(await storage.chunkSize(fx.key, 1), undefined, "the new upload still needs chunk 1");
+        assert.equal(await storage.countChunks(fx.key), newHasChunks ? 1 : 0);
+      }
+      // And the new upload completes with its own bytes.
+      await fresh.putChunk(fx.key, 1, text("ABC"), { fileId: again.fileId });
+      if (!newHasChunks) await fresh.putChunk(fx.key, 2, text("DEF"), { fileId: again.fileId });
+      const claim = await fresh.claim(fx.key, { owner: "o", ttlMs: 10_000 });
+      await fresh.commitChunks(claim!, 2, fileOf(again));
+      assert.equal(await new Response((await fresh.openFile(again.fileId))!.body).text(), "ABCDEF");
+    },
+  );
+}
