@@ -102,6 +102,10 @@ const TRASH_GRACE_MS = 60_000;
 const DATA_NAME = "data";
 const MAX_CACHED = 10_000;
 const LINKS_PER_SOURCE = 32_768;
+// A removal's own claim (see `#waitOutAssembly`): it is held for a rename, and blocks assemblies
+// for this long only if the removal dies holding it.
+const REMOVAL_CLAIM_MS = 10_000;
+const CLAIM_POLL_MS = 10;
 // What replaceJson leaves of files/<id>/.file.json when the process dies mid-write.
 const META_TEMP = /^\.file\.json\.[0-9a-f]{12}\.tmp$/;
 
@@ -806,20 +810,31 @@ export class FileSystemStorage implements UploadStorage {
     }
   }
 
-  /** Deletes the chunks, keeping the records. */
+  /**
+   * Deletes the chunks of a completed upload, keeping the records. The chunks of an upload not
+   * completed stay: by the time this runs, its folder may be a new upload's (see below).
+   */
   async removeChunks(key: string): Promise<void> {
     this.#known.delete(key);
-    const dir = this.#uploadDir(key);
+    const { dir, chunks, complete, data } = this.#pathsOf(key);
     // The folder goes first, in one rename: a late chunk then fails instead of recreating the data
     // file. Its many markers are then removed by one call that Deno runs on another thread.
     const removed = joinPath(dir, `.removed-${randomSuffix()}`);
+    let moved = true;
     try {
-      await rename(this.#pathsOf(key).chunks, removed);
-      await removeAll(removed);
+      await rename(chunks, removed);
     } catch (error) {
       if (!isMissing(error)) throw error;
+      moved = false;
     }
-    await removeAll(this.#dataPath(key));
+    // Only a completed upload's chunks go. Were it cancelled in the instant after it completed and a
+    // new upload of that name and size begun, the folder renamed was the new upload's: put it back.
+    if (await sizeOf(complete) === undefined) {
+      if (moved) await rename(removed, chunks).catch(() => {});
+      return;
+    }
+    if (moved) await removeAll(removed);
+    await removeAll(data);
   }
 
   /**
@@ -832,6 +847,7 @@ export class FileSystemStorage implements UploadStorage {
     this.#known.delete(key);
     this.#records.delete(key);
     await this.#noteRemoval(key);
+    if (!await this.#waitOutAssembly(key)) return;
     const trash = joinPath(this.directory, "uploads", `${TRASH_PREFIX}${key}.${randomSuffix()}`);
     try {
       await rename(this.#uploadDir(key), trash);
@@ -846,6 +862,29 @@ export class FileSystemStorage implements UploadStorage {
     if (record && isFileId(record.fileId)) {
       if (!completed) await removeAll(this.#fileDir(record.fileId));
       await this.#removeTempFiles(record.fileId);
+    }
+  }
+
+  /**
+   * Waits until no assembly of the upload is under way, and keeps any from starting: false when the
+   * upload's folder is gone. An assembly moves the data file into place and links the completion
+   * record by path; were the folder moved aside and a new upload of that name and size begun
+   * meanwhile, it would publish the new upload's bytes as the old file and complete the new upload
+   * with it. So the removal takes the next claim generation itself, once the newest claim is
+   * released or has expired (a live assembler renews its own); once the completion is recorded there
+   * is nothing left to wait for (`removeChunks` checks for itself).
+   */
+  async #waitOutAssembly(key: string): Promise<boolean> {
+    const { dir, complete } = this.#pathsOf(key);
+    const lease: Lease = { owner: `removal${this.#writer}`, ttlMs: REMOVAL_CLAIM_MS };
+    for (;;) {
+      try {
+        if (await sizeOf(complete) !== undefined || await takeClaim(dir, key, lease)) return true;
+      } catch (error) {
+        if (isMissing(error)) return false;
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
     }
   }
 

@@ -93,7 +93,10 @@ Deno.test("FileSystemStorage reuses a chunk count only while the chunk folder is
   assert.equal(await fx.storage.countChunks(fx.record.key), 4);
   await fx.storage.putChunk(fx.record.key, 5, text("abcd"));
   assert.equal(await fx.storage.countChunks(fx.record.key), 5);
+  // removeChunks keeps the chunks of an upload that is not complete; removing the upload does not.
   await fx.storage.removeChunks(fx.record.key);
+  assert.equal(await fx.storage.countChunks(fx.record.key), 5);
+  await fx.storage.removeUpload(fx.record.key);
   assert.equal(await fx.storage.countChunks(fx.record.key), 0);
 });
 

@@ -143,25 +143,30 @@ Deno.test("an expiry sweep deletes notes of removals older than ten minutes, and
 });
 
 /**
- * Runs `work` with the next hard link named `marker` preceded by `replace()`: what another process
- * removing the upload and beginning it again in that instant would leave behind.
+ * Runs `work` with `hook` run once just before the first `Deno.<call>` that names `path`: what another
+ * process does in that instant, between two steps of the storage.
  */
-async function withReplacementBeforeLink<T>(marker: string, replace: () => void, work: () => Promise<T>) {
-  const deno = Deno as { linkSync: typeof Deno.linkSync };
-  const real = deno.linkSync;
-  let replaced = false;
-  deno.linkSync = (target, path) => {
-    if (!replaced && String(path) === marker) {
-      replaced = true;
-      replace();
+async function withHookBefore<T>(
+  call: "linkSync" | "mkdirSync",
+  path: string,
+  hook: () => void,
+  work: () => Promise<T>,
+): Promise<T> {
+  const deno = Deno as unknown as Record<string, (first: unknown, second: unknown) => void>;
+  const real = deno[call]!;
+  let hooked = false;
+  deno[call] = (first, second) => {
+    if (!hooked && (String(first) === path || String(second) === path)) {
+      hooked = true;
+      hook();
     }
-    real(target, path);
+    real(first, second);
   };
   try {
     return await work();
   } finally {
-    deno.linkSync = real;
-    assert.ok(replaced, "the marker was never linked");
+    deno[call] = real;
+    assert.ok(hooked, `${call} never named ${path}`);
   }
 }
 
@@ -184,7 +189,7 @@ for (const newHasChunks of [true, false]) {
         Deno.renameSync(folder, join(fx.directory, "uploads", `.removed-${fx.key}.0123456789ab`));
         Deno.renameSync(join(elsewhere, "uploads", fx.key), folder);
       };
-      await withReplacementBeforeLink(marker, replace, async () => {
+      await withHookBefore("linkSync", marker, replace, async () => {
         await assert.rejects(fx.storage.putChunk(fx.key, 1, text("old"), { fileId: old.fileId }));
       });
       const fresh = new FileSystemStorage({ directory: fx.directory });
@@ -201,3 +206,61 @@ for (const newHasChunks of [true, false]) {
     },
   );
 }
+
+Deno.test("removing an upload while its last chunk assembles waits for the assembly: an upload begun again meanwhile keeps its own bytes", async () => {
+  await using fx = await fixture();
+  const old = await fx.storage.createUpload(fx.record());
+  await fx.storage.putChunk(fx.key, 1, text("ABC"), { fileId: old.fileId });
+  await fx.storage.putChunk(fx.key, 2, text("DEF"), { fileId: old.fileId });
+  // Another process, which cancels and begins the upload again with other bytes when told.
+  const again = fx.record();
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(new URL("../fixtures/fs_cancel_worker.ts", import.meta.url), { type: "module" });
+  const finished = new Promise<void>((resolve, reject) => {
+    worker.onmessage = (event) => event.data === "done" ? resolve() : reject(new Error(event.data));
+    worker.onerror = (event) => reject(new Error(event.message));
+  });
+  try {
+    worker.postMessage({ directory: fx.directory, record: again, chunk: "xyz", flag });
+    const claim = await fx.storage.claim(fx.key, { owner: "o", ttlMs: 10_000 });
+    const sealed = join(fx.directory, "uploads", fx.key, "chunks", ".sealed");
+    // The assembler pauses once it has checked its claim, before it moves anything into place (a
+    // garbage collection, say); the other process cancels then, and has a second to begin again.
+    const stored = await withHookBefore("mkdirSync", sealed, () => {
+      worker.postMessage("go");
+      Atomics.wait(flag, 0, 0, 1000);
+    }, () => fx.storage.commitChunks(claim!, 2, fileOf(old)));
+    assert.equal(stored?.id, old.fileId);
+    // What the handler does once the upload is complete.
+    await fx.storage.removeChunks(fx.key);
+    await finished;
+  } finally {
+    worker.terminate();
+  }
+  assert.equal(await new Response((await fx.storage.openFile(old.fileId))!.body).text(), "ABCDEF");
+  // The new upload, as any process sees it: not complete, its own chunk and nothing else.
+  const fresh = new FileSystemStorage({ directory: fx.directory });
+  assert.equal(await fresh.getCompleted(fx.key), undefined);
+  assert.equal((await fresh.getUpload(fx.key))?.fileId, again.fileId);
+  assert.equal(await fresh.countChunks(fx.key), 1);
+  assert.equal(await new Response(await fresh.openChunk(fx.key, 1)).text(), "xyz");
+});
+
+Deno.test("the cleanup after an assembly leaves the chunks of an upload begun again since it completed", async () => {
+  await using fx = await fixture();
+  const old = await fx.storage.createUpload(fx.record());
+  await fx.storage.putChunk(fx.key, 1, text("ABC"), { fileId: old.fileId });
+  await fx.storage.putChunk(fx.key, 2, text("DEF"), { fileId: old.fileId });
+  const claim = await fx.storage.claim(fx.key, { owner: "o", ttlMs: 10_000 });
+  assert.ok(await fx.storage.commitChunks(claim!, 2, fileOf(old)));
+  // In the instant before the assembler's request removes the chunks: a cancel, and the same name and
+  // size begun again elsewhere.
+  const other = new FileSystemStorage({ directory: fx.directory });
+  await other.removeUpload(fx.key);
+  const again = await other.createUpload(fx.record());
+  await other.putChunk(fx.key, 1, text("xyz"), { fileId: again.fileId });
+  await fx.storage.removeChunks(fx.key);
+  assert.equal(await other.countChunks(fx.key), 1);
+  assert.equal(await new Response(await other.openChunk(fx.key, 1)).text(), "xyz");
+  assert.equal(await new Response((await other.openFile(old.fileId))!.body).text(), "ABCDEF");
+});
