@@ -147,6 +147,25 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
     },
   );
 
+  step(
+    "removes after an assembly only its chunks, not those of an upload begun again since",
+    async (storage) => {
+      const old = await storage.createUpload(record());
+      await storage.putChunk(old.key, 1, streamOf("abc"), { fileId: old.fileId });
+      await storage.putChunk(old.key, 2, streamOf("def"), { fileId: old.fileId });
+      const claim = await storage.claim(old.key, { owner: "o", ttlMs: 60_000 });
+      assert.ok(await storage.commit(claim!, streamOf("abcdef"), fileOf(old)));
+      // Before the assembler's request removes the chunks: a cancel, and the same name and size again.
+      await storage.removeUpload(old.key);
+      const again = await storage.createUpload(recordOf(old.key));
+      await storage.putChunk(old.key, 1, streamOf("xyz"), { fileId: again.fileId });
+      await storage.removeChunks(old.key);
+      assert.equal(await storage.countChunks(old.key), 1);
+      assert.equal(await readAll(await storage.openChunk(old.key, 1)), "xyz");
+      assert.equal(await readAll((await storage.openFile(old.fileId))!.body), "abcdef");
+    },
+  );
+
   step("tells when an upload was last removed, and nothing for one never removed", async (storage) => {
     assert.equal(typeof storage.removedAt, "function");
     const rec = await storage.createUpload(record());

@@ -278,21 +278,26 @@ export class DenoKvStorage implements UploadStorage {
     }, { highWaterMark: 0 });
   }
 
-  async #deletePrefix(prefix: Deno.KvKey): Promise<void> {
+  /**
+   * Deletes every key under `prefix`, a batch per commit. With `only`, each batch also checks that
+   * entry unchanged, and the deleting stops once a batch finds it changed: false then.
+   */
+  async #deletePrefix(prefix: Deno.KvKey, only?: Deno.AtomicCheck): Promise<boolean> {
     let keys: Deno.KvKey[] = [];
     const flush = async () => {
       const batch = keys;
       keys = [];
-      await this.#commit((op) => {
+      return await this.#commit((op) => {
+        if (only) op.check(only);
         for (const key of batch) op.delete(key);
         return op;
       });
     };
     for await (const entry of this.#kv.list({ prefix }, { batchSize: DELETES_PER_COMMIT })) {
       keys.push(entry.key);
-      if (keys.length === DELETES_PER_COMMIT) await flush();
+      if (keys.length === DELETES_PER_COMMIT && !await flush()) return false;
     }
-    if (keys.length > 0) await flush();
+    return keys.length === 0 || await flush();
   }
 
   /** Creates the upload record if absent (one winner by `check({ versionstamp: null })`). */
@@ -477,11 +482,22 @@ export class DenoKvStorage implements UploadStorage {
     };
   }
 
-  /** Deletes every chunk and the counter, keeping the records. */
+  /**
+   * Deletes the chunks and the counter of a completed upload, keeping the records. Every batch checks
+   * the completion record: were the upload cancelled and the same file begun again since, the chunks
+   * here are the new upload's, and they stay.
+   */
   async removeChunks(key: string): Promise<void> {
-    await this.#deletePrefix(this.#key("chunk", key));
-    await this.#deletePrefix(this.#key("chunkpart", key));
-    await this.#commit((op) => op.delete(this.#key("count", key)));
+    const completed = await this.#get(this.#key("complete", key));
+    if (completed.versionstamp === null) return;
+    await this.#removeChunks(key, completed);
+  }
+
+  /** Deletes every chunk and the counter; with `only`, while that entry is unchanged. */
+  async #removeChunks(key: string, only?: Deno.AtomicCheck): Promise<void> {
+    if (!await this.#deletePrefix(this.#key("chunk", key), only)) return;
+    if (!await this.#deletePrefix(this.#key("chunkpart", key), only)) return;
+    await this.#commit((op) => (only ? op.check(only) : op).delete(this.#key("count", key)));
   }
 
   /** Deletes everything of the upload but a completed file. */
@@ -490,13 +506,13 @@ export class DenoKvStorage implements UploadStorage {
     await this.#commit((op) =>
       op.set(this.#key("removed", key), preciseNow(), { expireIn: REMOVAL_MEMORY_MS })
     );
-    await this.removeChunks(key);
+    await this.#removeChunks(key);
     await this.#commit((op) => {
       for (const kind of ["upload", "claim", "complete", "activity"]) op.delete(this.#key(kind, key));
       return op;
     });
     // A chunk may have committed between the two steps; none can after, as the record is gone.
-    await this.removeChunks(key);
+    await this.#removeChunks(key);
   }
 
   /** When the upload was last removed, within the last ten minutes. */

@@ -223,7 +223,9 @@ export class MemoryStorage implements UploadStorage {
 
   /** Deletes the chunks, keeping the records. */
   removeChunks(key: string): Promise<void> {
-    this.#uploads.get(key)?.chunks.clear();
+    // Only a completed upload's: one begun again since (a cancel, then the same file) keeps its own.
+    const state = this.#uploads.get(key);
+    if (state?.completed) state.chunks.clear();
     return Promise.resolve();
   }
 

@@ -561,10 +561,21 @@ export class S3Storage implements UploadStorage {
     return { file: meta.value, body: response.body };
   }
 
-  /** Deletes every chunk object, keeping the records. */
+  /**
+   * Deletes the chunk objects of a completed upload, keeping the records. Were the upload cancelled
+   * and the same file begun again since it completed, the new upload's chunks stay.
+   */
   async removeChunks(key: string): Promise<void> {
     this.#chunks.delete(key);
-    await this.#delete(await this.#keysUnder(this.#upload(key, "chunks/")));
+    const completed = await this.getCompleted(key);
+    if (!completed) return;
+    const keys = await this.#keysUnder(this.#upload(key, "chunks/"));
+    const own = this.#chunkDir(key, completed.id);
+    // Chunks other records left (set aside after a cancel) go too, if the record is still the
+    // completed one after the listing: then no newer upload had begun when it was made.
+    const record = await this.#getJson<UploadRecord>(this.#upload(key, "upload.json"));
+    const allListed = record?.value.fileId === completed.id;
+    await this.#delete(keys.filter((objectKey) => allListed || objectKey.startsWith(own)));
   }
 
   /**

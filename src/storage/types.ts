@@ -191,7 +191,11 @@ export interface UploadStorage {
   getCompleted(key: string): Promise<StoredFile | undefined>;
   /** Opens a completed file by id, or `undefined`. */
   openFile(fileId: string): Promise<OpenedFile | undefined>;
-  /** Deletes the chunks of an upload, keeping its records (called after a successful commit). */
+  /**
+   * Deletes the chunks of a completed upload, keeping its records (called after a successful
+   * commit). Does nothing to an upload that is not complete: by then it may be a new upload of the
+   * same file, begun after a cancel, whose chunks must stay.
+   */
   removeChunks(key: string): Promise<void>;
   /**
    * Deletes everything of an upload except a completed file. Idempotent. Notes the time it began
