@@ -120,6 +120,10 @@ const MAX_PARTS = 10_000;
 const CACHE_IDLE_MS = 5 * 60_000;
 const CACHE_MAX = 2_000;
 const DELETE_CONCURRENCY = 8;
+// A removal's own claim (see `#waitOutAssembly`): held while it deletes, and blocking assemblies for
+// this long only if the removal dies holding it. How often a waiting removal looks again.
+const REMOVAL_CLAIM_MS = 30_000;
+const CLAIM_POLL_MS = 100;
 
 // A MIME type the `content-type` header can carry: `type/subtype` of token characters, then
 // parameters in printable ASCII. Anything else (the client sends it) would make `Headers` throw.
@@ -585,6 +589,7 @@ export class S3Storage implements UploadStorage {
   async removeUpload(key: string): Promise<void> {
     await this.#noteRemoval(key);
     this.#chunks.delete(key);
+    await this.#waitOutAssembly(key);
     const keys = await this.#keysUnder(this.#upload(key));
     const markers = this.#upload(key, "multipart/");
     const kept = new Set<string>();
@@ -593,6 +598,20 @@ export class S3Storage implements UploadStorage {
     }
     await this.#delete(keys.filter((k) => !kept.has(k)));
     this.#chunks.delete(key);
+  }
+
+  /**
+   * Waits until no assembly of the upload is under way, and keeps any from starting. An assembler
+   * past its last check writes the completion record under the upload's key; were the upload removed
+   * and begun again meanwhile, that record would complete the new upload with the old file. So the
+   * removal takes the claim itself, once the assembler's is released or has expired (a live
+   * assembler renews its own), unless the completion is already recorded.
+   */
+  async #waitOutAssembly(key: string): Promise<void> {
+    const lease: Lease = { owner: `removal-${crypto.randomUUID()}`, ttlMs: REMOVAL_CLAIM_MS };
+    while (!await this.getCompleted(key) && !await this.claim(key, lease)) {
+      await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
+    }
   }
 
   #removal(key: string): string {

@@ -7,7 +7,11 @@ import { chunkRequest, clientChunks, testRequest } from "../_helpers.ts";
 import { fileOf, storageSuite } from "../_storage_suite.ts";
 import { type S3Fixture, startS3 } from "./_s3rver.ts";
 
-function storageOn(s3: S3Fixture, prefix = `t${crypto.randomUUID()}/`): S3Storage {
+function storageOn(
+  s3: S3Fixture,
+  prefix = `t${crypto.randomUUID()}/`,
+  fetch?: typeof globalThis.fetch,
+): S3Storage {
   return new S3Storage({
     endpoint: s3.endpoint,
     bucket: s3.bucket,
@@ -15,6 +19,7 @@ function storageOn(s3: S3Fixture, prefix = `t${crypto.randomUUID()}/`): S3Storag
     forcePathStyle: true,
     prefix,
     partSize: 5 * 1024 * 1024,
+    fetch,
   });
 }
 
@@ -132,13 +137,14 @@ Deno.test("S3Storage aborts the multipart upload when the assembled stream fails
 
 /**
  * An assembler under prefix `p/` whose data stops after the first 5 MiB part went up, as if its
- * process died: its multipart upload stays open until `release` ends the stream.
+ * process died: its multipart upload stays open until `release` ends the stream, and its claim's
+ * lease runs out (a removal waits for a live one).
  */
 async function stallAfterFirstPart(s3: S3Fixture) {
   const storage = storageOn(s3, "p/");
   const bytes = randomBytes(6 * 1024 * 1024);
   const rec = await storage.createUpload(newRecord(bytes.byteLength, 1024 * 1024));
-  const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+  const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 50 });
   let release!: () => void;
   const stalled = new Promise<void>((resolve) => release = resolve);
   let sent = 0;
@@ -154,6 +160,7 @@ async function stallAfterFirstPart(s3: S3Fixture) {
   });
   const committing = storage.commit(claim!, stream, fileOf(rec)).catch(() => undefined);
   while (!s3.log.some((l) => l.includes("partNumber=1"))) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 60));
   return { rec, release, committing };
 }
 
@@ -511,4 +518,46 @@ Deno.test("S3Storage sends list queries encoded as it signs them, so a prefix wi
     assert.doesNotMatch(search, /\+/, `the query ${search} must not use "+" for a space`);
     assert.match(search, /[?&]prefix=team%20uploads%2Bold%2F/, search);
   }
+});
+
+Deno.test("S3Storage: removing an upload while it assembles waits for the assembly, so an upload begun again meanwhile is not completed with the old file", async () => {
+  await withS3(async (s3) => {
+    // The assembler's process pauses once, just before it writes the file's metadata: after its last
+    // check of the claim, before its completion record.
+    let pause: (() => Promise<void>) | undefined;
+    const pausing: typeof fetch = async (input, init) => {
+      if (pause && init?.method === "PUT" && String(input).endsWith("/.file.json")) {
+        const paused = pause;
+        pause = undefined;
+        await paused();
+      }
+      return await fetch(input, init);
+    };
+    const a = storageOn(s3, "p/", pausing);
+    const b = storageOn(s3, "p/");
+    const old = await a.createUpload(newRecord(6, 3));
+    await a.putChunk(old.key, 1, new Blob(["abc"]).stream(), { fileId: old.fileId });
+    await a.putChunk(old.key, 2, new Blob(["def"]).stream(), { fileId: old.fileId });
+    const claim = await a.claim(old.key, { owner: "o", ttlMs: 60_000 });
+    const again = { ...old, fileId: newFileId() };
+    let cancelled: Promise<void> | undefined;
+    pause = async () => {
+      // Process B cancels then, and begins the same name and size again with other bytes; it has
+      // half a second.
+      cancelled = (async () => {
+        await b.removeUpload(old.key);
+        await b.createUpload(again);
+        await b.putChunk(old.key, 1, new Blob(["xyz"]).stream(), { fileId: again.fileId });
+      })();
+      await Promise.race([cancelled, new Promise((resolve) => setTimeout(resolve, 500))]);
+    };
+    const stored = await a.commitChunks(claim!, 2, fileOf(old));
+    assert.equal(stored?.id, old.fileId);
+    await cancelled;
+    assert.equal(await new Response((await b.openFile(old.fileId))!.body).text(), "abcdef");
+    assert.equal(await b.getCompleted(old.key), undefined, "the new upload is not complete");
+    assert.equal((await b.getUpload(old.key))?.fileId, again.fileId);
+    assert.equal(await b.countChunks(old.key), 1);
+    assert.equal(await new Response(await b.openChunk(old.key, 1)).text(), "xyz");
+  });
 });
