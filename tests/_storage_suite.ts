@@ -148,6 +148,29 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   );
 
   step(
+    "publishes no file made from a removed upload's record into the upload begun again",
+    async (storage) => {
+      const old = await storage.createUpload(record());
+      await storage.removeUpload(old.key);
+      const again = await storage.createUpload(recordOf(old.key));
+      await storage.putChunk(old.key, 1, streamOf("xyz"), { fileId: again.fileId });
+      await storage.putChunk(old.key, 2, streamOf("uvw"), { fileId: again.fileId });
+      // A request of the old upload that counted the new upload's chunks and went on to assemble.
+      const claim = await storage.claim(old.key, { owner: "o", ttlMs: 60_000 });
+      assert.ok(claim);
+      assert.equal(await storage.commit(claim, streamOf("xyzuvw"), fileOf(old)), undefined);
+      if (storage.commitChunks) {
+        assert.equal(await storage.commitChunks(claim, 2, fileOf(old)).catch(() => undefined), undefined);
+      }
+      assert.equal(await storage.getCompleted(old.key), undefined);
+      assert.equal(await storage.openFile(old.fileId), undefined);
+      // The new upload still completes as itself.
+      assert.equal(await storage.countChunks(old.key), 2);
+      assert.equal((await storage.commit(claim, streamOf("xyzuvw"), fileOf(again)))?.id, again.fileId);
+    },
+  );
+
+  step(
     "removes after an assembly only its chunks, not those of an upload begun again since",
     async (storage) => {
       const old = await storage.createUpload(record());

@@ -447,9 +447,11 @@ export class DenoKvStorage implements UploadStorage {
     // claim is still ours and nobody completed; only a takeover or a completion loses.
     for (let attempt = 0; attempt < PUBLISH_ATTEMPTS && !ok; attempt++) {
       const held = await this.#held(claim);
-      if (!held || (await this.#get(completeKey)).value) break;
+      // The record must still be the one the file was made from (not removed and begun again).
+      const record = await this.#get<UploadRecord>(this.#key("upload", claim.key));
+      if (!held || record.value?.fileId !== file.id || (await this.#get(completeKey)).value) break;
       ok = await this.#commit((op) =>
-        op.check(held).check({ key: completeKey, versionstamp: null })
+        op.check(held).check(record).check({ key: completeKey, versionstamp: null })
           .set(completeKey, stored)
           .set(this.#key("file", file.id), value)
           .set(this.#key("activity", claim.key), Date.now())

@@ -594,7 +594,6 @@ export class FileSystemStorage implements UploadStorage {
     data: ReadableStream<Uint8Array>,
     file: StoredFile,
   ): Promise<StoredFile | undefined> {
-    const dir = this.#uploadDir(claim.key);
     const fileDir = this.#fileDir(file.id);
     const tempDir = joinPath(this.directory, "files", ".tmp");
     await mkdirs(tempDir);
@@ -613,10 +612,7 @@ export class FileSystemStorage implements UploadStorage {
     } finally {
       await writer.close().catch(() => {});
     }
-    if (
-      await newestClaim(dir) !== claim.generation ||
-      await this.getCompleted(claim.key)
-    ) {
+    if (!await this.#mayPublish(claim, file)) {
       await unlink(temp).catch(() => {});
       return undefined;
     }
@@ -711,7 +707,6 @@ export class FileSystemStorage implements UploadStorage {
    * as {@linkcode FileSystemStorage.commit}.
    */
   async commitChunks(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined> {
-    const dir = this.#uploadDir(claim.key);
     const location = joinPath(this.#fileDir(file.id), sanitizeFileName(file.name));
     let size = await sizeOf(this.#dataPath(claim.key));
     // A claimant that died between renaming the data file into place and recording completion left a
@@ -732,9 +727,7 @@ export class FileSystemStorage implements UploadStorage {
         throw new Error(`Cannot assemble "${claim.key}": chunk ${index} is missing`);
       }
     }
-    if (await newestClaim(dir) !== claim.generation || await this.getCompleted(claim.key)) {
-      return undefined;
-    }
+    if (!await this.#mayPublish(claim, file)) return undefined;
     const stored: StoredFile = { ...file, size, location };
     await this.#seal(claim.key);
     const meta = await this.#writeFileMeta(stored);
@@ -750,6 +743,17 @@ export class FileSystemStorage implements UploadStorage {
     // A streamed assembly that crashed earlier (e.g. before an upgrade to this path) left a temp file.
     await this.#removeTempFiles(file.id);
     return stored;
+  }
+
+  /**
+   * Whether `file` may be published under `claim`: the claim still the newest, the upload not
+   * completed, and its record still the one `file` was made from. A request of a removed upload
+   * that counted the chunks of the upload begun again since must not publish them as its file.
+   */
+  async #mayPublish(claim: Claim, file: StoredFile): Promise<boolean> {
+    return await newestClaim(this.#uploadDir(claim.key)) === claim.generation &&
+      !await this.getCompleted(claim.key) &&
+      (await readJson<UploadRecord>(this.#pathsOf(claim.key).record))?.fileId === file.id;
   }
 
   /** Writes `files/<id>/.file.json`, replacing any a crashed attempt left; returns its path. */

@@ -195,9 +195,10 @@ export class MemoryStorage implements UploadStorage {
     const bytes = await collectBytes(data);
     const state = this.#uploads.get(claim.key);
     const held = state?.claim?.claim;
+    // The record must still be the one the file was made from (not removed and begun again).
     if (
       !state || state.completed || held?.generation !== claim.generation ||
-      held.owner !== claim.owner
+      held.owner !== claim.owner || state.record.fileId !== file.id
     ) {
       return undefined;
     }

@@ -126,7 +126,9 @@ export interface UploadActivity {
  *   after it must not start the upload again with the old file's bytes.
  * - `createUpload` and `claim` are atomic create-if-absent: with any number of concurrent callers,
  *   in any number of processes sharing the storage, exactly one wins.
- * - `commit` publishes the file atomically and only for the holder of the newest claim.
+ * - `commit` publishes the file atomically and only for the holder of the newest claim, while the
+ *   upload's record is the one the file was made from (`file.id` is its `fileId`): a request of a
+ *   removed upload must not publish the chunks of the upload begun again since as its file.
  *
  * @example A storage is passed to the handler
  * ```ts

@@ -171,6 +171,18 @@ Deno.test("DenoKvStorage with a file target streams the assembled file there and
     uploadKey: key,
     completedAt: Date.now(),
   };
+  // The record the file is made from: only its file may be published.
+  await storage.createUpload({
+    key,
+    fileId,
+    identifier: file.identifier,
+    fileName: file.name,
+    relativePath: file.relativePath,
+    type: file.type,
+    totalSize: file.size,
+    chunkSize: 100_000,
+    createdAt: Date.now(),
+  });
   const claim = await storage.claim(key, { owner: "o", ttlMs: 60_000 });
   const data = randomBytes(200_000);
   const stored = await storage.commit(claim!, new Blob([data as Uint8Array<ArrayBuffer>]).stream(), file);
