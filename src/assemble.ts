@@ -54,7 +54,13 @@ export async function assembleOnce(
         ),
         file,
       );
-    if (!stored) return { kind: "busy" };
+    if (!stored) {
+      // Not published: another claimant won, the upload was completed, or its record is no longer
+      // the one asked for (a request of a cancelled upload counted the chunks of the one begun
+      // again). Whoever assembles next must not wait out this claim's lease.
+      await storage.releaseClaim?.(claim).catch(() => {});
+      return { kind: "busy" };
+    }
     return { kind: "completed", file: stored };
   } catch (error) {
     // Let the client's retry (or any later request) assemble at once rather than after the lease.
