@@ -222,7 +222,7 @@ export class MemoryStorage implements UploadStorage {
     );
   }
 
-  /** Deletes the chunks, keeping the records. */
+  /** Deletes the chunks of a completed upload, keeping the records. */
   removeChunks(key: string): Promise<void> {
     // Only a completed upload's: one begun again since (a cancel, then the same file) keeps its own.
     const state = this.#uploads.get(key);

@@ -129,6 +129,10 @@ export interface UploadActivity {
  * - `commit` publishes the file atomically and only for the holder of the newest claim, while the
  *   upload's record is the one the file was made from (`file.id` is its `fileId`): a request of a
  *   removed upload must not publish the chunks of the upload begun again since as its file.
+ * - A removal and an assembly of the same upload never interleave so that the assembly completes
+ *   the upload begun again after the removal: where publishing writes by key after its last check
+ *   (the file system, S3), `removeUpload` first waits for a live claim to end, or for the completion.
+ *   `removeChunks` removes only a completed upload's chunks.
  *
  * @example A storage is passed to the handler
  * ```ts
