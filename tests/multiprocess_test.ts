@@ -511,6 +511,70 @@ async function cancelledAndBegunAgain(
   return [complete ? first : again, status, first];
 }
 
+/**
+ * Sends every chunk of an upload but the last, then the last one and a cancel together, to random
+ * processes, and the same file name and size again with other bytes. The cancel may meet the upload
+ * before its last chunk, while it assembles, or complete: whatever it says is what must hold. If it
+ * says complete, the next file of that name and size is told so, as a re-added file is; otherwise
+ * the next upload stores its own bytes, even if the old one completed as the cancel came (its file
+ * is kept: returned too, with the answer that completed it). The last chunk is sent once, as a
+ * client that cancels does not retry it.
+ *
+ * Not modelled, as in cancelledAndBegunAgain: a last chunk that a server only begins to handle after
+ * the cancel. It is the next upload's chunk as far as any server can tell.
+ */
+async function cancelledAsItCompletes(
+  nodes: Node[],
+  first: Upload,
+  chaos: Chaos,
+): Promise<[Upload, Status, Upload, Status | undefined]> {
+  const allButLast = Array.from({ length: first.count - 1 }, (_, i) => i + 1);
+  for (let i = 0; i < allButLast.length; i += 3) {
+    await Promise.all(allButLast.slice(i, i + 3).map((n) => chaosSend(nodes, first, n, chaos)));
+  }
+  // The last chunk's body is sent in two parts: a server must have begun on the request before the
+  // cancel for it to count as sent before it (see cancelledAndBegunAgain); its end and the cancel
+  // then go out together.
+  let sendTheRest!: () => void;
+  const rest = new Promise<void>((resolve) => sendTheRest = resolve);
+  const last = (async () => {
+    const { url, headers, body: bytes } = await chunkBody(
+      anyNode(nodes, chaos).port,
+      first,
+      first.count,
+      chaos,
+    );
+    const head = headers["content-type"].startsWith("multipart/") ? 40 : bytes.byteLength >> 1;
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent++ === 0) return controller.enqueue(bytes.subarray(0, head));
+        await rest;
+        controller.enqueue(bytes.subarray(head));
+        controller.close();
+      },
+    });
+    const response = await fetch(url, { method: "POST", headers, body });
+    const status = response.ok ? await response.json() as Status : undefined;
+    if (!response.ok) await response.body?.cancel();
+    record(chaos, "POST (last, cancelled)", response.status);
+    return status;
+  })();
+  await sleep(1000);
+  sendTheRest();
+  await sleep(chaos.random() * 8);
+  const response = await fetch(`http://127.0.0.1:${anyNode(nodes, chaos).port}/upload?${first.query(1)}`, {
+    method: "DELETE",
+  });
+  record(chaos, "DELETE", response.status);
+  assert.equal(response.status, 200, `cancel of ${first.name}`);
+  const { complete } = await response.json() as { complete: boolean };
+  const lastStatus = await last;
+  const again = new Upload(first.name, randomBytes(first.bytes.byteLength), first.chunkSize);
+  const status = await chaosUpload(nodes, again, chaos);
+  return [complete ? first : again, status, first, lastStatus?.complete ? lastStatus : undefined];
+}
+
 /** Which bytes each chunk of a stored file holds: the upload's, the cancelled file's, zeros or others. */
 async function chunkOrigins(
   storage: UploadStorage,
@@ -542,9 +606,9 @@ async function chunkOrigins(
 
 /**
  * Three processes on one storage, verifying the checksums chunks carry; 24 uploads at once, a third
- * of them cancelled midway and begun again with other bytes. Every file must hold exactly its last
- * bytes, be completed exactly once and leave no chunk behind; every response must be one the
- * clients understand.
+ * of them cancelled midway and a few as their last chunk arrives, each begun again with other bytes.
+ * Every file must hold exactly its last bytes, be completed exactly once and leave no chunk behind;
+ * every response must be one the clients understand.
  */
 async function chaos(
   env: Record<string, string>,
@@ -576,15 +640,22 @@ async function chaos(
         ),
     );
     const cancelled = new Set(uploads.filter(() => chaos.random() < 0.33));
+    // At least one, and about a fifth of the others.
+    const others = uploads.filter((upload) => !cancelled.has(upload));
+    const cancelledLate = new Set(others.filter((_, i) => i === 0 || chaos.random() < 0.2));
     const finals = await Promise.all(
-      uploads.map(async (upload): Promise<[Upload, Status, Upload?]> =>
+      uploads.map(async (upload): Promise<[Upload, Status, Upload?, Status?]> =>
         cancelled.has(upload)
           ? await cancelledAndBegunAgain(nodes, upload, chaos)
+          : cancelledLate.has(upload)
+          ? await cancelledAsItCompletes(nodes, upload, chaos)
           : [upload, await chaosUpload(nodes, upload, chaos)]
       ),
     );
     const ids: string[] = [];
-    for (const [upload, status, old] of finals) {
+    for (const [upload, status, old, oldCompleted] of finals) {
+      // An upload that completed as it was cancelled keeps its file, with its own bytes.
+      if (old && oldCompleted && old !== upload) ids.push(await verify(storage, old, oldCompleted));
       ids.push(
         await verify(storage, upload, status).catch(async (error) => {
           const origins = await chunkOrigins(storage, status, upload, old).catch(String);
@@ -608,14 +679,16 @@ async function chaos(
     // 422 (a checksum that did not match).
     // A request broken off mid-body may be answered before it is (503, 408, 415), and one finished
     // after the cancel is refused (503, or 422 when corrupted); neither is ever stored: 200 only for
-    // a chunk of an upload that is complete already.
+    // a chunk of an upload that is complete already. A last chunk sent with a cancel is stored (200),
+    // refused as sent before the cancel (503), or corrupted in transit (422).
     const statuses = [...chaos.seen.keys()].filter((key) =>
-      !/^(GET (200|204)|POST (200|422|503)|DELETE 200|POST \((broken off|finished late)\) [^2]\d\d|POST \((broken off|finished late)\), upload complete, 200)$/
+      !/^(GET (200|204)|POST (200|422|503)|DELETE 200|POST \((broken off|finished late)\) [^2]\d\d|POST \((broken off|finished late)\), upload complete, 200|POST \(last, cancelled\) (200|422|503))$/
         .test(key) && !(lateChunksSetAside && key === "POST (finished late) 200")
     );
     assert.deepEqual(statuses, [], `only statuses the clients understand ${replay}`);
     assert.ok(
-      cancelled.size > 0 && (chaos.seen.get("GET 204") ?? 0) > 0 && (chaos.seen.get("POST 422") ?? 0) > 0,
+      cancelled.size > 0 && cancelledLate.size > 0 && (chaos.seen.get("GET 204") ?? 0) > 0 &&
+        (chaos.seen.get("POST 422") ?? 0) > 0,
       `the run exercised the client ${replay}`,
     );
   } finally {
