@@ -422,11 +422,23 @@ async function sendFinishedLate(
   until: Promise<void>,
 ): Promise<void> {
   const { url, headers, body: bytes } = await chunkBody(anyNode(nodes, chaos).port, upload, n, chaos);
-  // Multipart: only the start of its fields, so the handler meets the upload's record after the
-  // cancel. Octet: half the chunk, so the storage holds the old record's data file across it.
-  const head = headers["content-type"].startsWith("multipart/") ? 40 : bytes.byteLength >> 1;
+  const body = sentInTwoParts(bytes, headers["content-type"], until);
+  await recordAnswer(chaos, "POST (finished late)", await fetch(url, { method: "POST", headers, body }));
+}
+
+/**
+ * A chunk request's body whose first part goes at once and the rest once `until` resolves. Multipart:
+ * only the start of its fields, so the handler meets the upload's record after `until`. Octet: half
+ * the chunk, so the storage holds the upload's data file across it.
+ */
+function sentInTwoParts(
+  bytes: Uint8Array,
+  contentType: string,
+  until: Promise<void>,
+): ReadableStream<Uint8Array> {
+  const head = contentType.startsWith("multipart/") ? 40 : bytes.byteLength >> 1;
   let sent = 0;
-  const body = new ReadableStream<Uint8Array>({
+  return new ReadableStream<Uint8Array>({
     async pull(controller) {
       if (sent++ === 0) return controller.enqueue(bytes.subarray(0, head));
       await until;
@@ -434,7 +446,6 @@ async function sendFinishedLate(
       controller.close();
     },
   });
-  await recordAnswer(chaos, "POST (finished late)", await fetch(url, { method: "POST", headers, body }));
 }
 
 /**
@@ -544,16 +555,7 @@ async function cancelledAsItCompletes(
       first.count,
       chaos,
     );
-    const head = headers["content-type"].startsWith("multipart/") ? 40 : bytes.byteLength >> 1;
-    let sent = 0;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        if (sent++ === 0) return controller.enqueue(bytes.subarray(0, head));
-        await rest;
-        controller.enqueue(bytes.subarray(head));
-        controller.close();
-      },
-    });
+    const body = sentInTwoParts(bytes, headers["content-type"], rest);
     const response = await fetch(url, { method: "POST", headers, body });
     const status = response.ok ? await response.json() as Status : undefined;
     if (!response.ok) await response.body?.cancel();
