@@ -48,9 +48,7 @@ export async function readMultipart(
 ): Promise<FormData> {
   checkDeclaredLength(request, limit);
   const stream = body.stream();
-  if (!stream) {
-    throw new ResumableError("malformed_body", "Multipart request has no body");
-  }
+  if (!stream) throw noBody();
   const failure: { error?: ResumableError } = {};
   const limited = limitStream(stream, limit, failure);
   try {
@@ -67,6 +65,11 @@ export async function readMultipart(
       { cause },
     );
   }
+}
+
+/** What either multipart reader throws for a multipart request without a body. */
+function noBody(): ResumableError {
+  return new ResumableError("malformed_body", "Multipart request has no body");
 }
 
 /** A multipart body read up to its file part, and where a later failure of the body is recorded. */
@@ -93,9 +96,7 @@ export async function readMultipartStreamed(
   const failure: { error?: ResumableError } = {};
   // Read directly, the limit checked on every read: no stream of its own (see _request_body.ts).
   const reader = body.reader(byteLimit(limit, failure));
-  if (!reader) {
-    throw new ResumableError("malformed_body", "Multipart request has no body");
-  }
+  if (!reader) throw noBody();
   try {
     const head = await readMultipartStream(reader, boundary, { ...parts, failure });
     return { ...head, failure };

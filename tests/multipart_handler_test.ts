@@ -261,3 +261,24 @@ Deno.test("the stream parser reads the request body without a stream of its own:
   assert.ok(body instanceof Platform);
   assert.equal(made, 1);
 });
+
+for (const parser of PARSERS) {
+  Deno.test(`${parser} parser: a multipart upload without a body is refused as malformed, in either client's terms`, async () => {
+    const { handler, storage } = handlerFor(parser);
+    const [chunk] = clientChunks(seededBytes(10, 21), { identifier: "10-empty", chunkSize: 100 });
+    const noBody = (url: string) =>
+      new Request(url, { method: "POST", headers: { "content-type": "multipart/form-data; boundary=b" } });
+    // resumable.js: parameters in the URL; 400 is final there.
+    const resumable = await handler(noBody(`${BASE}?${new URLSearchParams(chunk!.params)}`));
+    assert.equal(resumable.status, 400);
+    assert.deepEqual((await resumable.json()).error, {
+      code: "malformed_body",
+      message: "Multipart request has no body",
+    });
+    // flow.js: everything in the body, so nothing says which upload; 415 is final there.
+    const flow = await handler(noBody(BASE));
+    assert.equal(flow.status, 415);
+    assert.equal((await flow.json()).error.code, "malformed_body");
+    for await (const upload of storage.listUploads()) assert.fail(`nothing is stored: ${upload.key}`);
+  });
+}
