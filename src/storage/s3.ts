@@ -571,9 +571,12 @@ export class S3Storage implements UploadStorage {
    */
   async removeChunks(key: string): Promise<void> {
     this.#chunks.delete(key);
+    // Listed first: the expiry sweep calls this for every completed upload it keeps, and most have
+    // no chunks left, so one request answers for them.
+    const keys = await this.#keysUnder(this.#upload(key, "chunks/"));
+    if (keys.length === 0) return;
     const completed = await this.getCompleted(key);
     if (!completed) return;
-    const keys = await this.#keysUnder(this.#upload(key, "chunks/"));
     const own = this.#chunkDir(key, completed.id);
     // Chunks other records left (set aside after a cancel) go too, if the record is still the
     // completed one after the listing: then no newer upload had begun when it was made.
