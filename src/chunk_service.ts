@@ -110,7 +110,11 @@ export class ChunkService {
     if (await viaStorage(() => storage.getCompleted(key))) {
       return { identifier, cancelled: false, complete: true };
     }
-    await viaStorage(() => storage.removeUpload(key));
+    // An upload that completes while the cancel waits out its assembly is kept, and said to be:
+    // the cancel came too late, as if it had arrived a moment later.
+    if (await viaStorage(() => storage.removeUpload(key, { keepCompleted: true })) === "completed") {
+      return { identifier, cancelled: false, complete: true };
+    }
     this.quota.release(key);
     return { identifier, cancelled: true, complete: false };
   }

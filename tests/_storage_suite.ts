@@ -189,6 +189,26 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
     },
   );
 
+  step("keeps a completed upload when a removal asks to, and removes one in progress", async (storage) => {
+    const done = await storage.createUpload(record());
+    await storage.putChunk(done.key, 1, streamOf("abc"), { fileId: done.fileId });
+    await storage.putChunk(done.key, 2, streamOf("def"), { fileId: done.fileId });
+    const claim = await storage.claim(done.key, { owner: "o", ttlMs: 60_000 });
+    assert.ok(await storage.commit(claim!, streamOf("abcdef"), fileOf(done)));
+    assert.equal(await storage.removeUpload(done.key, { keepCompleted: true }), "completed");
+    assert.equal((await storage.getCompleted(done.key))?.id, done.fileId);
+    assert.equal((await storage.getUpload(done.key))?.fileId, done.fileId);
+    const going = await storage.createUpload(record());
+    await storage.putChunk(going.key, 1, streamOf("abc"), { fileId: going.fileId });
+    assert.equal(await storage.removeUpload(going.key, { keepCompleted: true }), undefined);
+    assert.equal(await storage.getUpload(going.key), undefined);
+    assert.equal(await storage.countChunks(going.key), 0);
+    // Without the option (an expiry sweep), a completed upload's records go; its file stays.
+    await storage.removeUpload(done.key);
+    assert.equal(await storage.getCompleted(done.key), undefined);
+    assert.equal(await readAll((await storage.openFile(done.fileId))!.body), "abcdef");
+  });
+
   step("tells when an upload was last removed, and nothing for one never removed", async (storage) => {
     assert.equal(typeof storage.removedAt, "function");
     const rec = await storage.createUpload(record());

@@ -48,6 +48,51 @@ Deno.test("cancel keeps a completed upload, and a never-seen identifier is cance
   assert.equal((await unknown.json()).cancelled, true);
 });
 
+for (
+  const [name, make] of [
+    ["memory", () =>
+      Promise.resolve({
+        storage: new MemoryStorage() as UploadStorage,
+        dispose: () => Promise.resolve(),
+      })],
+    ["file system", async () => {
+      const directory = await Deno.makeTempDir({ prefix: "resumable-cancel-late-" });
+      return {
+        storage: new FileSystemStorage({ directory }) as UploadStorage,
+        dispose: () => Deno.remove(directory, { recursive: true }),
+      };
+    }],
+  ] as const
+) {
+  Deno.test(`cancel (${name}): an upload that completes while the cancel is on its way is kept, and the cancel says so`, async () => {
+    const { storage, dispose } = await make();
+    try {
+      let handler!: (request: Request) => Promise<Response>;
+      const chunks = clientChunks(seededBytes(3000, 4), { identifier: "3000-late", chunkSize: 1000 });
+      // The cancel has found the upload incomplete; its last chunk is stored and assembled before the
+      // storage acts on the removal (the file system and S3 wait out an assembly under way).
+      const removeUpload = storage.removeUpload.bind(storage);
+      storage.removeUpload = async (key, options) => {
+        assert.equal((await handler(chunkRequest(BASE, chunks[2]!))).status, 200);
+        return await removeUpload(key, options);
+      };
+      const completed: string[] = [];
+      handler = createResumableHandler({ storage, onComplete: ({ file }) => void completed.push(file.id) });
+      for (const chunk of chunks.slice(0, 2)) await (await handler(chunkRequest(BASE, chunk))).body?.cancel();
+      const cancel = await handler(cancelRequest("3000-late"));
+      assert.deepEqual(await cancel.json(), { identifier: "3000-late", cancelled: false, complete: true });
+      // As for a cancel that came a moment later: the file stays, once, and the same name and size
+      // is told it is complete.
+      assert.equal(completed.length, 1);
+      const test = await handler(testRequest(BASE, chunks[0]!));
+      assert.equal(test.status, 200);
+      assert.equal((await test.json()).file.id, completed[0]);
+    } finally {
+      await dispose();
+    }
+  });
+}
+
 Deno.test("cancel is scoped: one user cannot cancel another's upload with the same identifier", async () => {
   const storage = new MemoryStorage();
   const handler = createResumableHandler({ storage, scope: (r) => r.headers.get("x-user") ?? "" });

@@ -43,6 +43,7 @@ import type {
   Lease,
   OpenedFile,
   PutChunkOptions,
+  RemoveUploadOptions,
   StoredFile,
   UploadActivity,
   UploadRecord,
@@ -502,17 +503,25 @@ export class DenoKvStorage implements UploadStorage {
     await this.#commit((op) => (only ? op.check(only) : op).delete(this.#key("count", key)));
   }
 
-  /** Deletes everything of the upload but a completed file. */
-  async removeUpload(key: string): Promise<void> {
+  /**
+   * Deletes everything of the upload but a completed file; with `keepCompleted`, nothing of a
+   * completed upload. A completion committed while this runs is seen by the records' deletion,
+   * which checks that there is none.
+   */
+  async removeUpload(key: string, options: RemoveUploadOptions = {}): Promise<void | "completed"> {
     // Noted first, so a chunk request that reaches createUpload after the record is gone sees it.
     await this.#commit((op) =>
       op.set(this.#key("removed", key), preciseNow(), { expireIn: REMOVAL_MEMORY_MS })
     );
+    const completeKey = this.#key("complete", key);
+    if (options.keepCompleted && (await this.#get(completeKey)).value) return "completed";
     await this.#removeChunks(key);
-    await this.#commit((op) => {
+    const removed = await this.#commit((op) => {
+      if (options.keepCompleted) op.check({ key: completeKey, versionstamp: null });
       for (const kind of ["upload", "claim", "complete", "activity"]) op.delete(this.#key(kind, key));
       return op;
     });
+    if (!removed && options.keepCompleted) return "completed";
     // A chunk may have committed between the two steps; none can after, as the record is gone.
     await this.#removeChunks(key);
   }

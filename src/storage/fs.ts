@@ -67,6 +67,7 @@ import type {
   Lease,
   OpenedFile,
   PutChunkOptions,
+  RemoveUploadOptions,
   StoredFile,
   UploadActivity,
   UploadRecord,
@@ -847,11 +848,13 @@ export class FileSystemStorage implements UploadStorage {
    * and a crash mid-removal leaves only a folder no upload reads (`listUploads` sweeps it). From
    * that rename on no completion can be recorded, so a file assembled without one is an orphan.
    */
-  async removeUpload(key: string): Promise<void> {
+  async removeUpload(key: string, options: RemoveUploadOptions = {}): Promise<void | "completed"> {
     this.#known.delete(key);
     this.#records.delete(key);
     await this.#noteRemoval(key);
-    if (!await this.#waitOutAssembly(key)) return;
+    const found = await this.#waitOutAssembly(key);
+    if (found === "gone") return;
+    if (found === "completed" && options.keepCompleted) return "completed";
     const trash = joinPath(this.directory, "uploads", `${TRASH_PREFIX}${key}.${randomSuffix()}`);
     try {
       await rename(this.#uploadDir(key), trash);
@@ -876,16 +879,17 @@ export class FileSystemStorage implements UploadStorage {
    * meanwhile, it would publish the new upload's bytes as the old file and complete the new upload
    * with it. So the removal takes the next claim generation itself, once the newest claim is
    * released or has expired (a live assembler renews its own); once the completion is recorded there
-   * is nothing left to wait for (`removeChunks` checks for itself).
+   * is nothing left to wait for (`removeChunks` checks for itself). Tells which it found.
    */
-  async #waitOutAssembly(key: string): Promise<boolean> {
+  async #waitOutAssembly(key: string): Promise<"gone" | "completed" | "claimed"> {
     const { dir, complete } = this.#pathsOf(key);
     const lease: Lease = { owner: `removal${this.#writer}`, ttlMs: REMOVAL_CLAIM_MS };
     for (;;) {
       try {
-        if (await sizeOf(complete) !== undefined || await takeClaim(dir, key, lease)) return true;
+        if (await sizeOf(complete) !== undefined) return "completed";
+        if (await takeClaim(dir, key, lease)) return "claimed";
       } catch (error) {
-        if (isMissing(error)) return false;
+        if (isMissing(error)) return "gone";
         throw error;
       }
       await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));

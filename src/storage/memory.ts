@@ -20,6 +20,7 @@ import type {
   Lease,
   OpenedFile,
   PutChunkOptions,
+  RemoveUploadOptions,
   StoredFile,
   UploadActivity,
   UploadRecord,
@@ -230,9 +231,10 @@ export class MemoryStorage implements UploadStorage {
     return Promise.resolve();
   }
 
-  /** Deletes the upload and its chunks, noting when. */
-  removeUpload(key: string): Promise<void> {
+  /** Deletes the upload and its chunks, noting when; with `keepCompleted`, not a completed one. */
+  removeUpload(key: string, options: RemoveUploadOptions = {}): Promise<void | "completed"> {
     this.#removals.note(key);
+    if (options.keepCompleted && this.#uploads.get(key)?.completed) return Promise.resolve("completed");
     this.#uploads.delete(key);
     return Promise.resolve();
   }

@@ -51,6 +51,7 @@ import type {
   Lease,
   OpenedFile,
   PutChunkOptions,
+  RemoveUploadOptions,
   StoredFile,
   UploadActivity,
   UploadRecord,
@@ -589,10 +590,10 @@ export class S3Storage implements UploadStorage {
    * Aborts multipart uploads left by crashed assemblers, then deletes every object of the upload
    * but the markers of aborts that failed: those keep the upload listed, so the next sweep retries.
    */
-  async removeUpload(key: string): Promise<void> {
+  async removeUpload(key: string, options: RemoveUploadOptions = {}): Promise<void | "completed"> {
     await this.#noteRemoval(key);
     this.#chunks.delete(key);
-    await this.#waitOutAssembly(key);
+    if (await this.#waitOutAssembly(key) === "completed" && options.keepCompleted) return "completed";
     const keys = await this.#keysUnder(this.#upload(key));
     const markers = this.#upload(key, "multipart/");
     const kept = new Set<string>();
@@ -608,11 +609,13 @@ export class S3Storage implements UploadStorage {
    * past its last check writes the completion record under the upload's key; were the upload removed
    * and begun again meanwhile, that record would complete the new upload with the old file. So the
    * removal takes the claim itself, once the assembler's is released or has expired (a live
-   * assembler renews its own), unless the completion is already recorded.
+   * assembler renews its own), unless the completion is already recorded. Tells which it found.
    */
-  async #waitOutAssembly(key: string): Promise<void> {
+  async #waitOutAssembly(key: string): Promise<"completed" | "claimed"> {
     const lease: Lease = { owner: `removal-${crypto.randomUUID()}`, ttlMs: REMOVAL_CLAIM_MS };
-    while (!await this.getCompleted(key) && !await this.claim(key, lease)) {
+    for (;;) {
+      if (await this.getCompleted(key)) return "completed";
+      if (await this.claim(key, lease)) return "claimed";
       await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
     }
   }

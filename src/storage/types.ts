@@ -51,6 +51,27 @@ export interface PutChunkOptions {
   fileId?: string;
 }
 
+/**
+ * Options of {@linkcode UploadStorage.removeUpload}.
+ *
+ * @example
+ * ```ts
+ * import type { RemoveUploadOptions } from "@resumable/server";
+ *
+ * // What the handler passes for a cancel: an upload complete by then is kept.
+ * const options: RemoveUploadOptions = { keepCompleted: true };
+ * ```
+ */
+export interface RemoveUploadOptions {
+  /**
+   * Keep the upload if it is complete once any assembly under way has ended, and resolve
+   * `"completed"`: a cancel that arrives as the last chunk completes the upload then answers that
+   * it completed, and the next file of that name and size is told so. Without it (expiry sweeps), a
+   * completed upload's records go too; its file always stays.
+   */
+  keepCompleted?: boolean;
+}
+
 /** A completed, assembled file. */
 export interface StoredFile {
   /** Stable id of the file, 24 lowercase hex characters; use it to fetch the file. */
@@ -205,9 +226,11 @@ export interface UploadStorage {
   removeChunks(key: string): Promise<void>;
   /**
    * Deletes everything of an upload except a completed file. Idempotent. Notes the time it began
-   * first, for {@linkcode UploadStorage.removedAt}.
+   * first, for {@linkcode UploadStorage.removedAt}. With `keepCompleted`, resolves `"completed"`
+   * and removes nothing if the upload is complete (a storage without the option removes it, as
+   * before).
    */
-  removeUpload(key: string): Promise<void>;
+  removeUpload(key: string, options?: RemoveUploadOptions): Promise<void | "completed">;
   /**
    * When `removeUpload(key)` last began, in ms since the epoch, or `undefined` if it did not (a
    * storage may forget removals older than ten minutes). Read only when a chunk request finds an
