@@ -67,7 +67,6 @@ for (
   Deno.test(`cancel (${name}): an upload that completes while the cancel is on its way is kept, and the cancel says so`, async () => {
     const { storage, dispose } = await make();
     try {
-      let handler!: (request: Request) => Promise<Response>;
       const chunks = clientChunks(seededBytes(3000, 4), { identifier: "3000-late", chunkSize: 1000 });
       // The cancel has found the upload incomplete; its last chunk is stored and assembled before the
       // storage acts on the removal (the file system and S3 wait out an assembly under way).
@@ -77,7 +76,10 @@ for (
         return await removeUpload(key, options);
       };
       const completed: string[] = [];
-      handler = createResumableHandler({ storage, onComplete: ({ file }) => void completed.push(file.id) });
+      const handler = createResumableHandler({
+        storage,
+        onComplete: ({ file }) => void completed.push(file.id),
+      });
       for (const chunk of chunks.slice(0, 2)) await (await handler(chunkRequest(BASE, chunk))).body?.cancel();
       const cancel = await handler(cancelRequest("3000-late"));
       assert.deepEqual(await cancel.json(), { identifier: "3000-late", cancelled: false, complete: true });
