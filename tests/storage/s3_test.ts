@@ -561,3 +561,27 @@ Deno.test("S3Storage: removing an upload while it assembles waits for the assemb
     assert.equal(await new Response(await b.openChunk(old.key, 1)).text(), "xyz");
   });
 });
+
+Deno.test("S3Storage: an expiry sweep deletes notes of removals older than ten minutes, and keeps recent ones", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    const sweep = async () => {
+      for await (const _ of storage.listUploads()) { /* the sweep's listing */ }
+    };
+    const old = await storage.createUpload(newRecord(6, 3));
+    await storage.removeUpload(old.key);
+    assert.deepEqual(await s3.keys("p/removed/"), [`p/removed/${old.key}`]);
+    await sweep();
+    assert.deepEqual(await s3.keys("p/removed/"), [`p/removed/${old.key}`], "a recent note stays");
+    // Eleven minutes on, as a process sweeping then sees it (the store dates its objects itself).
+    const now = Date.now;
+    Date.now = () => now() + 11 * 60_000;
+    try {
+      await sweep();
+      assert.deepEqual(await s3.keys("p/removed/"), []);
+      assert.equal(await storage.removedAt(old.key), undefined);
+    } finally {
+      Date.now = now;
+    }
+  });
+});
