@@ -337,10 +337,14 @@ export class FileSystemStorage implements UploadStorage {
    * touch. A removal after this check leaves the open file the old one (see `#checkSameData`).
    */
   async #checkRecord(key: string, index: number, fileId: string): Promise<void> {
-    const current = await readJson<UploadRecord>(this.#pathsOf(key).record);
-    if (current?.fileId !== fileId) {
+    if (!await this.#recordIs(key, fileId)) {
       throw new Error(`Upload "${key}" was removed and begun again before chunk ${index} was written`);
     }
+  }
+
+  /** Whether the upload's record, read now, is the one with `fileId` (not removed and begun again). */
+  async #recordIs(key: string, fileId: string): Promise<boolean> {
+    return (await readJson<UploadRecord>(this.#pathsOf(key).record))?.fileId === fileId;
   }
 
   /**
@@ -373,7 +377,7 @@ export class FileSystemStorage implements UploadStorage {
    * has no such source, and the chunk fails instead of vouching for bytes the new file lacks.
    */
   async #publishMarker(key: string, index: number, size: number, fileId: string): Promise<void> {
-    const { chunks, record } = this.#pathsOf(key);
+    const { chunks } = this.#pathsOf(key);
     // A few sizes per upload (full chunks, a short or stretched last one); a new source file every
     // LINKS_PER_SOURCE chunks stays below per-inode link limits (65 000 on ext4).
     const group = Math.floor(index / LINKS_PER_SOURCE);
@@ -394,7 +398,7 @@ export class FileSystemStorage implements UploadStorage {
         await createSized(temp, size);
         // The temp file is in the folder that held this record just now (a removed upload's folder
         // never comes back), and linking it below finds it only if that folder is still in place.
-        if ((await readJson<UploadRecord>(record))?.fileId !== fileId) {
+        if (!await this.#recordIs(key, fileId)) {
           throw new Error(`Upload "${key}" was removed and begun again before chunk ${index} was published`);
         }
         // Linked into place, never renamed over an existing source: Linux refuses to link an inode
@@ -754,7 +758,7 @@ export class FileSystemStorage implements UploadStorage {
   async #mayPublish(claim: Claim, file: StoredFile): Promise<boolean> {
     return await newestClaim(this.#uploadDir(claim.key)) === claim.generation &&
       !await this.getCompleted(claim.key) &&
-      (await readJson<UploadRecord>(this.#pathsOf(claim.key).record))?.fileId === file.id;
+      await this.#recordIs(claim.key, file.id);
   }
 
   /** Writes `files/<id>/.file.json`, replacing any a crashed attempt left; returns its path. */
