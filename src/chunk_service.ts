@@ -107,14 +107,11 @@ export class ChunkService {
   async cancel(request: Request, identifier: string): Promise<CancelOutcome> {
     const { key } = await this.#key(request, { action: "cancel", identifier });
     const storage = this.#storage;
-    if (await viaStorage(() => storage.getCompleted(key))) {
-      return { identifier, cancelled: false, complete: true };
-    }
-    // An upload that completes while the cancel waits out its assembly is kept, and said to be:
-    // the cancel came too late, as if it had arrived a moment later.
-    if (await viaStorage(() => storage.removeUpload(key, { keepCompleted: true })) === "completed") {
-      return { identifier, cancelled: false, complete: true };
-    }
+    // Complete already, or by the time the removal has waited out an assembly under way: kept, and
+    // said to be, as for a cancel that came a moment later.
+    const complete = await viaStorage(() => storage.getCompleted(key)) !== undefined ||
+      await viaStorage(() => storage.removeUpload(key, { keepCompleted: true })) === "completed";
+    if (complete) return { identifier, cancelled: false, complete: true };
     this.quota.release(key);
     return { identifier, cancelled: true, complete: false };
   }
