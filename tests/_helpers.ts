@@ -1,5 +1,8 @@
 // Shared test helpers: chunking like the clients do, a loopback server, hashing.
 import { chunkCount, chunkLayout, chunkOffset, chunkSizeIn, type LayoutKind } from "../src/layout.ts";
+import { FileSystemStorage } from "../src/storage/fs.ts";
+import { MemoryStorage } from "../src/storage/memory.ts";
+import type { UploadStorage } from "../src/storage/types.ts";
 
 /** One chunk as a client would send it. */
 export interface ClientChunk {
@@ -138,3 +141,18 @@ export function byteStreamOf(pieces: Uint8Array[]): ReadableStream<Uint8Array> {
     },
   });
 }
+
+/** The two storages a behaviour is checked on in one process: memory, and a fresh directory on disk. */
+export const MEMORY_AND_DISK: [
+  string,
+  () => Promise<{ storage: UploadStorage; cleanup(): Promise<void> }>,
+][] = [
+  ["memory", () => Promise.resolve({ storage: new MemoryStorage(), cleanup: () => Promise.resolve() })],
+  ["file system", async () => {
+    const directory = await Deno.makeTempDir({ prefix: "resumable-storage-" });
+    return {
+      storage: new FileSystemStorage({ directory }),
+      cleanup: () => Deno.remove(directory, { recursive: true }),
+    };
+  }],
+];

@@ -2,44 +2,28 @@
 import assert from "node:assert/strict";
 import { assembleOnce } from "../src/assemble.ts";
 import { uploadKey } from "../src/identifier.ts";
-import { FileSystemStorage } from "../src/storage/fs.ts";
-import { MemoryStorage } from "../src/storage/memory.ts";
-import type { UploadStorage } from "../src/storage/types.ts";
+import { MEMORY_AND_DISK } from "./_helpers.ts";
 import { recordOf } from "./_storage_suite.ts";
 
-const storages: [
-  string,
-  () => Promise<{ storage: UploadStorage; [Symbol.asyncDispose](): Promise<void> }>,
-][] = [
-  [
-    "memory",
-    () => Promise.resolve({ storage: new MemoryStorage(), [Symbol.asyncDispose]: () => Promise.resolve() }),
-  ],
-  ["file system", async () => {
-    const directory = await Deno.makeTempDir({ prefix: "resumable-assemble-" });
-    return {
-      storage: new FileSystemStorage({ directory }),
-      [Symbol.asyncDispose]: () => Deno.remove(directory, { recursive: true }),
-    };
-  }],
-];
-
-for (const [name, make] of storages) {
+for (const [name, make] of MEMORY_AND_DISK) {
   Deno.test(`assembly (${name}): a request of a cancelled upload that tries to assemble the one begun again leaves it to assemble at once`, async () => {
-    await using fx = await make();
-    const { storage } = fx;
-    const key = uploadKey("", crypto.randomUUID());
-    const old = await storage.createUpload(recordOf(key));
-    await storage.removeUpload(key);
-    const again = await storage.createUpload(recordOf(key));
-    await storage.putChunk(key, 1, new Blob(["xyz"]).stream(), { fileId: again.fileId });
-    await storage.putChunk(key, 2, new Blob(["uvw"]).stream(), { fileId: again.fileId });
-    // The old upload's request counted the new upload's chunks: its assembly must not publish them,
-    // nor hold the upload for a lease.
-    assert.deepEqual(await assembleOnce(storage, old, 2, 60_000), { kind: "busy" });
-    const done = await assembleOnce(storage, again, 2, 60_000);
-    assert.equal(done.kind, "completed");
-    assert.equal(done.kind === "completed" && done.file.id, again.fileId);
-    assert.equal(await new Response((await storage.openFile(again.fileId))!.body).text(), "xyzuvw");
+    const { storage, cleanup } = await make();
+    try {
+      const key = uploadKey("", crypto.randomUUID());
+      const old = await storage.createUpload(recordOf(key));
+      await storage.removeUpload(key);
+      const again = await storage.createUpload(recordOf(key));
+      await storage.putChunk(key, 1, new Blob(["xyz"]).stream(), { fileId: again.fileId });
+      await storage.putChunk(key, 2, new Blob(["uvw"]).stream(), { fileId: again.fileId });
+      // The old upload's request counted the new upload's chunks: its assembly must not publish them,
+      // nor hold the upload for a lease.
+      assert.deepEqual(await assembleOnce(storage, old, 2, 60_000), { kind: "busy" });
+      const done = await assembleOnce(storage, again, 2, 60_000);
+      assert.equal(done.kind, "completed");
+      assert.equal(done.kind === "completed" && done.file.id, again.fileId);
+      assert.equal(await new Response((await storage.openFile(again.fileId))!.body).text(), "xyzuvw");
+    } finally {
+      await cleanup();
+    }
   });
 }

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import { createResumableHandler, type UploadStorage } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import { FileSystemStorage } from "../src/storage/fs.ts";
 import { uploadKey } from "../src/identifier.ts";
-import { chunkRequest, clientChunks, seededBytes, serve, testRequest } from "./_helpers.ts";
+import { chunkRequest, clientChunks, MEMORY_AND_DISK, seededBytes, serve, testRequest } from "./_helpers.ts";
 
 const BASE = "http://localhost/upload";
 
@@ -48,24 +47,9 @@ Deno.test("cancel keeps a completed upload, and a never-seen identifier is cance
   assert.equal((await unknown.json()).cancelled, true);
 });
 
-for (
-  const [name, make] of [
-    ["memory", () =>
-      Promise.resolve({
-        storage: new MemoryStorage() as UploadStorage,
-        dispose: () => Promise.resolve(),
-      })],
-    ["file system", async () => {
-      const directory = await Deno.makeTempDir({ prefix: "resumable-cancel-late-" });
-      return {
-        storage: new FileSystemStorage({ directory }) as UploadStorage,
-        dispose: () => Deno.remove(directory, { recursive: true }),
-      };
-    }],
-  ] as const
-) {
+for (const [name, make] of MEMORY_AND_DISK) {
   Deno.test(`cancel (${name}): an upload that completes while the cancel is on its way is kept, and the cancel says so`, async () => {
-    const { storage, dispose } = await make();
+    const { storage, cleanup } = await make();
     try {
       const chunks = clientChunks(seededBytes(3000, 4), { identifier: "3000-late", chunkSize: 1000 });
       // The cancel has found the upload incomplete; its last chunk is stored and assembled before the
@@ -90,7 +74,7 @@ for (
       assert.equal(test.status, 200);
       assert.equal((await test.json()).file.id, completed[0]);
     } finally {
-      await dispose();
+      await cleanup();
     }
   });
 }
@@ -172,17 +156,6 @@ function holding<S extends UploadStorage>(
   });
 }
 
-const STORAGES: [string, () => Promise<{ storage: UploadStorage; cleanup(): Promise<void> }>][] = [
-  ["memory", () => Promise.resolve({ storage: new MemoryStorage(), cleanup: () => Promise.resolve() })],
-  ["file system", async () => {
-    const directory = await Deno.makeTempDir({ prefix: "resumable-cancel-" });
-    return {
-      storage: new FileSystemStorage({ directory }),
-      cleanup: () => Deno.remove(directory, { recursive: true }),
-    };
-  }],
-];
-
 async function storedBytes(storage: UploadStorage, key: string): Promise<Uint8Array> {
   const file = await storage.getCompleted(key);
   assert.ok(file, "the upload completed");
@@ -210,7 +183,7 @@ async function sendAgain(
   assert.deepEqual(await storedBytes(storage, uploadKey("", again[0]!.params.resumableIdentifier!)), bytes);
 }
 
-for (const [name, make] of STORAGES) {
+for (const [name, make] of MEMORY_AND_DISK) {
   Deno.test(`cancel (${name}): a chunk sent before the cancel that reaches the storage after it does not begin the upload again`, async () => {
     const { storage, cleanup } = await make();
     const held = gate();
