@@ -155,9 +155,11 @@ function identityOf(folder: FileStat): string {
  * ```ts
  * import { FileSystemStorage } from "@resumable/server/fs";
  *
- * const storage = new FileSystemStorage({ directory: await Deno.makeTempDir() });
+ * const directory = await Deno.makeTempDir();
+ * const storage = new FileSystemStorage({ directory });
  * const opened = await storage.openFile("0123456789abcdef01234567");
  * if (opened === undefined) console.log("no such file");
+ * await Deno.remove(directory, { recursive: true });
  * ```
  */
 export class FileSystemStorage implements UploadStorage {
