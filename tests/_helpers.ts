@@ -156,3 +156,34 @@ export const MEMORY_AND_DISK: [
     };
   }],
 ];
+
+/** Sends raw bytes over TCP and returns the status line of the first response, or "" if none came. */
+export async function rawExchange(
+  port: number,
+  head: string,
+  bodyPiece: Uint8Array,
+  maxPieces: number,
+): Promise<{ statusLine: string; piecesSent: number }> {
+  const connection = await Deno.connect({ hostname: "127.0.0.1", port });
+  const encoder = new TextEncoder();
+  let piecesSent = 0;
+  let response = "";
+  const reading = (async () => {
+    const buffer = new Uint8Array(4096);
+    const read = await connection.read(buffer).catch(() => null);
+    if (read) response = new TextDecoder().decode(buffer.subarray(0, read));
+  })();
+  try {
+    await connection.write(encoder.encode(head));
+    for (; piecesSent < maxPieces && response === ""; piecesSent++) {
+      await connection.write(bodyPiece);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  } catch {
+    // The server may close the connection after answering early; that is the point.
+  }
+  await Promise.race([reading, new Promise((resolve) => setTimeout(resolve, 5000))]);
+  connection.close();
+  await reading;
+  return { statusLine: response.split("\r\n")[0] ?? "", piecesSent };
+}

@@ -8,6 +8,7 @@ import {
   clientChunks,
   listTree,
   type LoopbackServer,
+  rawExchange,
   seededBytes,
   serve,
   sha256,
@@ -152,37 +153,6 @@ Deno.test("hostile identifiers, names and paths never write outside the storage 
     await fx.close();
   }
 });
-
-/** Sends raw bytes over TCP and returns the status line of the first response, or "" if none came. */
-async function rawExchange(
-  port: number,
-  head: string,
-  bodyPiece: Uint8Array,
-  maxPieces: number,
-): Promise<{ statusLine: string; piecesSent: number }> {
-  const connection = await Deno.connect({ hostname: "127.0.0.1", port });
-  const encoder = new TextEncoder();
-  let piecesSent = 0;
-  let response = "";
-  const reading = (async () => {
-    const buffer = new Uint8Array(4096);
-    const read = await connection.read(buffer).catch(() => null);
-    if (read) response = new TextDecoder().decode(buffer.subarray(0, read));
-  })();
-  try {
-    await connection.write(encoder.encode(head));
-    for (; piecesSent < maxPieces && response === ""; piecesSent++) {
-      await connection.write(bodyPiece);
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
-  } catch {
-    // The server may close the connection after answering early; that is the point.
-  }
-  await Promise.race([reading, new Promise((resolve) => setTimeout(resolve, 5000))]);
-  connection.close();
-  await reading;
-  return { statusLine: response.split("\r\n")[0] ?? "", piecesSent };
-}
 
 Deno.test("an oversized body is rejected before it is read in full, by length or by count", async () => {
   const fx = await start();
