@@ -1,4 +1,4 @@
-// Shared fixtures of the browser tests: the example server as a child process (Deno or Bun), a
+// Shared fixtures of the browser tests: the example server as a child process (Deno, Bun or Node), a
 // headless Chromium driven by playwright-core, the demo page, and checks of what reached the disk.
 import assert from "node:assert/strict";
 import type { Page, Request as PwRequest } from "playwright-core";
@@ -12,7 +12,7 @@ const ROOT = new URL("../../", import.meta.url);
 /** The chunk size every browser test uses unless a case says otherwise: small, so tests are quick. */
 export const CHUNK = 64 * 1024;
 
-export type Runtime = "deno" | "bun";
+export type Runtime = "deno" | "bun" | "node";
 
 /** The example server running as a child process. */
 export interface Server {
@@ -35,24 +35,67 @@ export interface ServerOptions {
   env?: Record<string, string>;
 }
 
-/** Starts `examples/server.ts` (or `bun_server.ts`) on 127.0.0.1 and waits for its "Listening" line. */
+/**
+ * Node runs JavaScript, so `examples/node_server.ts` is bundled (as its own comment says) into a
+ * temp directory, next to links to the demo page's files and the npm packages it serves.
+ */
+async function bundleNodeServer(): Promise<{ entry: string; dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "e2e-node-" });
+  try {
+    await Deno.mkdir(`${dir}/examples`);
+    await Deno.symlink(new URL("examples/public", ROOT).pathname, `${dir}/examples/public`);
+    await Deno.symlink(new URL("node_modules", ROOT).pathname, `${dir}/node_modules`);
+    const entry = `${dir}/examples/node_server.mjs`;
+    const { success, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["bundle", "--platform", "deno", "-o", entry, "examples/node_server.ts"],
+      cwd: ROOT,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!success) throw new Error(`deno bundle failed:\n${new TextDecoder().decode(stderr)}`);
+    return { entry, dir };
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true });
+    throw error;
+  }
+}
+
+/** The command that runs the example server under `runtime`, and a directory to remove after it. */
+async function serverCommand(runtime: Runtime): Promise<{ command: string; args: string[]; dir?: string }> {
+  if (runtime === "deno") return { command: Deno.execPath(), args: ["run", "-A", "examples/server.ts"] };
+  if (runtime === "bun") return { command: "bun", args: ["run", "examples/bun_server.ts"] };
+  const { entry, dir } = await bundleNodeServer();
+  return { command: "node", args: [entry], dir };
+}
+
+/**
+ * Starts `examples/server.ts` (or `bun_server.ts`, or `node_server.ts`) on 127.0.0.1 and waits for its
+ * "Listening" line.
+ */
 export async function startServer(options: ServerOptions = {}): Promise<Server> {
   const runtime = options.runtime ?? "deno";
   const uploadDir = options.uploadDir ?? await Deno.makeTempDir({ prefix: "e2e-uploads-" });
-  const child = new Deno.Command(runtime === "deno" ? Deno.execPath() : "bun", {
-    args: runtime === "deno" ? ["run", "-A", "examples/server.ts"] : ["run", "examples/bun_server.ts"],
-    cwd: ROOT,
-    env: {
-      PORT: String(options.port ?? 0),
-      HOST: "127.0.0.1",
-      UPLOAD_DIR: uploadDir,
-      NO_COLOR: "1",
-      ...options.env,
-    },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const { command, args, dir: bundleDir } = await serverCommand(runtime);
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(command, {
+      args,
+      cwd: ROOT,
+      env: {
+        PORT: String(options.port ?? 0),
+        HOST: "127.0.0.1",
+        UPLOAD_DIR: uploadDir,
+        NO_COLOR: "1",
+        ...options.env,
+      },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (error) {
+    if (bundleDir) await Deno.remove(bundleDir, { recursive: true });
+    throw error;
+  }
 
   let text = "";
   let listening: (port: number) => void;
@@ -93,6 +136,7 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
     await exited;
     clearTimeout(id);
     await drained;
+    if (bundleDir) await Deno.remove(bundleDir, { recursive: true });
   };
   try {
     const bound = await Promise.race([port, early, timeout]);
