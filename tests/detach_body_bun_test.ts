@@ -1,12 +1,12 @@
 // Under Bun, where request bodies arrive as fresh buffers (no BYOB reads), the file-system storage
 // frees each piece of a body once it is written: the reason `detachBodyBuffers` exists.
 import assert from "node:assert/strict";
-import { runUnderBun } from "./_child.ts";
+import { runUnder } from "./_child.ts";
 
 for (const mode of ["octet", "multipart"]) {
   for (const detach of [true, false]) {
     Deno.test(`under Bun, ${mode} uploads ${detach ? "free" : "keep"} the pieces of their bodies (detachBodyBuffers: ${detach}), and the file is intact`, async () => {
-      const { code, stdout, stderr } = await runUnderBun("detach_bun.ts", {
+      const { code, stdout, stderr } = await runUnder("bun", "detach_bun.ts", {
         MODE: mode,
         DETACH: String(detach),
       });

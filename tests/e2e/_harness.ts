@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import type { Page, Request as PwRequest } from "playwright-core";
 import { type Browser, launchBrowser } from "../_browser.ts";
+import { bundleForNode } from "../_child.ts";
 import { seededBytes } from "../_helpers.ts";
 
 export { type Browser, launchBrowser };
@@ -46,13 +47,7 @@ async function bundleNodeServer(): Promise<{ entry: string; dir: string }> {
     await Deno.symlink(new URL("examples/public", ROOT).pathname, `${dir}/examples/public`);
     await Deno.symlink(new URL("node_modules", ROOT).pathname, `${dir}/node_modules`);
     const entry = `${dir}/examples/node_server.mjs`;
-    const { success, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["bundle", "--platform", "deno", "-o", entry, "examples/node_server.ts"],
-      cwd: ROOT,
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (!success) throw new Error(`deno bundle failed:\n${new TextDecoder().decode(stderr)}`);
+    await bundleForNode(new URL("examples/node_server.ts", ROOT).pathname, entry);
     return { entry, dir };
   } catch (error) {
     await Deno.remove(dir, { recursive: true });
