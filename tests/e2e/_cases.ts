@@ -6,6 +6,7 @@ import {
   type Browser,
   CHUNK,
   type FileSpec,
+  launchBrowser,
   makeFiles,
   openDemo,
   rows,
@@ -16,6 +17,7 @@ import {
   until,
   waitForCompleted,
   waitForRow,
+  withFixture,
 } from "./_harness.ts";
 
 /** Delay of every chunk upload in the interruption cases: with `CHUNKS` chunks, about a second to interrupt mid-upload even on a loaded machine. */
@@ -84,5 +86,58 @@ export async function restartCase(browser: Browser, runtime: Runtime, client: Cl
   } finally {
     await server.stop();
     await Deno.remove(uploadDir, { recursive: true });
+  }
+}
+
+/** Fails with what to install, rather than skip: the cases of every runtime are part of the suite. */
+export async function assertInstalled(command: string, install: string): Promise<void> {
+  try {
+    const { success } = await new Deno.Command(command, { args: ["--version"], stdout: "null" }).output();
+    assert.ok(success);
+  } catch {
+    throw new Error(`${command} is not installed: ${install} (these cases never skip)`);
+  }
+}
+
+/**
+ * Registers the browser cases run against the example server under another runtime than Deno: per
+ * client, one multipart and one octet upload, and the kill-and-restart case.
+ */
+export function otherRuntimeCases(runtime: "bun" | "node", seed: number): void {
+  const name = runtime === "bun" ? "Bun" : "Node";
+  const installed = () =>
+    runtime === "bun"
+      ? assertInstalled("bun", "npm install -g bun")
+      : assertInstalled("node", "it comes with npm");
+  for (const client of ["resumable", "flow"] as const) {
+    const label = client === "flow" ? "flow.js" : "resumable.js";
+
+    Deno.test(`${label} uploads multipart and octet to the ${name} server`, async (t) => {
+      await installed();
+      await withFixture({ runtime }, async ({ server, browser }) => {
+        assert.equal(server.runtime, runtime);
+        for (const method of ["multipart", "octet"] as const) {
+          await t.step(method, async () => {
+            const traffic = await uploadAndCheck(
+              browser,
+              server,
+              [{ name: `${runtime}-${client}-${method}.bin`, size: 5 * CHUNK + 4321, seed }],
+              { client, method },
+            );
+            assert.equal(traffic.posts.length, 5);
+          });
+        }
+      });
+    });
+
+    Deno.test(`${label} finishes an upload after the ${name} server is killed and restarted`, async () => {
+      await installed();
+      const browser = await launchBrowser();
+      try {
+        await restartCase(browser, runtime, client);
+      } finally {
+        await browser.close();
+      }
+    });
   }
 }

@@ -1,9 +1,8 @@
 // The same example server under Node (examples/node_server.ts, bundled to JavaScript, behind its
-// node:http adapter): one multipart and one octet upload per client, and the kill-and-restart case,
-// in headless Chromium.
+// node:http adapter): the browser cases of Bun, and over the wire what the adapter must get right.
 import assert from "node:assert/strict";
-import { restartCase, uploadAndCheck } from "./_cases.ts";
-import { CHUNK, launchBrowser, startServer, withFixture } from "./_harness.ts";
+import { assertInstalled, otherRuntimeCases } from "./_cases.ts";
+import { startServer } from "./_harness.ts";
 import {
   chunkRequest,
   type ClientChunk,
@@ -15,50 +14,10 @@ import {
   testRequest,
 } from "../_helpers.ts";
 
-async function assertNode(): Promise<void> {
-  // Fail with a clear message rather than skip: the Node server cases are part of the suite.
-  try {
-    const { success } = await new Deno.Command("node", { args: ["--version"], stdout: "null" }).output();
-    assert.ok(success);
-  } catch {
-    throw new Error("node is not installed (it comes with npm; the Node server cases never skip)");
-  }
-}
-
-for (const client of ["resumable", "flow"] as const) {
-  const label = client === "flow" ? "flow.js" : "resumable.js";
-
-  Deno.test(`${label} uploads multipart and octet to the Node server`, async (t) => {
-    await assertNode();
-    await withFixture({ runtime: "node" }, async ({ server, browser }) => {
-      assert.equal(server.runtime, "node");
-      for (const method of ["multipart", "octet"] as const) {
-        await t.step(method, async () => {
-          const traffic = await uploadAndCheck(
-            browser,
-            server,
-            [{ name: `node-${client}-${method}.bin`, size: 5 * CHUNK + 4321, seed: 73 }],
-            { client, method },
-          );
-          assert.equal(traffic.posts.length, 5);
-        });
-      }
-    });
-  });
-
-  Deno.test(`${label} finishes an upload after the Node server is killed and restarted`, async () => {
-    await assertNode();
-    const browser = await launchBrowser();
-    try {
-      await restartCase(browser, "node", client);
-    } finally {
-      await browser.close();
-    }
-  });
-}
+otherRuntimeCases("node", 73);
 
 Deno.test("the Node server assembles parallel, duplicated and racing chunks once, and refuses an oversized, aborted or misaddressed request without harm", async () => {
-  await assertNode();
+  await assertInstalled("node", "it comes with npm");
   const server = await startServer({ runtime: "node" });
   const upload = `${server.url}upload`;
   try {
