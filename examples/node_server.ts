@@ -19,9 +19,9 @@ const app = createApp(config);
 
 /**
  * Node's request body as a Web stream, read only as fast as the handler asks for it. Not
- * `Readable.toWeb`: in Node 20 and 22 a body cancelled while data still arrives made it throw an
- * uncaught "Controller is already closed" that took the whole server down
- * (https://github.com/nodejs/node/issues/54205, #64529); the handler cancels bodies it refuses.
+ * `Readable.toWeb`: under Node 20 a body cancelled while data still arrived made it throw an uncaught
+ * "Controller is already closed" that took the whole server down (nodejs/node#54205; #64529 reports
+ * the same in Node 22), and the handler cancels the bodies it refuses.
  */
 function bodyOf(incoming: IncomingMessage): ReadableStream<Uint8Array> {
   let settled = false;
