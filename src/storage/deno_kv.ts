@@ -301,10 +301,16 @@ export class DenoKvStorage implements UploadStorage {
     return keys.length === 0 || await flush();
   }
 
-  /** Creates the upload record if absent (one winner by `check({ versionstamp: null })`). */
+  /**
+   * Creates the upload record if absent (one winner by `check({ versionstamp: null })`). Every chunk
+   * calls this and all but the first find the record, so it is read first: a commit refused by its
+   * check costs a write round trip (to the primary region on Deno Deploy), then the read anyway.
+   */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const key = this.#key("upload", record.key);
     while (true) {
+      const existing = await this.#get<UploadRecord>(key);
+      if (existing.value) return existing.value;
       const ok = await this.#commit((op) =>
         op.check({ key, versionstamp: null }).set(key, record).set(
           this.#key("activity", record.key),
@@ -312,8 +318,6 @@ export class DenoKvStorage implements UploadStorage {
         )
       );
       if (ok) return record;
-      const existing = await this.#get<UploadRecord>(key);
-      if (existing.value) return existing.value;
     }
   }
 

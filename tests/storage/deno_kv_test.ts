@@ -132,6 +132,29 @@ Deno.test("DenoKvStorage retries operations that fail with 'database is locked'"
   await assert.rejects(storage.putChunk(KEY, 2, new Blob(["abc"]).stream()), /database is locked/);
 });
 
+Deno.test("DenoKvStorage reads an upload record that exists without attempting a write, as every chunk after the first does", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let commits = 0;
+  const counted = new Proxy(kv, {
+    get(target, name) {
+      if (name === "atomic") {
+        return () => {
+          commits++;
+          return target.atomic();
+        };
+      }
+      return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+    },
+  });
+  const storage = new DenoKvStorage({ kv: counted });
+  const record = recordOf(KEY, 6, 3);
+  assert.deepEqual(await storage.createUpload(record), record);
+  assert.equal(commits, 1, "the first chunk creates the record");
+  // A later chunk brings a record of its own, with another file id: the one stored wins.
+  assert.deepEqual(await storage.createUpload({ ...record, fileId: newFileId() }), record);
+  assert.equal(commits, 1, "a later chunk only reads it: a commit refused by its check costs a write");
+});
+
 Deno.test("DenoKvStorage grants one claim across two handles on one database file", async () => {
   const directory = await Deno.makeTempDir({ prefix: "resumable-kv-" });
   try {
