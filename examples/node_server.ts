@@ -1,121 +1,22 @@
 /**
  * The example server under Node: same routes and environment variables as `server.ts` (see there).
- * Node's `http` module speaks its own request and response objects, so this file also shows the
- * adapter a Node application needs around a fetch-style handler: under a hundred lines, no dependency.
+ * Node's `http` module speaks its own request and response objects: `_node_http.ts` is the adapter a
+ * Node application needs around a fetch-style handler, about a hundred lines with no dependency.
  *
  * Node runs JavaScript: `deno bundle --platform deno -o examples/node_server.mjs examples/node_server.ts`
  * (the bundle keeps the `node:` imports), then `node examples/node_server.mjs`. An application installs
  * the package's JavaScript build from JSR instead (`npx jsr add @resumable/server`).
  */
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import process from "node:process";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { configFromEnv, createApp } from "./_app.ts";
+import { serveWithNode } from "./_node_http.ts";
 
 const config = configFromEnv((name) => process.env[name]);
-const app = createApp(config);
 
-/**
- * Node's request body as a Web stream, read only as fast as the handler asks for it. Not
- * `Readable.toWeb`: under Node 20 a body cancelled while data still arrived made it throw an uncaught
- * "Controller is already closed" that took the whole server down (nodejs/node#54205; #64529 reports
- * the same in Node 22), and the handler cancels the bodies it refuses.
- */
-function bodyOf(incoming: IncomingMessage): ReadableStream<Uint8Array> {
-  let settled = false;
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      incoming.pause();
-      incoming.on("data", (piece: Uint8Array) => {
-        if (settled) return;
-        // A plain view, not the Buffer: Buffer's `slice` shares memory where Uint8Array's copies.
-        controller.enqueue(new Uint8Array(piece.buffer, piece.byteOffset, piece.byteLength));
-        if ((controller.desiredSize ?? 0) <= 0) incoming.pause();
-      });
-      incoming.on("end", () => {
-        if (settled) return;
-        settled = true;
-        controller.close();
-      });
-      // A client gone mid-body must error the body, never end it short.
-      const cutOff = (error?: Error) => {
-        if (settled) return;
-        settled = true;
-        controller.error(error ?? new Error("The client closed the connection before the body ended"));
-      };
-      incoming.on("error", cutOff);
-      incoming.on("close", () => cutOff());
-    },
-    pull() {
-      incoming.resume();
-    },
-    cancel() {
-      // The rest is left unread; `send` closes the connection after the response instead of
-      // reading a body nobody wants.
-      settled = true;
-    },
-  });
-}
-
-/** Node's request as a Web `Request`, its body streamed as it arrives, never buffered here. */
-function toRequest(incoming: IncomingMessage): Request {
-  const headers = new Headers();
-  const raw = incoming.rawHeaders;
-  for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
-  // As Deno.serve and Bun.serve do: the origin from `Host`. A `Host` or target that makes no URL
-  // throws a TypeError here, answered 400 below.
-  const url = new URL(incoming.url ?? "/", `http://${incoming.headers.host ?? config.hostname}`);
-  const method = incoming.method ?? "GET";
-  const body = method === "GET" || method === "HEAD" ? null : bodyOf(incoming);
-  // `duplex: "half"` is how a fetch implementation is told a request body is a stream.
-  return new Request(url, { method, headers, body, duplex: "half" } as RequestInit);
-}
-
-/** Writes a Web `Response` to Node's response, streaming its body with back-pressure. */
-async function send(response: Response, incoming: IncomingMessage, outgoing: ServerResponse): Promise<void> {
-  outgoing.statusCode = response.status;
-  // A body refused before its end: Node would read the rest to keep the connection; close it instead.
-  if (!incoming.complete) outgoing.setHeader("connection", "close");
-  for (const [name, value] of response.headers) {
-    if (name !== "set-cookie") outgoing.setHeader(name, value);
-  }
-  const cookies = response.headers.getSetCookie();
-  if (cookies.length > 0) outgoing.setHeader("set-cookie", cookies);
-  if (!response.body) {
-    outgoing.end();
-    return;
-  }
-  // A client that goes away mid-download ends the pipeline, which cancels the body stream.
-  await pipeline(Readable.fromWeb(response.body as NodeReadableStream<Uint8Array>), outgoing);
-}
-
-const server = createServer(async (incoming, outgoing) => {
-  let request: Request;
-  try {
-    request = toRequest(incoming);
-  } catch {
-    outgoing.writeHead(400, { connection: "close" }).end();
-    return;
-  }
-  try {
-    await send(await app(request), incoming, outgoing);
-  } catch (error) {
-    // The handler answers its own errors; this is the adapter's, or a client gone mid-response.
-    if (outgoing.headersSent) {
-      outgoing.destroy();
-    } else {
-      console.error(error);
-      outgoing.writeHead(500).end();
-    }
-  }
-});
-
-server.listen(config.port, config.hostname, () => {
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : config.port;
-  console.log(`Listening on http://${config.hostname}:${port}/`);
+const server = serveWithNode(createApp(config), {
+  hostname: config.hostname,
+  port: config.port,
+  onListen: (port) => console.log(`Listening on http://${config.hostname}:${port}/`),
 });
 
 process.on("SIGTERM", () => {
