@@ -1,6 +1,7 @@
 /**
  * The benchmark of issue 5: `deno task bench` (full, several minutes) or `BENCH_QUICK=1 deno task bench`
- * (small sizes, for development). `BENCH_ONLY=drain-mp,deno-stream` runs only the named servers;
+ * (small sizes, for development). `BENCH_ONLY=drain-mp,deno-stream` runs only the named servers, and
+ * is how the Node servers run (`node-drain`, `node-octet`, `node-stream`: outside issue 5, never by default);
  * `BENCH_WARM=0` starts cases without warming memory first (see warmPageCache); `BENCH_WARMUP=1` sends
  * each fresh server half a case before measuring it (steady state, compiled code; the default measures
  * a server's first 512 MiB, as after a restart); `BENCH_DENO_FLAGS` and `BENCH_BUN_FLAGS` pass runtime
@@ -76,8 +77,16 @@ interface ServerSpec {
   stores: boolean;
   /** One of this project's servers: held to the memory target. */
   ours: boolean;
-  command: (dir: string) => { cmd: string; args: string[]; env: Record<string, string> };
+  command: (dir: string) => {
+    cmd: string;
+    args: string[];
+    env: Record<string, string>;
+    /** Run once before the first start, e.g. to build what `args` name. */
+    prepare?: () => Promise<unknown>;
+  };
   bigOnly?: boolean;
+  /** Run only when `BENCH_ONLY` names it: outside what issue 5 measures. */
+  optIn?: boolean;
 }
 
 const deno = Deno.execPath();
@@ -99,6 +108,30 @@ const bunServer = (env: Record<string, string>, script = "project.ts") => (dir: 
     join(here, "servers", script),
   ],
   env: { ...env, DIR: dir },
+});
+
+// Node runs JavaScript: its servers run bundles of the same scripts, made once per run (on first use)
+// into the work directory. The bundle keeps the `node:` imports; a Node server listens through the
+// example's `node:http` adapter (see bench/servers/_runtime.ts).
+const nodeBundles = new Map<string, string>();
+async function bundleForNode(script: string): Promise<string> {
+  let bundle = nodeBundles.get(script);
+  if (bundle) return bundle;
+  bundle = join(work, `node-${script.replace(/\.ts$/, ".mjs")}`);
+  const { success, stderr } = await new Deno.Command(deno, {
+    args: ["bundle", "--platform", "deno", "-o", bundle, join(here, "servers", script)],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`deno bundle ${script} failed:\n${new TextDecoder().decode(stderr)}`);
+  nodeBundles.set(script, bundle);
+  return bundle;
+}
+const nodeServer = (script: string, env: Record<string, string>) => (dir: string) => ({
+  cmd: "node",
+  args: [nodeBundles.get(script)!],
+  env: { ...env, DIR: dir },
+  prepare: () => bundleForNode(script),
 });
 
 const SERVERS: ServerSpec[] = [
@@ -193,6 +226,35 @@ const SERVERS: ServerSpec[] = [
     command: denoServer("project.ts", { PARSER: "stream", ASSEMBLY: "pipe" }),
     bigOnly: true,
   },
+  // Under Node, behind the example's node:http adapter: opt-in (`BENCH_ONLY=node-drain,node-octet,...`).
+  // Its drain server reads bodies through the adapter, so it is the most a fetch-style handler gets there.
+  {
+    name: "node-drain",
+    label: "drain (octet), Node, through the adapter",
+    protocol: "octet",
+    stores: false,
+    ours: false,
+    command: nodeServer("reference.ts", { MODE: "drain" }),
+    optIn: true,
+  },
+  {
+    name: "node-octet",
+    label: "this, Node, octet",
+    protocol: "octet",
+    stores: true,
+    ours: true,
+    command: nodeServer("project.ts", {}),
+    optIn: true,
+  },
+  {
+    name: "node-stream",
+    label: "this, Node, multipart (stream)",
+    protocol: "multipart",
+    stores: true,
+    ours: true,
+    command: nodeServer("project.ts", { PARSER: "stream" }),
+    optIn: true,
+  },
 ];
 
 /** Servers now running, stopped on Ctrl-C too so nothing outlives the benchmark. */
@@ -207,6 +269,7 @@ interface Running {
 
 async function startServer(spec: ServerSpec): Promise<Running> {
   const dir = await Deno.makeTempDir({ dir: work, prefix: `${spec.name}-` });
+  await spec.command(dir).prepare?.();
   const { cmd, args, env } = spec.command(dir);
   const child = new Deno.Command(cmd, {
     args,
@@ -795,10 +858,12 @@ async function machine(): Promise<string> {
 const hasNode = await available("node") &&
   await stat(join(here, "tus", "node_modules", "@tus", "server")).then(() => true, () => false);
 const hasBun = await available("bun");
+const hasNodeRuntime = await available("node");
 const servers = SERVERS.filter((s) =>
-  (!ONLY || ONLY.includes(s.name)) &&
+  (s.optIn ? ONLY?.includes(s.name) : !ONLY || ONLY.includes(s.name)) &&
   (s.name !== "tus" || hasNode) &&
-  (!s.name.startsWith("bun") || hasBun)
+  (!s.name.startsWith("bun") || hasBun) &&
+  (!s.name.startsWith("node") || hasNodeRuntime)
 );
 if (!hasNode) {
   console.error("node or bench/tus/node_modules missing (run npm install in bench/tus): skipping tus");

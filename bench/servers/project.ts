@@ -49,4 +49,4 @@ const handler = createResumableHandler({
   onError: (error) => console.error(error),
 });
 
-serve(handler);
+await serve(handler);

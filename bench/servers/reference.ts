@@ -16,4 +16,4 @@ async function formData(request: Request): Promise<Response> {
   return new Response("{}", { headers: { "content-type": "application/json" } });
 }
 
-serve(mode === "formdata" ? formData : drain);
+await serve(mode === "formdata" ? formData : drain);
