@@ -1,7 +1,8 @@
 // Path operations of the file-system storage: Deno's synchronous calls under Deno, node:fs's
 // synchronous calls elsewhere (see _fs_platform.ts for why). Asynchronous to their callers either
 // way, so callers need not care; a failure is always a rejected promise, never a throw.
-import { denoFs, loadNodeFs, loadNodeFsSync } from "./_fs_platform.ts";
+import { denoFs, loadNodeFs, loadNodeFsSync, type NodeFsSync, treeRemovalWalks } from "./_fs_platform.ts";
+import { joinPath } from "./_path.ts";
 
 /** What the storage reads from a `stat`. */
 export interface FileStat {
@@ -103,7 +104,35 @@ export async function removeAll(path: string): Promise<void> {
     }
     return;
   }
+  // Node's asynchronous `rm` walks the tree in JavaScript, one thread-pool call per entry, each
+  // answered only when the event loop gets to it: under load (1 MiB chunks, 16 in flight) it held the
+  // request completing an upload for 91-244 ms over a folder of 32 chunks. A small tree goes in one
+  // synchronous walk instead, well under a millisecond; a large one stays off this thread.
+  if (treeRemovalWalks) {
+    const fs = await loadNodeFsSync();
+    if (treeIsSmall(fs, path, SYNC_REMOVAL_ENTRIES)) return fs.rmSync(path, { recursive: true, force: true });
+  }
   await (await loadNodeFs()).rm(path, { recursive: true, force: true });
+}
+
+/** The most entries a tree may have for {@linkcode removeAll} to remove it synchronously. */
+export const SYNC_REMOVAL_ENTRIES = 1000;
+
+/** Whether the tree at `path` has at most `limit` entries (a file or nothing has none). */
+function treeIsSmall(fs: NodeFsSync, path: string, limit: number): boolean {
+  let left = limit;
+  const fits = (dir: string): boolean => {
+    let entries;
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return true; // a file, or gone: `rmSync` removes or skips it, or fails as `rm` would
+    }
+    left -= entries.length;
+    if (left < 0) return false;
+    return entries.every((entry) => !entry.isDirectory() || fits(joinPath(dir, entry.name)));
+  };
+  return fits(path);
 }
 
 /** Size and times of a file or directory. */

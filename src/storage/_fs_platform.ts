@@ -89,6 +89,13 @@ const nodeProcess = denoFs
   ? undefined
   : (globalThis as { process?: { platform: string; cwd(): string } }).process;
 
+/**
+ * Whether the runtime removes a directory tree asynchronously as a JavaScript walk of thread-pool
+ * calls (Node), rather than in one native call (Deno, Bun). See `removeAll`.
+ */
+export const treeRemovalWalks: boolean = !denoFs &&
+  typeof (globalThis as { Bun?: unknown }).Bun === "undefined";
+
 /** Whether paths are Windows paths. */
 export const windowsPaths: boolean = denoFs
   ? denoFs.build.os === "windows"
