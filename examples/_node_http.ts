@@ -1,6 +1,6 @@
 // A fetch-style handler behind Node's `http` module: the adapter `node_server.ts` runs the example
 // with, and the benchmark its Node servers. Node has no server that speaks `Request` and `Response`,
-// and this is all one takes: about a hundred lines, no dependency.
+// and this is all one takes: about a hundred lines, no dependency, to copy into an application.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -81,14 +81,14 @@ async function send(response: Response, incoming: IncomingMessage, outgoing: Ser
 }
 
 /**
- * Serves `handler` with Node's `http` module on `hostname` and `port` (0 picks a free one), and calls
- * `onListen` with the port once it listens.
+ * `handler` as a listener of Node's `http` server, `(incoming, outgoing) => …`: for
+ * `http.createServer(listener)`, or a server made elsewhere. `hostname` stands in for a missing `Host`.
  */
-export function serveWithNode(
+export function nodeListener(
   handler: (request: Request) => Promise<Response>,
-  { hostname, port, onListen }: { hostname: string; port: number; onListen?: (port: number) => void },
-): Server {
-  const server = createServer(async (incoming, outgoing) => {
+  hostname = "localhost",
+): (incoming: IncomingMessage, outgoing: ServerResponse) => Promise<void> {
+  return async (incoming, outgoing) => {
     let request: Request;
     try {
       request = toRequest(incoming, hostname);
@@ -107,7 +107,18 @@ export function serveWithNode(
         outgoing.writeHead(500).end();
       }
     }
-  });
+  };
+}
+
+/**
+ * Serves `handler` with Node's `http` module on `hostname` and `port` (0 picks a free one), and calls
+ * `onListen` with the port once it listens.
+ */
+export function serveWithNode(
+  handler: (request: Request) => Promise<Response>,
+  { hostname, port, onListen }: { hostname: string; port: number; onListen?: (port: number) => void },
+): Server {
+  const server = createServer(nodeListener(handler, hostname));
   server.listen(port, hostname, () => {
     const address = server.address();
     onListen?.(typeof address === "object" && address ? address.port : port);
