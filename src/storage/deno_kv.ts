@@ -134,6 +134,8 @@ const PART = 64 * 1024;
 /** Parts per commit: 10 x 64 KiB stays well under the 800 KiB commit limit with keys. */
 const PARTS_PER_COMMIT = 10;
 const DELETES_PER_COMMIT = 500;
+/** Upload records a handle keeps the last read of (see `#records`): about 300 bytes each. */
+const RECORDS_NOTED = 1000;
 /** Publishing commits to try while only our own lease renewals get in the way. */
 const PUBLISH_ATTEMPTS = 5;
 const TRANSIENT = /database is locked|busy|timed? ?out|temporar|unavailable|connection/i;
@@ -174,6 +176,12 @@ export class DenoKvStorage implements UploadStorage {
   #prefix: Deno.KvKey;
   #retries: number;
   #files: KvFileTarget | undefined;
+  /**
+   * The upload records this handle last read, with their versionstamps, so that storing a chunk need
+   * not read its record again right after `createUpload` did: the chunk's commit checks the
+   * versionstamp anyway, and fails if the record changed since. Least recently read first; bounded.
+   */
+  #records = new Map<string, Deno.KvEntry<UploadRecord>>();
 
   /**
    * Creates a storage over an open database.
@@ -310,7 +318,7 @@ export class DenoKvStorage implements UploadStorage {
     const key = this.#key("upload", record.key);
     while (true) {
       const existing = await this.#get<UploadRecord>(key);
-      if (existing.value) return existing.value;
+      if (existing.value) return this.#noteRecord(record.key, existing as Deno.KvEntry<UploadRecord>);
       const ok = await this.#commit((op) =>
         op.check({ key, versionstamp: null }).set(key, record).set(
           this.#key("activity", record.key),
@@ -319,6 +327,13 @@ export class DenoKvStorage implements UploadStorage {
       );
       if (ok) return record;
     }
+  }
+
+  #noteRecord(key: string, entry: Deno.KvEntry<UploadRecord>): UploadRecord {
+    this.#records.delete(key);
+    if (this.#records.size >= RECORDS_NOTED) this.#records.delete(this.#records.keys().next().value!);
+    this.#records.set(key, entry);
+    return entry.value;
   }
 
   /** The upload record, or `undefined`. */
@@ -340,7 +355,11 @@ export class DenoKvStorage implements UploadStorage {
   ): Promise<void> {
     if (!Number.isSafeInteger(index) || index < 1) throw new RangeError(`Invalid chunk index ${index}`);
     const uploadKey = this.#key("upload", key);
-    const upload = await this.#get<UploadRecord>(uploadKey);
+    // The record createUpload read for this chunk's request, if it is the one the chunk is for.
+    const noted = fileId === undefined ? undefined : this.#records.get(key);
+    const upload = noted !== undefined && noted.value.fileId === fileId
+      ? noted
+      : await this.#get<UploadRecord>(uploadKey);
     const missing = () => new Error(`Cannot store chunk ${index}: upload "${key}" does not exist`);
     // The commit below checks that the record is still this one.
     if (!upload.value || (fileId !== undefined && upload.value.fileId !== fileId)) {
@@ -361,7 +380,10 @@ export class DenoKvStorage implements UploadStorage {
     if (added) return;
     await this.#deletePrefix(parts);
     // Either the chunk was stored already (fine) or the upload record changed under us.
-    if ((await this.#get(uploadKey)).versionstamp !== upload.versionstamp) throw missing();
+    if ((await this.#get(uploadKey)).versionstamp !== upload.versionstamp) {
+      this.#records.delete(key);
+      throw missing();
+    }
   }
 
   /** Size of a stored chunk, or `undefined`. */
@@ -513,6 +535,7 @@ export class DenoKvStorage implements UploadStorage {
    * which checks that there is none.
    */
   async removeUpload(key: string, options: RemoveUploadOptions = {}): Promise<void | "completed"> {
+    this.#records.delete(key);
     // Noted first, so a chunk request that reaches createUpload after the record is gone sees it.
     await this.#commit((op) =>
       op.set(this.#key("removed", key), preciseNow(), { expireIn: REMOVAL_MEMORY_MS })

@@ -155,6 +155,58 @@ Deno.test("DenoKvStorage reads an upload record that exists without attempting a
   assert.equal(commits, 1, "a later chunk only reads it: a commit refused by its check costs a write");
 });
 
+/** `kv` with every `get` of a key whose first part after the prefix is `kind` counted. */
+function countingGets(kv: Deno.Kv, kind: string): { kv: Deno.Kv; gets: () => number } {
+  let gets = 0;
+  const counted = new Proxy(kv, {
+    get(target, name) {
+      if (name === "get") {
+        return (key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
+          if (key[1] === kind) gets++;
+          return target.get(key, options);
+        };
+      }
+      return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+    },
+  });
+  return { kv: counted, gets: () => gets };
+}
+
+Deno.test("DenoKvStorage reads the upload record once for a chunk: createUpload's read serves putChunk's commit", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: counted, gets } = countingGets(kv, "upload");
+  const storage = new DenoKvStorage({ kv: counted });
+  const record = recordOf(KEY, 6, 3);
+  await new DenoKvStorage({ kv }).createUpload(record);
+  // As the handler stores every chunk after the first: the record, then the chunk with its file id.
+  const before = gets();
+  const found = await storage.createUpload({ ...record, fileId: newFileId() });
+  await storage.putChunk(KEY, 1, new Blob(["abc"]).stream(), { fileId: found.fileId });
+  assert.equal(gets() - before, 1, "one read of the record for both");
+  assert.equal(await storage.countChunks(KEY), 1);
+});
+
+Deno.test("DenoKvStorage refuses a chunk for a record it read before another handle removed the upload and began it again", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const here = new DenoKvStorage({ kv });
+  const elsewhere = new DenoKvStorage({ kv });
+  const old = await here.createUpload(recordOf(KEY, 6, 3));
+  await elsewhere.removeUpload(KEY);
+  const again = await elsewhere.createUpload(recordOf(KEY, 6, 3));
+  await assert.rejects(
+    here.putChunk(KEY, 1, new Blob(["abc"]).stream(), { fileId: old.fileId }),
+    /does not exist/,
+  );
+  assert.equal(await here.chunkSize(KEY, 1), undefined, "nothing stored for the new upload");
+  assert.equal(await here.countChunks(KEY), 0);
+  assert.deepEqual(await kvKeys(kv, "chunkpart"), [], "no parts left behind");
+  // The same handle stores the new upload's chunk once it has read the new record.
+  const current = await here.createUpload(recordOf(KEY, 6, 3));
+  assert.equal(current.fileId, again.fileId);
+  await here.putChunk(KEY, 1, new Blob(["abc"]).stream(), { fileId: current.fileId });
+  assert.equal(await here.countChunks(KEY), 1);
+});
+
 Deno.test("DenoKvStorage grants one claim across two handles on one database file", async () => {
   const directory = await Deno.makeTempDir({ prefix: "resumable-kv-" });
   try {
