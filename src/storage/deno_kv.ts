@@ -223,31 +223,41 @@ export class DenoKvStorage implements UploadStorage {
     return this.#retry(async () => (await build(this.#kv.atomic()).commit()).ok);
   }
 
-  /** Writes `data` as 64 KiB values under `base`; returns the byte count. Removes them on failure. */
+  /**
+   * Writes `data` as 64 KiB values under `base`, and returns the byte count. With `last`, the final
+   * values go in one commit with what `last` adds (given the byte count), and `added` tells whether
+   * that commit's checks passed; on `false`, or if that commit fails, the values written stay for the
+   * caller to remove or keep (the commit may have applied). On any other failure every value written
+   * is removed.
+   */
   async #writeParts(
     base: Deno.KvKey,
     data: ReadableStream<Uint8Array>,
     signal?: AbortSignal,
-  ): Promise<number> {
+    last?: (op: Deno.AtomicOperation, size: number) => Deno.AtomicOperation,
+  ): Promise<{ size: number; added: boolean }> {
     let batch: Uint8Array[] = [];
     let written = 0;
     let size = 0;
     let buffer = new Uint8Array(PART);
     let filled = 0;
+    let added = true;
+    let lastCommitted = false;
     const flush = async (final: boolean) => {
-      if (filled === PART || (final && filled > 0)) {
+      if (final && filled > 0) {
         batch.push(buffer.slice(0, filled));
-        buffer = new Uint8Array(PART);
         filled = 0;
       }
-      if (batch.length === PARTS_PER_COMMIT || (final && batch.length > 0)) {
+      if (batch.length === PARTS_PER_COMMIT || (final && (batch.length > 0 || last))) {
         const parts = batch;
         batch = [];
-        await this.#commit((op) => {
+        lastCommitted = final && last !== undefined;
+        const ok = await this.#commit((op) => {
           parts.forEach((part, i) => op.set([...base, written + i], part));
-          return op;
+          return final && last ? last(op, size) : op;
         });
         written += parts.length;
+        if (final) added = ok;
       }
     };
     try {
@@ -256,18 +266,25 @@ export class DenoKvStorage implements UploadStorage {
         size += piece.byteLength;
         let offset = 0;
         while (offset < piece.byteLength) {
+          // A full batch is committed only once a byte follows it: else it is the last, and goes
+          // with `last`.
+          if (batch.length === PARTS_PER_COMMIT) await flush(false);
           const n = Math.min(PART - filled, piece.byteLength - offset);
           buffer.set(piece.subarray(offset, offset + n), filled);
           filled += n;
           offset += n;
-          if (filled === PART) await flush(false);
+          if (filled === PART) {
+            batch.push(buffer);
+            buffer = new Uint8Array(PART);
+            filled = 0;
+          }
         }
       }
-      await flush(true);
       signal?.throwIfAborted();
-      return size;
+      await flush(true);
+      return { size, added };
     } catch (error) {
-      await this.#deletePrefix(base).catch(() => {});
+      if (!lastCommitted) await this.#deletePrefix(base).catch(() => {});
       throw error;
     }
   }
@@ -368,19 +385,33 @@ export class DenoKvStorage implements UploadStorage {
     }
     const id = writeId();
     const parts = this.#key("chunkpart", key, index, id);
-    const size = await this.#writeParts(parts, data, signal);
     const chunkKey = this.#key("chunk", key, index);
-    const value: ChunkValue = { size, writeId: id };
-    const added = await this.#commit((op) =>
+    // Made visible and counted in the commit of its last parts: one commit for a chunk of up to
+    // 640 KiB, one per 640 KiB above.
+    const visible = (op: Deno.AtomicOperation, size: number) =>
       op.check(upload).check({ key: chunkKey, versionstamp: null })
-        .set(chunkKey, value)
+        .set(chunkKey, { size, writeId: id } satisfies ChunkValue)
         .sum(this.#key("count", key), 1n)
-        .set(this.#key("activity", key), Date.now())
-    );
+        .set(this.#key("activity", key), Date.now());
+    // A commit that failed, or was retried after losing its reply, may have applied all the same:
+    // the chunk is then this very copy, and its parts must stay.
+    const ours = async () => (await this.#get<ChunkValue>(chunkKey)).value?.writeId === id;
+    let added: boolean;
+    try {
+      ({ added } = await this.#writeParts(parts, data, signal, visible));
+    } catch (error) {
+      const mine = await ours().catch(() => undefined);
+      if (mine) return; // the commit applied: the chunk is stored
+      // Parts of a chunk that may be visible (unknown) stay: an orphan costs less than a torn chunk.
+      if (mine === false) await this.#deletePrefix(parts).catch(() => {});
+      throw error;
+    }
     if (added) return;
+    const [mine, record] = await Promise.all([ours(), this.#get(uploadKey)]);
+    if (mine) return;
     await this.#deletePrefix(parts);
     // Either the chunk was stored already (fine) or the upload record changed under us.
-    if ((await this.#get(uploadKey)).versionstamp !== upload.versionstamp) {
+    if (record.versionstamp !== upload.versionstamp) {
       this.#records.delete(key);
       throw missing();
     }
@@ -466,7 +497,7 @@ export class DenoKvStorage implements UploadStorage {
       const { size, location } = await this.#files.write(file, data);
       stored = location === undefined ? { ...file, size } : { ...file, size, location };
     } else {
-      stored = { ...file, size: await this.#writeParts(parts, data) };
+      stored = { ...file, size: (await this.#writeParts(parts, data)).size };
     }
     const value: FileValue = { file: stored, writeId: id, external: this.#files !== undefined };
     let ok = false;

@@ -78,9 +78,11 @@ Deno.test("DenoKvStorage shows a chunk only after all its parts are written", as
   let release!: () => void;
   const gate = new Promise<void>((resolve) => release = resolve);
   let sent = 0;
+  // A full first batch of ten parts is committed once the eleventh part begins (until then it could
+  // be the last, which goes with the chunk's visibility), and the twelfth is read only after that.
   const stream = new ReadableStream<Uint8Array>({
     async pull(controller) {
-      if (sent === 12) await gate;
+      if (sent === 13) await gate;
       if (sent === 16) return controller.close();
       controller.enqueue(randomBytes(65536));
       sent++;
@@ -88,7 +90,7 @@ Deno.test("DenoKvStorage shows a chunk only after all its parts are written", as
   });
   await storage.createUpload(recordOf(KEY, 48 * 65536, 16 * 65536));
   const writing = storage.putChunk(KEY, 3, stream);
-  while (sent < 12) await new Promise((resolve) => setTimeout(resolve, 5));
+  while (sent < 13) await new Promise((resolve) => setTimeout(resolve, 5));
   let parts = 0;
   for await (const _ of kv.list({ prefix: ["resumable", "chunkpart", KEY, 3] })) parts++;
   assert.ok(parts >= 10, "a first commit of parts is in");
@@ -205,6 +207,95 @@ Deno.test("DenoKvStorage refuses a chunk for a record it read before another han
   assert.equal(current.fileId, again.fileId);
   await here.putChunk(KEY, 1, new Blob(["abc"]).stream(), { fileId: current.fileId });
   assert.equal(await here.countChunks(KEY), 1);
+});
+
+/**
+ * `kv` with every commit counted. `loseNextChecked(n, why)` makes the next `n` commits that check
+ * something (a chunk's visibility, not its bare parts) apply and then fail with `why`, as if their
+ * reply were lost (retried when `why` reads as transient).
+ */
+function countingCommits(kv: Deno.Kv) {
+  let commits = 0;
+  let lose = 0;
+  let message = "";
+  const counted = new Proxy(kv, {
+    get(target, name) {
+      if (name !== "atomic") {
+        return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+      }
+      return () => {
+        const op = target.atomic();
+        let checks = false;
+        const check = op.check.bind(op);
+        op.check = (...args) => {
+          checks = true;
+          return check(...args);
+        };
+        const commit = op.commit.bind(op);
+        op.commit = async () => {
+          commits++;
+          const result = await commit();
+          if (checks && lose > 0 && result.ok) {
+            lose--;
+            throw new Error(message);
+          }
+          return result;
+        };
+        return op;
+      };
+    },
+  });
+  return {
+    kv: counted,
+    commits: () => commits,
+    loseNextChecked(n: number, why = "connection reset before the reply") {
+      lose = n;
+      message = why;
+    },
+  };
+}
+
+Deno.test("DenoKvStorage makes a chunk visible in the commit of its last parts: one commit up to 640 KiB, two for 1 MiB", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: counted, commits } = countingCommits(kv);
+  const storage = new DenoKvStorage({ kv: counted });
+  await storage.createUpload(recordOf(KEY, 4 * 1024 ** 2, 1024 ** 2));
+  for (const [index, size, expected] of [[1, 640 * 1024, 1], [2, 1024 ** 2, 2], [3, 1, 1]] as const) {
+    const bytes = new Uint8Array(randomBytes(size));
+    const before = commits();
+    await storage.putChunk(KEY, index, new Blob([bytes]).stream());
+    assert.equal(commits() - before, expected, `commits for a chunk of ${size} bytes`);
+    const stored = new Uint8Array(await new Response(await storage.openChunk(KEY, index)).arrayBuffer());
+    assert.deepEqual(stored, bytes);
+  }
+  assert.equal(await storage.countChunks(KEY), 3);
+});
+
+Deno.test("DenoKvStorage keeps a chunk whose visibility commit applied though its reply was lost and retried", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: flaky, loseNextChecked } = countingCommits(kv);
+  const storage = new DenoKvStorage({ kv: flaky });
+  await storage.createUpload(recordOf(KEY, 6, 3));
+  loseNextChecked(1); // the chunk's visibility commit applies, its reply is lost, the retry finds the chunk
+  await storage.putChunk(KEY, 1, new Blob(["abc"]).stream());
+  assert.equal(await storage.chunkSize(KEY, 1), 3);
+  assert.equal(
+    await new Response(await storage.openChunk(KEY, 1)).text(),
+    "abc",
+    "its bytes are still there",
+  );
+  assert.equal(await storage.countChunks(KEY), 1);
+});
+
+Deno.test("DenoKvStorage keeps a chunk whose visibility commit applied though it failed for good", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: flaky, loseNextChecked } = countingCommits(kv);
+  const storage = new DenoKvStorage({ kv: flaky });
+  await storage.createUpload(recordOf(KEY, 6, 3));
+  loseNextChecked(1, "the commit's outcome is unknown");
+  await storage.putChunk(KEY, 1, new Blob(["abc"]).stream());
+  assert.equal(await new Response(await storage.openChunk(KEY, 1)).text(), "abc");
+  assert.equal(await storage.countChunks(KEY), 1);
 });
 
 Deno.test("DenoKvStorage grants one claim across two handles on one database file", async () => {
