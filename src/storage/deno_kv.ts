@@ -224,6 +224,25 @@ export class DenoKvStorage implements UploadStorage {
   }
 
   /**
+   * Runs a checked commit whose outcome `applied` can tell afterwards. A commit may apply and still
+   * fail (its reply lost), and a retry of it is then refused by its own checks: without asking,
+   * the caller would take its own write for someone else's, and undo or abandon it.
+   */
+  async #commitChecked(
+    build: (op: Deno.AtomicOperation) => Deno.AtomicOperation,
+    applied: () => Promise<boolean>,
+  ): Promise<boolean> {
+    let ok: boolean;
+    try {
+      ok = await this.#commit(build);
+    } catch (error) {
+      if (await applied().catch(() => false)) return true;
+      throw error;
+    }
+    return ok || await applied();
+  }
+
+  /**
    * Writes `data` as 64 KiB values under `base`, and returns the byte count. With `last`, the final
    * values go in one commit with what `last` adds (given the byte count), and `added` tells whether
    * that commit's checks passed; on `false`, or if that commit fails, the values written stay for the
@@ -448,8 +467,9 @@ export class DenoKvStorage implements UploadStorage {
       generation: (held.value?.generation ?? 0) + 1,
       expiresAt: Date.now() + lease.ttlMs,
     };
-    const ok = await this.#commit((op) =>
-      op.check(held).check(done).set(claimKey, value).set(this.#key("activity", key), Date.now())
+    const ok = await this.#commitChecked(
+      (op) => op.check(held).check(done).set(claimKey, value).set(this.#key("activity", key), Date.now()),
+      async () => (await this.#get<ClaimValue>(claimKey)).value?.owner === lease.owner,
     );
     return ok ? { key, owner: lease.owner, generation: value.generation } : undefined;
   }
@@ -464,9 +484,10 @@ export class DenoKvStorage implements UploadStorage {
   async renewClaim(claim: Claim, lease: Lease): Promise<boolean> {
     const held = await this.#held(claim);
     if (!held) return false;
-    return await this.#commit((op) =>
-      op.check(held).set(held.key, { ...held.value, expiresAt: Date.now() + lease.ttlMs })
-        .set(this.#key("activity", claim.key), Date.now())
+    const renewed = { ...held.value, expiresAt: Date.now() + lease.ttlMs };
+    return await this.#commitChecked(
+      (op) => op.check(held).set(held.key, renewed).set(this.#key("activity", claim.key), Date.now()),
+      async () => (await this.#held(claim))?.value.expiresAt === renewed.expiresAt,
     );
   }
 
@@ -508,11 +529,13 @@ export class DenoKvStorage implements UploadStorage {
       // The record must still be the one the file was made from (not removed and begun again).
       const record = await this.#get<UploadRecord>(this.#key("upload", claim.key));
       if (!held || record.value?.fileId !== file.id || (await this.#get(completeKey)).value) break;
-      ok = await this.#commit((op) =>
-        op.check(held).check(record).check({ key: completeKey, versionstamp: null })
-          .set(completeKey, stored)
-          .set(this.#key("file", file.id), value)
-          .set(this.#key("activity", claim.key), Date.now())
+      ok = await this.#commitChecked(
+        (op) =>
+          op.check(held).check(record).check({ key: completeKey, versionstamp: null })
+            .set(completeKey, stored)
+            .set(this.#key("file", file.id), value)
+            .set(this.#key("activity", claim.key), Date.now()),
+        async () => (await this.#get<FileValue>(this.#key("file", file.id))).value?.writeId === id,
       );
     }
     if (!ok) {

@@ -298,6 +298,43 @@ Deno.test("DenoKvStorage keeps a chunk whose visibility commit applied though it
   assert.equal(await storage.countChunks(KEY), 1);
 });
 
+for (const why of ["connection reset before the reply", "the commit's outcome is unknown"]) {
+  const how = why.startsWith("connection") ? "its reply was lost and it was retried" : "it failed for good";
+  Deno.test(`DenoKvStorage keeps a claim, a renewal and a published file whose commit applied though ${how}`, async () => {
+    using kv = await Deno.openKv(":memory:");
+    const { kv: flaky, loseNextChecked } = countingCommits(kv);
+    const storage = new DenoKvStorage({ kv: flaky });
+    const rec = await storage.createUpload(recordOf(KEY, 3, 3));
+    await storage.putChunk(KEY, 1, new Blob(["abc"]).stream());
+    const lease = { owner: crypto.randomUUID(), ttlMs: 30_000 };
+
+    loseNextChecked(1, why);
+    const claim = await storage.claim(KEY, lease);
+    assert.ok(claim, "the claim it took is its own");
+    assert.equal(await storage.claim(KEY, { owner: crypto.randomUUID(), ttlMs: 30_000 }), undefined);
+
+    loseNextChecked(1, why);
+    assert.equal(await storage.renewClaim(claim, lease), true, "the renewal it made holds");
+
+    const file = {
+      id: rec.fileId,
+      name: rec.fileName,
+      size: 3,
+      type: "",
+      identifier: rec.identifier,
+      relativePath: rec.relativePath,
+      uploadKey: KEY,
+      completedAt: Date.now(),
+    };
+    loseNextChecked(1, why);
+    const stored = await storage.commit(claim, new Blob(["abc"]).stream(), file);
+    assert.equal(stored?.id, rec.fileId, "the file it published is published");
+    const opened = await storage.openFile(rec.fileId);
+    assert.equal(await new Response(opened!.body).text(), "abc", "with its bytes");
+    assert.equal((await storage.getCompleted(KEY))?.id, rec.fileId);
+  });
+}
+
 Deno.test("DenoKvStorage grants one claim across two handles on one database file", async () => {
   const directory = await Deno.makeTempDir({ prefix: "resumable-kv-" });
   try {
