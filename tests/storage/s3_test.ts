@@ -585,3 +585,33 @@ Deno.test("S3Storage: an expiry sweep deletes notes of removals older than ten m
     }
   });
 });
+
+Deno.test("S3Storage keeps a claim, a lease renewal and a completion whose conditional PUT applied though its reply was lost", async () => {
+  await withS3(async (s3) => {
+    let lose = 0;
+    const storage = storageOn(s3, undefined, async (input, init) => {
+      const response = await fetch(input, init);
+      const conditional = [...new Headers(init?.headers).keys()].some((name) => name.startsWith("if-"));
+      if (init?.method === "PUT" && conditional && response.ok && lose > 0) {
+        lose--;
+        await response.body?.cancel();
+        throw new TypeError("connection reset before the reply");
+      }
+      return response;
+    });
+    const rec = await storage.createUpload(newRecord(3, 3));
+    await storage.putChunk(rec.key, 1, new Blob(["abc"]).stream());
+    const lease = { owner: crypto.randomUUID(), ttlMs: 60_000 };
+    lose = 1;
+    const claim = await storage.claim(rec.key, lease);
+    assert.ok(claim, "the claim it took is its own");
+    assert.equal(await storage.claim(rec.key, { owner: crypto.randomUUID(), ttlMs: 60_000 }), undefined);
+    lose = 1;
+    assert.equal(await storage.renewClaim(claim, lease), true, "the renewal it made holds");
+    lose = 1;
+    const stored = await storage.commit(claim, new Blob(["abc"]).stream(), fileOf(rec));
+    assert.equal(stored?.id, rec.fileId, "the completion it wrote is its own");
+    assert.equal((await storage.getCompleted(rec.key))?.id, rec.fileId);
+    assert.equal(await new Response((await storage.openFile(rec.fileId))!.body).text(), "abc");
+  });
+});
