@@ -405,7 +405,7 @@ export class S3Storage implements UploadStorage {
   async claim(key: string, lease: Lease): Promise<Claim | undefined> {
     const claimKey = this.#upload(key, "claim.json");
     const first: ClaimBody = { owner: lease.owner, generation: 1, expiresAt: Date.now() + lease.ttlMs };
-    if (await this.#putClaim(claimKey, first, { "if-none-match": "*" })) {
+    if (await this.#putJsonOrReadBack(claimKey, first, { "if-none-match": "*" })) {
       return { key, owner: lease.owner, generation: 1 };
     }
     const held = await this.#getJson<ClaimBody>(claimKey);
@@ -415,24 +415,23 @@ export class S3Storage implements UploadStorage {
       generation: held.value.generation + 1,
       expiresAt: Date.now() + lease.ttlMs,
     };
-    if (!await this.#putClaim(claimKey, next, { "if-match": held.etag })) return undefined;
+    if (!await this.#putJsonOrReadBack(claimKey, next, { "if-match": held.etag })) return undefined;
     return { key, owner: lease.owner, generation: next.generation };
   }
 
   /**
-   * Writes a claim conditionally. A PUT can apply and its reply still be lost (the request then
-   * throws): the claim is read back, and if it is exactly the one written, it was this write, which
-   * stands. Else a claim this process took would be left to expire, its upload unassembled meanwhile.
+   * `#putJson` with a condition, for writes whose loss would strand an upload (claims, renewals, the
+   * completion). A PUT can apply and its reply still be lost (the request then throws; conditional
+   * PUTs are never retried): the object is read back, and if it is exactly the one written, it was
+   * this write, which stands. Else a claim this process took would be left to expire, its upload
+   * unassembled meanwhile.
    */
-  async #putClaim(claimKey: string, body: ClaimBody, condition: Record<string, string>): Promise<boolean> {
+  async #putJsonOrReadBack(key: string, value: unknown, condition: Record<string, string>): Promise<boolean> {
     try {
-      return await this.#putJson(claimKey, body, condition);
+      return await this.#putJson(key, value, condition);
     } catch (error) {
-      const now = await this.#getJson<ClaimBody>(claimKey).catch(() => undefined);
-      if (
-        now?.value.owner === body.owner && now.value.generation === body.generation &&
-        now.value.expiresAt === body.expiresAt
-      ) return true;
+      const now = await this.#getJson<unknown>(key).catch(() => undefined);
+      if (now && JSON.stringify(now.value) === JSON.stringify(value)) return true;
       throw error;
     }
   }
@@ -448,7 +447,9 @@ export class S3Storage implements UploadStorage {
     const held = await this.#heldClaim(claim);
     if (!held) return false;
     const renewed: ClaimBody = { ...held.value, expiresAt: Date.now() + lease.ttlMs };
-    return await this.#putClaim(this.#upload(claim.key, "claim.json"), renewed, { "if-match": held.etag });
+    return await this.#putJsonOrReadBack(this.#upload(claim.key, "claim.json"), renewed, {
+      "if-match": held.etag,
+    });
   }
 
   /** Expires a claim at once (`If-Match` on the claim it still holds); the generation stays used. */
@@ -498,15 +499,7 @@ export class S3Storage implements UploadStorage {
     const stored: StoredFile = { ...file, size, location };
     await this.#putJson(this.#fileDir(file.id) + ".file.json", stored);
     const completeKey = this.#upload(claim.key, "complete.json");
-    let published: boolean;
-    try {
-      published = await this.#putJson(completeKey, stored, { "if-none-match": "*" });
-    } catch (error) {
-      // Applied, its reply lost? Then the completion read back is this very one, and it stands.
-      const now = await this.#getJson<StoredFile>(completeKey).catch(() => undefined);
-      if (now && JSON.stringify(now.value) === JSON.stringify(stored)) return stored;
-      throw error;
-    }
+    const published = await this.#putJsonOrReadBack(completeKey, stored, { "if-none-match": "*" });
     return published ? stored : undefined;
   }
 
