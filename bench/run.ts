@@ -77,16 +77,16 @@ interface ServerSpec {
   stores: boolean;
   /** One of this project's servers: held to the memory target. */
   ours: boolean;
-  command: (dir: string) => {
-    cmd: string;
-    args: string[];
-    env: Record<string, string>;
-    /** Run once before the first start, e.g. to build what `args` name. */
-    prepare?: () => Promise<unknown>;
-  };
+  command: (dir: string) => ServerCommand | Promise<ServerCommand>;
   bigOnly?: boolean;
   /** Run only when `BENCH_ONLY` names it: outside what issue 5 measures. */
   optIn?: boolean;
+}
+
+interface ServerCommand {
+  cmd: string;
+  args: string[];
+  env: Record<string, string>;
 }
 
 const deno = Deno.execPath();
@@ -127,11 +127,10 @@ async function bundleForNode(script: string): Promise<string> {
   nodeBundles.set(script, bundle);
   return bundle;
 }
-const nodeServer = (script: string, env: Record<string, string>) => (dir: string) => ({
+const nodeServer = (script: string, env: Record<string, string>) => async (dir: string) => ({
   cmd: "node",
-  args: [nodeBundles.get(script)!],
+  args: [await bundleForNode(script)],
   env: { ...env, DIR: dir },
-  prepare: () => bundleForNode(script),
 });
 
 const SERVERS: ServerSpec[] = [
@@ -269,8 +268,7 @@ interface Running {
 
 async function startServer(spec: ServerSpec): Promise<Running> {
   const dir = await Deno.makeTempDir({ dir: work, prefix: `${spec.name}-` });
-  await spec.command(dir).prepare?.();
-  const { cmd, args, env } = spec.command(dir);
+  const { cmd, args, env } = await spec.command(dir);
   const child = new Deno.Command(cmd, {
     args,
     env,
