@@ -102,59 +102,88 @@ Deno.test("DenoKvStorage shows a chunk only after all its parts are written", as
   assert.equal(await storage.countChunks(KEY), 1);
 });
 
-Deno.test("DenoKvStorage retries operations that fail with 'database is locked'", async () => {
-  using kv = await Deno.openKv(":memory:");
-  let failures = 0;
-  let failed = 0;
-  const flaky = new Proxy(kv, {
+/**
+ * `kv` with every commit attempt counted, and faults to order. `refuseNext(n, why)` makes the next `n`
+ * commits fail with `why` before they apply. `loseNextChecked(n, why)` makes the next `n` commits
+ * that check something (a chunk's visibility, not its bare parts) apply and then fail with `why`, as
+ * if their reply were lost. The storage retries either when `why` reads as transient.
+ */
+function watchedCommits(kv: Deno.Kv) {
+  let commits = 0;
+  let refuse = 0;
+  let refused = 0;
+  let lose = 0;
+  let message = "";
+  const watched = new Proxy(kv, {
     get(target, name) {
       if (name !== "atomic") {
         return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
       }
       return () => {
         const op = target.atomic();
+        let checks = false;
+        const check = op.check.bind(op);
+        op.check = (...args) => {
+          checks = true;
+          return check(...args);
+        };
         const commit = op.commit.bind(op);
-        op.commit = () => {
-          if (failures <= 0) return commit();
-          failures--;
-          failed++;
-          return Promise.reject(new Error("database is locked"));
+        op.commit = async () => {
+          commits++;
+          if (refuse > 0) {
+            refuse--;
+            refused++;
+            throw new Error(message);
+          }
+          const result = await commit();
+          if (checks && lose > 0 && result.ok) {
+            lose--;
+            throw new Error(message);
+          }
+          return result;
         };
         return op;
       };
     },
   });
+  return {
+    kv: watched,
+    commits: () => commits,
+    refused: () => refused,
+    refuseNext(n: number, why: string) {
+      refuse = n;
+      message = why;
+    },
+    loseNextChecked(n: number, why = "connection reset before the reply") {
+      lose = n;
+      message = why;
+    },
+  };
+}
+
+Deno.test("DenoKvStorage retries operations that fail with 'database is locked'", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: flaky, refused, refuseNext } = watchedCommits(kv);
   const storage = new DenoKvStorage({ kv: flaky });
   await storage.createUpload(recordOf(KEY, 6, 3));
-  failures = 3;
+  refuseNext(3, "database is locked");
   await storage.putChunk(KEY, 1, new Blob(["abc"]).stream());
-  assert.equal(failed, 3, "three failures were retried");
+  assert.equal(refused(), 3, "three failures were retried");
   assert.equal(await storage.countChunks(KEY), 1);
-  failures = 100;
+  refuseNext(100, "database is locked");
   await assert.rejects(storage.putChunk(KEY, 2, new Blob(["abc"]).stream()), /database is locked/);
 });
 
 Deno.test("DenoKvStorage reads an upload record that exists without attempting a write, as every chunk after the first does", async () => {
   using kv = await Deno.openKv(":memory:");
-  let commits = 0;
-  const counted = new Proxy(kv, {
-    get(target, name) {
-      if (name === "atomic") {
-        return () => {
-          commits++;
-          return target.atomic();
-        };
-      }
-      return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
-    },
-  });
+  const { kv: counted, commits } = watchedCommits(kv);
   const storage = new DenoKvStorage({ kv: counted });
   const record = recordOf(KEY, 6, 3);
   assert.deepEqual(await storage.createUpload(record), record);
-  assert.equal(commits, 1, "the first chunk creates the record");
+  assert.equal(commits(), 1, "the first chunk creates the record");
   // A later chunk brings a record of its own, with another file id: the one stored wins.
   assert.deepEqual(await storage.createUpload({ ...record, fileId: newFileId() }), record);
-  assert.equal(commits, 1, "a later chunk only reads it: a commit refused by its check costs a write");
+  assert.equal(commits(), 1, "a later chunk only reads it: a commit refused by its check costs a write");
 });
 
 /** `kv` with every `get` of a key whose first part after the prefix is `kind` counted. */
@@ -209,55 +238,9 @@ Deno.test("DenoKvStorage refuses a chunk for a record it read before another han
   assert.equal(await here.countChunks(KEY), 1);
 });
 
-/**
- * `kv` with every commit counted. `loseNextChecked(n, why)` makes the next `n` commits that check
- * something (a chunk's visibility, not its bare parts) apply and then fail with `why`, as if their
- * reply were lost (retried when `why` reads as transient).
- */
-function countingCommits(kv: Deno.Kv) {
-  let commits = 0;
-  let lose = 0;
-  let message = "";
-  const counted = new Proxy(kv, {
-    get(target, name) {
-      if (name !== "atomic") {
-        return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
-      }
-      return () => {
-        const op = target.atomic();
-        let checks = false;
-        const check = op.check.bind(op);
-        op.check = (...args) => {
-          checks = true;
-          return check(...args);
-        };
-        const commit = op.commit.bind(op);
-        op.commit = async () => {
-          commits++;
-          const result = await commit();
-          if (checks && lose > 0 && result.ok) {
-            lose--;
-            throw new Error(message);
-          }
-          return result;
-        };
-        return op;
-      };
-    },
-  });
-  return {
-    kv: counted,
-    commits: () => commits,
-    loseNextChecked(n: number, why = "connection reset before the reply") {
-      lose = n;
-      message = why;
-    },
-  };
-}
-
 Deno.test("DenoKvStorage makes a chunk visible in the commit of its last parts: one commit up to 640 KiB, two for 1 MiB", async () => {
   using kv = await Deno.openKv(":memory:");
-  const { kv: counted, commits } = countingCommits(kv);
+  const { kv: counted, commits } = watchedCommits(kv);
   const storage = new DenoKvStorage({ kv: counted });
   await storage.createUpload(recordOf(KEY, 4 * 1024 ** 2, 1024 ** 2));
   for (const [index, size, expected] of [[1, 640 * 1024, 1], [2, 1024 ** 2, 2], [3, 1, 1]] as const) {
@@ -275,7 +258,7 @@ for (const why of ["connection reset before the reply", "the commit's outcome is
   const how = why.startsWith("connection") ? "its reply was lost and it was retried" : "it failed for good";
   Deno.test(`DenoKvStorage keeps a chunk whose visibility commit applied though ${how}`, async () => {
     using kv = await Deno.openKv(":memory:");
-    const { kv: flaky, loseNextChecked } = countingCommits(kv);
+    const { kv: flaky, loseNextChecked } = watchedCommits(kv);
     const storage = new DenoKvStorage({ kv: flaky });
     await storage.createUpload(recordOf(KEY, 6, 3));
     loseNextChecked(1, why);
@@ -291,7 +274,7 @@ for (const why of ["connection reset before the reply", "the commit's outcome is
 
   Deno.test(`DenoKvStorage keeps a claim, a renewal and a published file whose commit applied though ${how}`, async () => {
     using kv = await Deno.openKv(":memory:");
-    const { kv: flaky, loseNextChecked } = countingCommits(kv);
+    const { kv: flaky, loseNextChecked } = watchedCommits(kv);
     const storage = new DenoKvStorage({ kv: flaky });
     const rec = await storage.createUpload(recordOf(KEY, 3, 3));
     await storage.putChunk(KEY, 1, new Blob(["abc"]).stream());
