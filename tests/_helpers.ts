@@ -187,3 +187,20 @@ export async function rawExchange(
   await reading;
   return { statusLine: response.split("\r\n")[0] ?? "", piecesSent };
 }
+
+/**
+ * What is left under `root` in the file storage's chunk folders once a server has cleaned up after an
+ * aborted body: it notices the reset asynchronously, so this waits (up to 5 s) for the list to empty.
+ * The storage's writer folder is made before a body is read and holds no data, so it does not count.
+ */
+export async function chunkDataLeft(root: string): Promise<string[]> {
+  let left: string[] = [];
+  for (let i = 0; i < 100; i++) {
+    left = (await listTree(root)).filter((path) =>
+      path.includes("/chunks/") && !/\/\.writer-[^/]*$/.test(path)
+    );
+    if (left.length === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return left;
+}

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { assertInstalled, otherRuntimeCases } from "./_cases.ts";
 import { startServer } from "./_harness.ts";
 import {
+  chunkDataLeft,
   chunkRequest,
   type ClientChunk,
   clientChunks,
@@ -54,16 +55,7 @@ Deno.test("the Node server assembles parallel, duplicated and racing chunks once
     await connection.write(chunk!.bytes.subarray(0, 50_000));
     await new Promise((resolve) => setTimeout(resolve, 50));
     connection.close();
-    let leftovers: string[] = [];
-    for (let i = 0; i < 100; i++) {
-      // The storage's writer folder is made before the body is read, and holds no data.
-      leftovers = (await listTree(`${server.uploadDir}/uploads`)).filter((path) =>
-        path.includes("/chunks/") && !/\/\.writer-[^/]*$/.test(path)
-      );
-      if (leftovers.length === 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    assert.deepEqual(leftovers, []);
+    assert.deepEqual(await chunkDataLeft(`${server.uploadDir}/uploads`), []);
     const tested = await fetch(testRequest(upload, chunk!));
     await tested.body?.cancel();
     assert.equal(tested.status, 204);
