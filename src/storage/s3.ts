@@ -125,6 +125,10 @@ const DELETE_CONCURRENCY = 8;
 // this long only if the removal dies holding it. How often a waiting removal looks again.
 const REMOVAL_CLAIM_MS = 30_000;
 const CLAIM_POLL_MS = 100;
+// A record read begun with a completion check serves the record lookup that follows it in the same
+// request, within this long; older ones are left (a stalled request must not act on an old read).
+const RECORD_READ_FRESH_MS = 1_000;
+const RECORD_READS_MAX = 1_000;
 
 // A MIME type the `content-type` header can carry: `type/subtype` of token characters, then
 // parameters in printable ASCII. Anything else (the client sends it) would make `Headers` throw.
@@ -167,6 +171,8 @@ export class S3Storage implements UploadStorage {
   #prefix: string;
   #partSize: number;
   #chunks = new Map<string, ChunkCache>();
+  /** Record reads begun alongside a completion check (see `getCompleted`), by upload key. */
+  #recordReads = new Map<string, { read: Promise<UploadRecord | undefined>; begun: number }>();
   /** When this instance last deleted old notes of removals. */
   #removalsPruned = 0;
 
@@ -273,8 +279,10 @@ export class S3Storage implements UploadStorage {
     const key = this.#upload(record.key, "upload.json");
     // A 409 from a racing writer, then a GET that sees nothing yet, is rare but possible: retry.
     for (let attempt = 0; attempt < 5; attempt++) {
-      const existing = await this.#getJson<UploadRecord>(key);
-      if (existing) return this.#noteRecord(existing.value);
+      const existing = attempt === 0
+        ? await this.#recordAfterCheck(record.key)
+        : (await this.#getJson<UploadRecord>(key))?.value;
+      if (existing) return this.#noteRecord(existing);
       if (await this.#putJson(key, record, { "if-none-match": "*" })) return this.#noteRecord(record);
     }
     throw new Error(`Upload record "${record.key}" could not be created or read`);
@@ -282,10 +290,32 @@ export class S3Storage implements UploadStorage {
 
   /** The upload record, or `undefined`. */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    const record = (await this.#getJson<UploadRecord>(this.#upload(key, "upload.json")))?.value;
+    return this.#noted(key, await this.#readRecord(key));
+  }
+
+  #noted(key: string, record: UploadRecord | undefined): UploadRecord | undefined {
     if (record) this.#noteRecord(record);
     else this.#chunks.delete(key);
     return record;
+  }
+
+  async #readRecord(key: string): Promise<UploadRecord | undefined> {
+    return (await this.#getJson<UploadRecord>(this.#upload(key, "upload.json")))?.value;
+  }
+
+  /**
+   * The record as read alongside the newest completion check of `key` (see `getCompleted`), or a
+   * read of its own. For the lookups the handler makes right after its check: that check's read, or
+   * a newer one, is as fresh as a read of their own a round trip ago. One that found no record is
+   * not used: the first chunk may have created it since.
+   */
+  async #recordAfterCheck(key: string): Promise<UploadRecord | undefined> {
+    const begun = this.#recordReads.get(key);
+    if (begun && Date.now() - begun.begun <= RECORD_READ_FRESH_MS) {
+      const record = await begun.read.catch(() => undefined);
+      if (record) return record;
+    }
+    return await this.#readRecord(key);
   }
 
   /**
@@ -336,7 +366,7 @@ export class S3Storage implements UploadStorage {
   async chunkSize(key: string, index: number): Promise<number | undefined> {
     const seen = this.#cache(key)?.fileId;
     const [record, size] = await Promise.all([
-      this.getUpload(key),
+      this.#recordAfterCheck(key).then((found) => this.#noted(key, found)),
       seen === undefined ? undefined : this.#headChunk(key, seen, index),
     ]);
     if (!record) return undefined;
@@ -466,7 +496,7 @@ export class S3Storage implements UploadStorage {
    */
   async #mayPublish(claim: Claim, file: StoredFile): Promise<boolean> {
     const [completed, held, record] = await Promise.all([
-      this.getCompleted(claim.key),
+      this.#completion(claim.key),
       this.#heldClaim(claim),
       this.#getJson<UploadRecord>(this.#upload(claim.key, "upload.json")),
     ]);
@@ -565,8 +595,24 @@ export class S3Storage implements UploadStorage {
     );
   }
 
-  /** The completion record, or `undefined`. */
+  /**
+   * The completion record, or `undefined`. The handler looks up the upload record next (for every
+   * chunk and chunk test), so its GET is sent now too, in parallel: a chunk then costs three round
+   * trips in a row (completion and record, the chunk's PUT, the count), not four.
+   */
   async getCompleted(key: string): Promise<StoredFile | undefined> {
+    const read = this.#readRecord(key);
+    // A lookup that finds this read failed reads again; one never looked at must not fail the process.
+    read.catch(() => {});
+    if (this.#recordReads.size >= RECORD_READS_MAX) this.#recordReads.clear();
+    this.#recordReads.set(key, { read, begun: Date.now() });
+    const completed = await this.#completion(key);
+    if (completed) this.#recordReads.delete(key);
+    return completed;
+  }
+
+  /** The completion record, or `undefined`; for this storage's own checks, which need no record. */
+  async #completion(key: string): Promise<StoredFile | undefined> {
     return (await this.#getJson<StoredFile>(this.#upload(key, "complete.json")))?.value;
   }
 
@@ -594,7 +640,7 @@ export class S3Storage implements UploadStorage {
     // no chunks left, so one request answers for them.
     const keys = await this.#keysUnder(this.#upload(key, "chunks/"));
     if (keys.length === 0) return;
-    const completed = await this.getCompleted(key);
+    const completed = await this.#completion(key);
     if (!completed) return;
     const own = this.#chunkDir(key, completed.id);
     // Chunks other records left (set aside after a cancel) go too, if the record is still the
@@ -609,17 +655,23 @@ export class S3Storage implements UploadStorage {
    * but the markers of aborts that failed: those keep the upload listed, so the next sweep retries.
    */
   async removeUpload(key: string, options: RemoveUploadOptions = {}): Promise<void | "completed"> {
-    await this.#noteRemoval(key);
-    this.#chunks.delete(key);
-    if (await this.#waitOutAssembly(key) === "completed" && options.keepCompleted) return "completed";
-    const keys = await this.#keysUnder(this.#upload(key));
-    const markers = this.#upload(key, "multipart/");
-    const kept = new Set<string>();
-    for (const marker of keys.filter((k) => k.startsWith(markers))) {
-      if (!await this.#abortMultipart(marker, marker.slice(markers.length))) kept.add(marker);
+    try {
+      await this.#noteRemoval(key);
+      this.#chunks.delete(key);
+      if (await this.#waitOutAssembly(key) === "completed" && options.keepCompleted) return "completed";
+      const keys = await this.#keysUnder(this.#upload(key));
+      const markers = this.#upload(key, "multipart/");
+      const kept = new Set<string>();
+      for (const marker of keys.filter((k) => k.startsWith(markers))) {
+        if (!await this.#abortMultipart(marker, marker.slice(markers.length))) kept.add(marker);
+      }
+      await this.#delete(keys.filter((k) => !kept.has(k)));
+      this.#chunks.delete(key);
+    } finally {
+      // A record read begun before the removal ended (or failed) may have found the record not yet
+      // deleted: no lookup after it may take that read.
+      this.#recordReads.delete(key);
     }
-    await this.#delete(keys.filter((k) => !kept.has(k)));
-    this.#chunks.delete(key);
   }
 
   /**
@@ -632,7 +684,7 @@ export class S3Storage implements UploadStorage {
   async #waitOutAssembly(key: string): Promise<"completed" | "claimed"> {
     const lease: Lease = { owner: `removal-${crypto.randomUUID()}`, ttlMs: REMOVAL_CLAIM_MS };
     for (;;) {
-      if (await this.getCompleted(key)) return "completed";
+      if (await this.#completion(key)) return "completed";
       if (await this.claim(key, lease)) return "claimed";
       await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
     }

@@ -615,3 +615,109 @@ Deno.test("S3Storage keeps a claim, a lease renewal and a completion whose condi
     assert.equal(await new Response((await storage.openFile(rec.fileId))!.body).text(), "abc");
   });
 });
+
+/**
+ * A `fetch` that logs when each request to the store is sent and answered (`> GET upload.json`,
+ * `< GET upload.json`, by the last part of the path), and holds the answer to a completion check
+ * until the upload record's GET has been sent: were the two sent one after the other, it would
+ * wait out `patience` and log `! sequential`.
+ */
+function roundTripLog(patience = 2_000) {
+  const log: string[] = [];
+  // Whether the record's GET was sent since the last completion check was answered.
+  let recordSent = false;
+  let onRecordSent: () => void = () => {};
+  const fetching: typeof fetch = async (input, init) => {
+    const url = new URL(String(input));
+    const name = `${init?.method ?? "GET"} ${
+      url.searchParams.has("list-type") ? "list" : url.pathname.split("/").at(-1)
+    }`;
+    if (name === "GET upload.json") {
+      recordSent = true;
+      onRecordSent();
+    }
+    const sent = name === "GET complete.json"
+      ? new Promise<void>((resolve) => recordSent ? resolve() : onRecordSent = resolve)
+      : undefined;
+    log.push(`> ${name}`);
+    const response = await fetch(input, init);
+    if (sent) {
+      recordSent = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waited = await Promise.race([
+        sent.then(() => false),
+        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), patience)),
+      ]);
+      clearTimeout(timer);
+      if (waited) log.push("! sequential");
+    }
+    log.push(`< ${name}`);
+    return response;
+  };
+  return { log, fetch: fetching };
+}
+
+/** What follows the completion check and the record's GET, after checking that both were sent before either was answered. */
+function bothSentThenAnswered(log: string[]): string[] {
+  const both = ["GET complete.json", "GET upload.json"];
+  assert.deepEqual(log.slice(0, 2).sort(), both.map((name) => `> ${name}`), log.join("\n"));
+  assert.deepEqual(log.slice(2, 4).sort(), both.map((name) => `< ${name}`), log.join("\n"));
+  return log.slice(4);
+}
+
+Deno.test("S3Storage reads the upload record alongside the completion check: a chunk costs three round trips in a row, a chunk test two", async () => {
+  await withS3(async (s3) => {
+    const { log, fetch } = roundTripLog();
+    const handler = createResumableHandler({ storage: storageOn(s3, "p/", fetch) });
+    const [first, second, third] = clientChunks(new TextEncoder().encode("abcdefghi"), {
+      identifier: "9-rt",
+      chunkSize: 3,
+    });
+    assert.equal((await handler(chunkRequest("http://x/upload", first!))).status, 200);
+    log.length = 0;
+    assert.equal((await handler(chunkRequest("http://x/upload", second!))).status, 200);
+    assert.deepEqual(bothSentThenAnswered(log), [
+      "> PUT 0000000002",
+      "< PUT 0000000002",
+      "> GET list",
+      "< GET list",
+    ]);
+    log.length = 0;
+    assert.equal((await handler(testRequest("http://x/upload", third!))).status, 204);
+    assert.deepEqual(bothSentThenAnswered(log), [
+      "> HEAD 0000000003",
+      "< HEAD 0000000003",
+    ]);
+  });
+});
+
+Deno.test("S3Storage does not take the upload record from a read begun before or while this process removed the upload", async () => {
+  await withS3(async (s3) => {
+    // While the removal below waits out assembly (its claim's PUT), another request checks for
+    // completion, and its record read finds the record not yet deleted.
+    let during: (() => Promise<unknown>) | undefined;
+    const hooked: typeof fetch = async (input, init) => {
+      if (during && init?.method === "PUT" && String(input).endsWith("/claim.json")) {
+        const run = during;
+        during = undefined;
+        await run();
+      }
+      return await fetch(input, init);
+    };
+    const storage = storageOn(s3, "p/", hooked);
+    for (const when of ["before", "while"]) {
+      const old = await storage.createUpload(newRecord(6, 3));
+      assert.equal(await storage.getCompleted(old.key), undefined);
+      if (when === "while") during = () => storage.getCompleted(old.key);
+      await storage.removeUpload(old.key);
+      assert.equal(during, undefined, "the completion check ran during the removal");
+      const again = { ...old, fileId: newFileId() };
+      assert.equal(
+        (await storage.createUpload(again)).fileId,
+        again.fileId,
+        `read begun ${when} the removal`,
+      );
+      await storage.removeUpload(old.key);
+    }
+  });
+});
