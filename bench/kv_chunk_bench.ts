@@ -1,6 +1,6 @@
 // `deno task bench:kv`: what storing a chunk after the first costs DenoKvStorage on a local database
-// (createUpload finding the record, then putChunk of 1 KiB, as the handler calls them), against the
-// floor of one read and one commit of a value that size.
+// (the completion check, createUpload finding the record, then putChunk of 1 KiB, as the handler
+// calls them), against the floor of one read and one commit of a value that size.
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { newFileId } from "../src/identifier.ts";
 
@@ -32,10 +32,15 @@ Deno.bench(
   },
 );
 
-Deno.bench("createUpload + putChunk of 1 KiB", { group: "a chunk after the first" }, async () => {
-  const found = await storage.createUpload({ ...record, fileId: newFileId() });
-  await storage.putChunk(key, ++index, new Blob([piece]).stream(), { fileId: found.fileId });
-});
+Deno.bench(
+  "getCompleted + createUpload + putChunk of 1 KiB",
+  { group: "a chunk after the first" },
+  async () => {
+    if (await storage.getCompleted(key)) throw new Error("completed");
+    const found = await storage.createUpload({ ...record, fileId: newFileId() });
+    await storage.putChunk(key, ++index, new Blob([piece]).stream(), { fileId: found.fileId });
+  },
+);
 
 globalThis.addEventListener("unload", () => {
   kv.close();

@@ -136,6 +136,9 @@ const PARTS_PER_COMMIT = 10;
 const DELETES_PER_COMMIT = 500;
 /** Upload records a handle keeps the last read of (see `#records`): about 300 bytes each. */
 const RECORDS_NOTED = 1000;
+// How long a record read along with a completion check may serve the createUpload after it.
+const RECORD_READ_FRESH_MS = 1_000;
+const RECORD_READS_MAX = 1_000;
 /** Publishing commits to try while only our own lease renewals get in the way. */
 const PUBLISH_ATTEMPTS = 5;
 const TRANSIENT = /database is locked|busy|timed? ?out|temporar|unavailable|connection/i;
@@ -182,6 +185,11 @@ export class DenoKvStorage implements UploadStorage {
    * versionstamp anyway, and fails if the record changed since. Least recently read first; bounded.
    */
   #records = new Map<string, Deno.KvEntry<UploadRecord>>();
+  /**
+   * The upload records read along with the newest completion check of each upload (see
+   * `getCompleted`), for the `createUpload` that follows it in the same request.
+   */
+  #recordReads = new Map<string, { read: Promise<Deno.KvEntryMaybe<UploadRecord>>; begun: number }>();
 
   /**
    * Creates a storage over an open database.
@@ -352,8 +360,10 @@ export class DenoKvStorage implements UploadStorage {
    */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const key = this.#key("upload", record.key);
-    while (true) {
-      const existing = await this.#get<UploadRecord>(key);
+    for (let attempt = 0;; attempt++) {
+      const existing = attempt === 0
+        ? await this.#recordAfterCheck(record.key)
+        : await this.#get<UploadRecord>(key);
       if (existing.value) return this.#noteRecord(record.key, existing as Deno.KvEntry<UploadRecord>);
       const ok = await this.#commit((op) =>
         op.check({ key, versionstamp: null }).set(key, record).set(
@@ -363,6 +373,21 @@ export class DenoKvStorage implements UploadStorage {
       );
       if (ok) return record;
     }
+  }
+
+  /**
+   * The record as read with the newest completion check of `key`, if that found it within the last
+   * second, or a read of its own: the check's read, or a newer request's, is as fresh as a read of
+   * its own a round trip ago, and putChunk's commit checks its versionstamp anyway. One that found
+   * no record is not used: the first chunk may have created it since.
+   */
+  async #recordAfterCheck(key: string): Promise<Deno.KvEntryMaybe<UploadRecord>> {
+    const begun = this.#recordReads.get(key);
+    if (begun && Date.now() - begun.begun <= RECORD_READ_FRESH_MS) {
+      const entry = await begun.read.catch(() => undefined);
+      if (entry?.value) return entry;
+    }
+    return await this.#get<UploadRecord>(this.#key("upload", key));
   }
 
   #noteRecord(key: string, entry: Deno.KvEntry<UploadRecord>): UploadRecord {
@@ -546,9 +571,22 @@ export class DenoKvStorage implements UploadStorage {
     return stored;
   }
 
-  /** The completion record, or `undefined`. */
+  /**
+   * The completion record, or `undefined`. The upload record is read in the same `getMany`, for the
+   * `createUpload` the handler calls next: a chunk then costs one read before its commit, not two.
+   */
   async getCompleted(key: string): Promise<StoredFile | undefined> {
-    return (await this.#get<StoredFile>(this.#key("complete", key))).value ?? undefined;
+    const both = this.#retry(() =>
+      this.#kv.getMany<[StoredFile, UploadRecord]>([this.#key("complete", key), this.#key("upload", key)])
+    );
+    const read = both.then(([, record]) => record);
+    // A lookup that finds this read failed reads again; one never looked at must not fail the process.
+    read.catch(() => {});
+    if (this.#recordReads.size >= RECORD_READS_MAX) this.#recordReads.clear();
+    this.#recordReads.set(key, { read, begun: Date.now() });
+    const [completed] = await both;
+    if (completed.value) this.#recordReads.delete(key);
+    return completed.value ?? undefined;
   }
 
   /** Opens a completed file by id, streaming it out of KV. */
@@ -589,6 +627,16 @@ export class DenoKvStorage implements UploadStorage {
    * which checks that there is none.
    */
   async removeUpload(key: string, options: RemoveUploadOptions = {}): Promise<void | "completed"> {
+    try {
+      return await this.#removeUpload(key, options);
+    } finally {
+      // A record read begun before the removal ended may have found the record not yet deleted: no
+      // lookup after it may take that read.
+      this.#recordReads.delete(key);
+    }
+  }
+
+  async #removeUpload(key: string, options: RemoveUploadOptions): Promise<void | "completed"> {
     this.#records.delete(key);
     // Noted first, so a chunk request that reaches createUpload after the record is gone sees it.
     await this.#commit((op) =>

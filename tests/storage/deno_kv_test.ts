@@ -3,6 +3,8 @@ import { DenoKvStorage, type KvFileTarget } from "../../src/storage/deno_kv.ts";
 import { cleanupExpired } from "../../src/cleanup.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
 import { recordOf, storageSuite } from "../_storage_suite.ts";
+import { createResumableHandler } from "../../mod.ts";
+import { chunkRequest, clientChunks } from "../_helpers.ts";
 
 storageSuite("DenoKvStorage (:memory:)", async () => {
   const kv = await Deno.openKv(":memory:");
@@ -483,4 +485,76 @@ Deno.test("DenoKvStorage publishes when its own lease renewal lands between the 
   assert.equal(stored?.id, rec.fileId, "the only live claimant publishes");
   const opened = await storage.openFile(rec.fileId);
   assert.deepEqual(new Uint8Array(await new Response(opened!.body).arrayBuffer()), new Uint8Array([1]));
+});
+
+/**
+ * `kv` with each read and commit logged in order: `get <kind>`, `getMany <kind>,<kind>` (the key's
+ * first part after the prefix), `commit`. `during` runs once, inside the next commit, before it.
+ */
+function loggedOperations(kv: Deno.Kv) {
+  const log: string[] = [];
+  const hook: { during?: () => Promise<unknown> } = {};
+  const logged = new Proxy(kv, {
+    get(target, name) {
+      if (name === "get") {
+        return (key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
+          log.push(`get ${String(key[1])}`);
+          return target.get(key, options);
+        };
+      }
+      if (name === "getMany") {
+        return (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+          log.push(`getMany ${keys.map((key) => String(key[1])).join(",")}`);
+          return target.getMany(keys, options);
+        };
+      }
+      if (name === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = async () => {
+            const during = hook.during;
+            hook.during = undefined;
+            await during?.();
+            log.push("commit");
+            return await commit();
+          };
+          return op;
+        };
+      }
+      return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+    },
+  });
+  return { kv: logged, log, hook };
+}
+
+Deno.test("DenoKvStorage reads the upload record with the completion check: a chunk after the first costs one read before its commit", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: logged, log } = loggedOperations(kv);
+  const handler = createResumableHandler({ storage: new DenoKvStorage({ kv: logged }) });
+  const [first, second] = clientChunks(new TextEncoder().encode("abcdefghi"), {
+    identifier: "9-kv",
+    chunkSize: 3,
+  });
+  assert.equal((await handler(chunkRequest("http://x/upload", first!))).status, 200);
+  log.length = 0;
+  assert.equal((await handler(chunkRequest("http://x/upload", second!))).status, 200);
+  assert.deepEqual(log, ["getMany complete,upload", "commit", "get count"]);
+});
+
+Deno.test("DenoKvStorage does not take the upload record from a read begun before or while this handle removed the upload", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: logged, hook } = loggedOperations(kv);
+  const storage = new DenoKvStorage({ kv: logged });
+  for (const when of ["before", "while"]) {
+    const old = await storage.createUpload(recordOf(KEY, 6, 3));
+    assert.equal(await storage.getCompleted(KEY), undefined);
+    // The removal's first commit notes it; the record is still there.
+    if (when === "while") hook.during = () => storage.getCompleted(KEY);
+    await storage.removeUpload(KEY);
+    assert.equal(hook.during, undefined, "the completion check ran during the removal");
+    const again = { ...old, fileId: newFileId() };
+    assert.equal((await storage.createUpload(again)).fileId, again.fileId, `read begun ${when} the removal`);
+    await storage.removeUpload(KEY);
+  }
 });
