@@ -188,27 +188,52 @@ Deno.test("DenoKvStorage reads an upload record that exists without attempting a
   assert.equal(commits(), 1, "a later chunk only reads it: a commit refused by its check costs a write");
 });
 
-/** `kv` with every `get` of a key whose first part after the prefix is `kind` counted. */
-function countingGets(kv: Deno.Kv, kind: string): { kv: Deno.Kv; gets: () => number } {
-  let gets = 0;
-  const counted = new Proxy(kv, {
+/**
+ * `kv` with each read and commit logged in order: `get <kind>`, `getMany <kind>,<kind>` (the key's
+ * first part after the prefix), `commit`. `during` runs once, inside the next commit, before it.
+ */
+function loggedOperations(kv: Deno.Kv) {
+  const log: string[] = [];
+  const hook: { during?: () => Promise<unknown> } = {};
+  const logged = new Proxy(kv, {
     get(target, name) {
       if (name === "get") {
         return (key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
-          if (key[1] === kind) gets++;
+          log.push(`get ${String(key[1])}`);
           return target.get(key, options);
+        };
+      }
+      if (name === "getMany") {
+        return (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+          log.push(`getMany ${keys.map((key) => String(key[1])).join(",")}`);
+          return target.getMany(keys, options);
+        };
+      }
+      if (name === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = async () => {
+            const during = hook.during;
+            hook.during = undefined;
+            await during?.();
+            log.push("commit");
+            return await commit();
+          };
+          return op;
         };
       }
       return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
     },
   });
-  return { kv: counted, gets: () => gets };
+  return { kv: logged, log, hook };
 }
 
 Deno.test("DenoKvStorage reads the upload record once for a chunk: createUpload's read serves putChunk's commit", async () => {
   using kv = await Deno.openKv(":memory:");
-  const { kv: counted, gets } = countingGets(kv, "upload");
-  const storage = new DenoKvStorage({ kv: counted });
+  const { kv: logged, log } = loggedOperations(kv);
+  const gets = () => log.filter((operation) => operation === "get upload").length;
+  const storage = new DenoKvStorage({ kv: logged });
   const record = recordOf(KEY, 6, 3);
   await new DenoKvStorage({ kv }).createUpload(record);
   // As the handler stores every chunk after the first: the record, then the chunk with its file id.
@@ -486,47 +511,6 @@ Deno.test("DenoKvStorage publishes when its own lease renewal lands between the 
   const opened = await storage.openFile(rec.fileId);
   assert.deepEqual(new Uint8Array(await new Response(opened!.body).arrayBuffer()), new Uint8Array([1]));
 });
-
-/**
- * `kv` with each read and commit logged in order: `get <kind>`, `getMany <kind>,<kind>` (the key's
- * first part after the prefix), `commit`. `during` runs once, inside the next commit, before it.
- */
-function loggedOperations(kv: Deno.Kv) {
-  const log: string[] = [];
-  const hook: { during?: () => Promise<unknown> } = {};
-  const logged = new Proxy(kv, {
-    get(target, name) {
-      if (name === "get") {
-        return (key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
-          log.push(`get ${String(key[1])}`);
-          return target.get(key, options);
-        };
-      }
-      if (name === "getMany") {
-        return (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
-          log.push(`getMany ${keys.map((key) => String(key[1])).join(",")}`);
-          return target.getMany(keys, options);
-        };
-      }
-      if (name === "atomic") {
-        return () => {
-          const op = target.atomic();
-          const commit = op.commit.bind(op);
-          op.commit = async () => {
-            const during = hook.during;
-            hook.during = undefined;
-            await during?.();
-            log.push("commit");
-            return await commit();
-          };
-          return op;
-        };
-      }
-      return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
-    },
-  });
-  return { kv: logged, log, hook };
-}
 
 Deno.test("DenoKvStorage reads the upload record with the completion check: a chunk after the first costs one read before its commit", async () => {
   using kv = await Deno.openKv(":memory:");
