@@ -288,9 +288,12 @@ export class S3Storage implements UploadStorage {
     throw new Error(`Upload record "${record.key}" could not be created or read`);
   }
 
-  /** The upload record, or `undefined`. */
+  /**
+   * The upload record, or `undefined`. Taken from the read of a completion check within the last
+   * second, when that found it (see `#recordAfterCheck`): the handler asks right after one.
+   */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    return this.#noted(key, await this.#readRecord(key));
+    return this.#noted(key, await this.#recordAfterCheck(key));
   }
 
   #noted(key: string, record: UploadRecord | undefined): UploadRecord | undefined {
@@ -366,7 +369,7 @@ export class S3Storage implements UploadStorage {
   async chunkSize(key: string, index: number): Promise<number | undefined> {
     const seen = this.#cache(key)?.fileId;
     const [record, size] = await Promise.all([
-      this.#recordAfterCheck(key).then((found) => this.#noted(key, found)),
+      this.getUpload(key),
       seen === undefined ? undefined : this.#headChunk(key, seen, index),
     ]);
     if (!record) return undefined;
