@@ -187,7 +187,7 @@ export class DenoKvStorage implements UploadStorage {
   #records = new Map<string, Deno.KvEntry<UploadRecord>>();
   /**
    * The upload records read along with the newest completion check of each upload (see
-   * `getCompleted`), for the `createUpload` that follows it in the same request.
+   * `getCompleted`), for the record lookups that follow it in the same request.
    */
   #recordReads = new Map<string, { read: Promise<Deno.KvEntryMaybe<UploadRecord>>; begun: number }>();
 
@@ -397,9 +397,12 @@ export class DenoKvStorage implements UploadStorage {
     return entry.value;
   }
 
-  /** The upload record, or `undefined`. */
+  /**
+   * The upload record, or `undefined`. Taken from the read of a completion check within the last
+   * second, when that found it (see `#recordAfterCheck`): the handler asks right after one.
+   */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    return (await this.#get<UploadRecord>(this.#key("upload", key))).value ?? undefined;
+    return (await this.#recordAfterCheck(key)).value ?? undefined;
   }
 
   /**
