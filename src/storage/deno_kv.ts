@@ -38,6 +38,7 @@
  */
 
 import { preciseNow, recentRemoval, REMOVAL_MEMORY_MS } from "./_removals.ts";
+import { ReadsAfterCheck } from "./_reads_after_check.ts";
 import type {
   Claim,
   Lease,
@@ -136,15 +137,17 @@ const PARTS_PER_COMMIT = 10;
 const DELETES_PER_COMMIT = 500;
 /** Upload records a handle keeps the last read of (see `#records`): about 300 bytes each. */
 const RECORDS_NOTED = 1000;
-// How long a record read along with a completion check may serve the createUpload after it.
-const RECORD_READ_FRESH_MS = 1_000;
-const RECORD_READS_MAX = 1_000;
 /** Publishing commits to try while only our own lease renewals get in the way. */
 const PUBLISH_ATTEMPTS = 5;
 const TRANSIENT = /database is locked|busy|timed? ?out|temporar|unavailable|connection/i;
 
 function writeId(): string {
   return crypto.randomUUID().replaceAll("-", "");
+}
+
+/** The upload record's entry, if there is a record. */
+function found(entry: Deno.KvEntryMaybe<UploadRecord>): Deno.KvEntry<UploadRecord> | undefined {
+  return entry.value === null ? undefined : entry as Deno.KvEntry<UploadRecord>;
 }
 
 /**
@@ -189,7 +192,7 @@ export class DenoKvStorage implements UploadStorage {
    * The upload records read along with the newest completion check of each upload (see
    * `getCompleted`), for the record lookups that follow it in the same request.
    */
-  #recordReads = new Map<string, { read: Promise<Deno.KvEntryMaybe<UploadRecord>>; begun: number }>();
+  #recordReads = new ReadsAfterCheck<Deno.KvEntry<UploadRecord>>();
 
   /**
    * Creates a storage over an open database.
@@ -361,10 +364,8 @@ export class DenoKvStorage implements UploadStorage {
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const key = this.#key("upload", record.key);
     for (let attempt = 0;; attempt++) {
-      const existing = attempt === 0
-        ? await this.#recordAfterCheck(record.key)
-        : await this.#get<UploadRecord>(key);
-      if (existing.value) return this.#noteRecord(record.key, existing as Deno.KvEntry<UploadRecord>);
+      const existing = attempt === 0 ? await this.#recordAfterCheck(record.key) : found(await this.#get(key));
+      if (existing) return this.#noteRecord(record.key, existing);
       const ok = await this.#commit((op) =>
         op.check({ key, versionstamp: null }).set(key, record).set(
           this.#key("activity", record.key),
@@ -376,18 +377,11 @@ export class DenoKvStorage implements UploadStorage {
   }
 
   /**
-   * The record as read with the newest completion check of `key`, if that found it within the last
-   * second, or a read of its own: the check's read, or a newer request's, is as fresh as a read of
-   * its own a round trip ago, and putChunk's commit checks its versionstamp anyway. One that found
-   * no record is not used: the first chunk may have created it since.
+   * The record as read with the newest completion check of `key`, or a read of its own; putChunk's
+   * commit checks its versionstamp anyway.
    */
-  async #recordAfterCheck(key: string): Promise<Deno.KvEntryMaybe<UploadRecord>> {
-    const begun = this.#recordReads.get(key);
-    if (begun && Date.now() - begun.begun <= RECORD_READ_FRESH_MS) {
-      const entry = await begun.read.catch(() => undefined);
-      if (entry?.value) return entry;
-    }
-    return await this.#get<UploadRecord>(this.#key("upload", key));
+  async #recordAfterCheck(key: string): Promise<Deno.KvEntry<UploadRecord> | undefined> {
+    return await this.#recordReads.take(key, async () => found(await this.#get(this.#key("upload", key))));
   }
 
   #noteRecord(key: string, entry: Deno.KvEntry<UploadRecord>): UploadRecord {
@@ -402,7 +396,7 @@ export class DenoKvStorage implements UploadStorage {
    * second, when that found it (see `#recordAfterCheck`): the handler asks right after one.
    */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    return (await this.#recordAfterCheck(key)).value ?? undefined;
+    return (await this.#recordAfterCheck(key))?.value;
   }
 
   /**
@@ -576,19 +570,15 @@ export class DenoKvStorage implements UploadStorage {
 
   /**
    * The completion record, or `undefined`. The upload record is read in the same `getMany`, for the
-   * `createUpload` the handler calls next: a chunk then costs one read before its commit, not two.
+   * record lookups the handler makes next: a chunk then costs one read before its commit, not two.
    */
   async getCompleted(key: string): Promise<StoredFile | undefined> {
     const both = this.#retry(() =>
       this.#kv.getMany<[StoredFile, UploadRecord]>([this.#key("complete", key), this.#key("upload", key)])
     );
-    const read = both.then(([, record]) => record);
-    // A lookup that finds this read failed reads again; one never looked at must not fail the process.
-    read.catch(() => {});
-    if (this.#recordReads.size >= RECORD_READS_MAX) this.#recordReads.clear();
-    this.#recordReads.set(key, { read, begun: Date.now() });
+    this.#recordReads.begin(key, both.then(([, record]) => found(record)));
     const [completed] = await both;
-    if (completed.value) this.#recordReads.delete(key);
+    if (completed.value) this.#recordReads.forget(key);
     return completed.value ?? undefined;
   }
 
@@ -635,7 +625,7 @@ export class DenoKvStorage implements UploadStorage {
     } finally {
       // A record read begun before the removal ended may have found the record not yet deleted: no
       // lookup after it may take that read.
-      this.#recordReads.delete(key);
+      this.#recordReads.forget(key);
     }
   }
 

@@ -45,6 +45,7 @@ import { S3Client } from "./_s3_client.ts";
 import { forgotten, preciseNow, PRUNE_EVERY_MS, recentRemoval } from "./_removals.ts";
 import { copyParts, type CopyPartsOptions, putStream } from "./_s3_put_stream.ts";
 import { concatLazily, expectTotalSize } from "../_concat.ts";
+import { ReadsAfterCheck } from "./_reads_after_check.ts";
 import type { S3Credentials } from "./_sigv4.ts";
 import type {
   Claim,
@@ -125,10 +126,6 @@ const DELETE_CONCURRENCY = 8;
 // this long only if the removal dies holding it. How often a waiting removal looks again.
 const REMOVAL_CLAIM_MS = 30_000;
 const CLAIM_POLL_MS = 100;
-// A record read begun with a completion check serves the record lookup that follows it in the same
-// request, within this long; older ones are left (a stalled request must not act on an old read).
-const RECORD_READ_FRESH_MS = 1_000;
-const RECORD_READS_MAX = 1_000;
 
 // A MIME type the `content-type` header can carry: `type/subtype` of token characters, then
 // parameters in printable ASCII. Anything else (the client sends it) would make `Headers` throw.
@@ -171,8 +168,8 @@ export class S3Storage implements UploadStorage {
   #prefix: string;
   #partSize: number;
   #chunks = new Map<string, ChunkCache>();
-  /** Record reads begun alongside a completion check (see `getCompleted`), by upload key. */
-  #recordReads = new Map<string, { read: Promise<UploadRecord | undefined>; begun: number }>();
+  /** Record reads begun alongside a completion check (see `getCompleted`). */
+  #recordReads = new ReadsAfterCheck<UploadRecord>();
   /** When this instance last deleted old notes of removals. */
   #removalsPruned = 0;
 
@@ -306,19 +303,9 @@ export class S3Storage implements UploadStorage {
     return (await this.#getJson<UploadRecord>(this.#upload(key, "upload.json")))?.value;
   }
 
-  /**
-   * The record as read alongside the newest completion check of `key` (see `getCompleted`), or a
-   * read of its own. For the lookups the handler makes right after its check: that check's read, or
-   * a newer one, is as fresh as a read of their own a round trip ago. One that found no record is
-   * not used: the first chunk may have created it since.
-   */
+  /** The record as read alongside the newest completion check of `key`, or a read of its own. */
   async #recordAfterCheck(key: string): Promise<UploadRecord | undefined> {
-    const begun = this.#recordReads.get(key);
-    if (begun && Date.now() - begun.begun <= RECORD_READ_FRESH_MS) {
-      const record = await begun.read.catch(() => undefined);
-      if (record) return record;
-    }
-    return await this.#readRecord(key);
+    return await this.#recordReads.take(key, () => this.#readRecord(key));
   }
 
   /**
@@ -604,13 +591,9 @@ export class S3Storage implements UploadStorage {
    * trips in a row (completion and record, the chunk's PUT, the count), not four.
    */
   async getCompleted(key: string): Promise<StoredFile | undefined> {
-    const read = this.#readRecord(key);
-    // A lookup that finds this read failed reads again; one never looked at must not fail the process.
-    read.catch(() => {});
-    if (this.#recordReads.size >= RECORD_READS_MAX) this.#recordReads.clear();
-    this.#recordReads.set(key, { read, begun: Date.now() });
+    this.#recordReads.begin(key, this.#readRecord(key));
     const completed = await this.#completion(key);
-    if (completed) this.#recordReads.delete(key);
+    if (completed) this.#recordReads.forget(key);
     return completed;
   }
 
@@ -673,7 +656,7 @@ export class S3Storage implements UploadStorage {
     } finally {
       // A record read begun before the removal ended (or failed) may have found the record not yet
       // deleted: no lookup after it may take that read.
-      this.#recordReads.delete(key);
+      this.#recordReads.forget(key);
     }
   }
 
