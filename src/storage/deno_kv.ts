@@ -7,20 +7,23 @@
  * (under the 800 KiB commit limit). A chunk's parts are written under a fresh write id first, and
  * the chunk becomes visible only when one atomic commit adds its presence key, so nobody ever sees
  * half a chunk. Claims and completion use `atomic().check()` on versionstamps: exactly one commit
- * wins, and publishing is fenced by the claim's versionstamp. Assembled files are streamed into KV
- * parts the same way, then published with the completion record in one commit.
+ * wins, and publishing is fenced by the claim's versionstamp. Assembly copies nothing: the file is
+ * published, with the completion record in one commit, as the list of its chunks' writes (its
+ * manifest), whose parts then belong to the file. Chunk parts are keyed by the upload record's file
+ * id, so an upload removed and begun again under the same key never shares them.
  *
  * Key layout under `prefix` (default `["resumable"]`):
  * ```
  * ["upload", key]                      upload record
- * ["chunk", key, n]                    { size, writeId }: chunk n is visible
- * ["chunkpart", key, n, writeId, i]    its bytes, 64 KiB per value
+ * ["chunk", key, n]                    { size, writeId, fileId }: chunk n is visible
+ * ["chunkpart", fileId, n, writeId, i] its bytes, 64 KiB per value, under the record's file id
  * ["count", key]                       Deno.KvU64 number of visible chunks
  * ["activity", key]                    last write, ms since the epoch
  * ["claim", key]                       assembly lease
  * ["complete", key]                    completion record
- * ["file", id]                         { file, writeId } of a completed file
- * ["filepart", id, writeId, i]         its bytes
+ * ["file", id]                         { file, manifest } of a completed file
+ * ["manifest", id, publishId, i]       its chunks' [writeId, size], in order, 1000 per value
+ * ["filepart", id, writeId, i]         the bytes of a file streamed in by `commit`
  * ```
  *
  * This is the only module of the library that names `Deno`.
@@ -39,6 +42,7 @@
 
 import { preciseNow, recentRemoval, REMOVAL_MEMORY_MS } from "./_removals.ts";
 import { ReadsAfterCheck } from "./_reads_after_check.ts";
+import { concatLazily, expectTotalSize } from "../_concat.ts";
 import type {
   Claim,
   Lease,
@@ -121,17 +125,27 @@ interface ClaimValue {
 interface ChunkValue {
   size: number;
   writeId: string;
+  /** The file id of the upload record the chunk was stored for: its parts are keyed by it. */
+  fileId: string;
 }
 
 interface FileValue {
   file: StoredFile;
-  writeId: string;
+  /** The bytes were streamed into `["filepart", id, writeId]` (by `commit`). */
+  writeId?: string;
+  /** The bytes are the chunks listed under `["manifest", id, manifest]` (by `commitChunks`). */
+  manifest?: string;
   /** The bytes are in the file target, not in KV. */
   external?: boolean;
 }
 
+/** A chunk of an assembled file: the write whose parts hold it, and its size. */
+type ManifestEntry = [writeId: string, size: number];
+
 /** Largest KV value. */
 const PART = 64 * 1024;
+/** Chunks per manifest value: about 45 bytes each, well under the 64 KiB value limit. */
+const MANIFEST_ENTRIES = 1000;
 /** Parts per commit: 10 x 64 KiB stays well under the 800 KiB commit limit with keys. */
 const PARTS_PER_COMMIT = 10;
 const DELETES_PER_COMMIT = 500;
@@ -425,13 +439,13 @@ export class DenoKvStorage implements UploadStorage {
       throw missing();
     }
     const id = writeId();
-    const parts = this.#key("chunkpart", key, index, id);
+    const parts = this.#key("chunkpart", upload.value.fileId, index, id);
     const chunkKey = this.#key("chunk", key, index);
     // Made visible and counted in the commit of its last parts: one commit for a chunk of up to
     // 640 KiB, one per 640 KiB above.
     const visible = (op: Deno.AtomicOperation, size: number) =>
       op.check(upload).check({ key: chunkKey, versionstamp: null })
-        .set(chunkKey, { size, writeId: id } satisfies ChunkValue)
+        .set(chunkKey, { size, writeId: id, fileId: upload.value.fileId } satisfies ChunkValue)
         .sum(this.#key("count", key), 1n)
         .set(this.#key("activity", key), Date.now());
     // A commit that failed, or was retried after losing its reply, may have applied all the same:
@@ -473,7 +487,7 @@ export class DenoKvStorage implements UploadStorage {
   async openChunk(key: string, index: number): Promise<ReadableStream<Uint8Array>> {
     const chunk = await this.#get<ChunkValue>(this.#key("chunk", key, index));
     if (!chunk.value) throw new Error(`Chunk ${index} of upload "${key}" is not stored`);
-    return this.#readParts(this.#key("chunkpart", key, index, chunk.value.writeId));
+    return this.#readParts(this.#key("chunkpart", chunk.value.fileId, index, chunk.value.writeId));
   }
 
   /** Takes the claim if there is none or it expired, checking the versionstamp it read. */
@@ -528,8 +542,7 @@ export class DenoKvStorage implements UploadStorage {
     data: ReadableStream<Uint8Array>,
     file: StoredFile,
   ): Promise<StoredFile | undefined> {
-    const completeKey = this.#key("complete", claim.key);
-    if (!await this.#held(claim) || (await this.#get(completeKey)).value) {
+    if (!await this.#mayAssemble(claim)) {
       await data.cancel().catch(() => {});
       return undefined;
     }
@@ -542,30 +555,93 @@ export class DenoKvStorage implements UploadStorage {
     } else {
       stored = { ...file, size: (await this.#writeParts(parts, data)).size };
     }
-    const value: FileValue = { file: stored, writeId: id, external: this.#files !== undefined };
-    let ok = false;
+    const value: FileValue = this.#files
+      ? { file: stored, writeId: id, external: true }
+      : { file: stored, writeId: id };
+    // A target's bytes stay: they are named by the file id, so they are the winner's bytes too.
+    const published = await this.#publish(claim, value, id);
+    if (!published && !this.#files) await this.#deletePrefix(parts);
+    return published;
+  }
+
+  /**
+   * Assembles without copying a byte: publishes the file as the list of its chunks' writes, whose
+   * parts then belong to it (removals keep them; `removeFile` deletes them). With a file target, the
+   * chunks are streamed into it instead.
+   */
+  async commitChunks(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined> {
+    if (this.#files) {
+      const data = concatLazily(chunkCount, (index) => this.openChunk(claim.key, index));
+      return await this.commit(claim, expectTotalSize(data, file.size), file);
+    }
+    if (!await this.#mayAssemble(claim)) return undefined;
+    const manifest: ManifestEntry[] = [];
+    let size = 0;
+    const chunks = this.#kv.list<ChunkValue>({ prefix: this.#key("chunk", claim.key) }, { batchSize: 500 });
+    for await (const { key, value } of chunks) {
+      const index = key.at(-1);
+      if (typeof index !== "number" || index > chunkCount) continue;
+      if (index !== manifest.length + 1) {
+        throw new Error(`Chunk ${manifest.length + 1} of "${claim.key}" is not stored`);
+      }
+      if (value.fileId !== file.id) {
+        throw new Error(`Chunk ${index} of "${claim.key}" belongs to another upload`);
+      }
+      manifest.push([value.writeId, value.size]);
+      size += value.size;
+    }
+    if (manifest.length !== chunkCount) {
+      throw new Error(`Chunk ${manifest.length + 1} of "${claim.key}" is not stored`);
+    }
+    if (size !== file.size) throw new Error(`Chunks of "${claim.key}" hold ${size} bytes, not ${file.size}`);
+    const id = writeId();
+    const base = this.#key("manifest", file.id, id);
+    for (let value = 0; value * MANIFEST_ENTRIES < manifest.length; value += PARTS_PER_COMMIT) {
+      await this.#commit((op) => {
+        for (let i = value; i < value + PARTS_PER_COMMIT && i * MANIFEST_ENTRIES < manifest.length; i++) {
+          op.set([...base, i], manifest.slice(i * MANIFEST_ENTRIES, (i + 1) * MANIFEST_ENTRIES));
+        }
+        return op;
+      });
+    }
+    const published = await this.#publish(claim, { file, manifest: id }, id);
+    if (!published) await this.#deletePrefix(base);
+    return published;
+  }
+
+  /** Whether `claim` is still held and the upload not completed. */
+  async #mayAssemble(claim: Claim): Promise<boolean> {
+    return await this.#held(claim) !== undefined &&
+      (await this.#get(this.#key("complete", claim.key))).value === null;
+  }
+
+  /**
+   * Publishes `value` with the completion record in one commit that checks the claim, the record
+   * and that nobody completed. `id` is the write's own (`value.writeId` or `value.manifest`).
+   */
+  async #publish(claim: Claim, value: FileValue, id: string): Promise<StoredFile | undefined> {
+    const { file } = value;
+    const completeKey = this.#key("complete", claim.key);
+    const fileKey = this.#key("file", file.id);
+    const ours = (found: FileValue | null) => (found?.writeId ?? found?.manifest) === id;
     // Our own lease renewal (every lease/3) also changes the claim's versionstamp: retry while the
     // claim is still ours and nobody completed; only a takeover or a completion loses.
-    for (let attempt = 0; attempt < PUBLISH_ATTEMPTS && !ok; attempt++) {
+    for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
       const held = await this.#held(claim);
       // The record must still be the one the file was made from (not removed and begun again).
       const record = await this.#get<UploadRecord>(this.#key("upload", claim.key));
       if (!held || record.value?.fileId !== file.id || (await this.#get(completeKey)).value) break;
-      ok = await this.#commitChecked(
+      const ok = await this.#commitChecked(
         (op) =>
           op.check(held).check(record).check({ key: completeKey, versionstamp: null })
-            .set(completeKey, stored)
-            .set(this.#key("file", file.id), value)
+            .set(completeKey, file)
+            .set(fileKey, value)
             .set(this.#key("activity", claim.key), Date.now()),
-        async () => (await this.#get<FileValue>(this.#key("file", file.id))).value?.writeId === id,
+        async () => ours((await this.#get<FileValue>(fileKey)).value),
       );
+      if (ok) return file;
     }
-    if (!ok) {
-      // A target's bytes stay: they are named by the file id, so they are the winner's bytes too.
-      if (!this.#files) await this.#deletePrefix(parts);
-      return undefined;
-    }
-    return stored;
+    return undefined;
   }
 
   /**
@@ -590,27 +666,88 @@ export class DenoKvStorage implements UploadStorage {
       const body = await this.#files?.open(entry.value.file);
       return body && { file: entry.value.file, body };
     }
+    const { file, manifest, writeId } = entry.value;
     return {
-      file: entry.value.file,
-      body: this.#readParts(this.#key("filepart", fileId, entry.value.writeId)),
+      file,
+      body: manifest === undefined
+        ? this.#readParts(this.#key("filepart", fileId, writeId!))
+        : this.#readChunks(fileId, manifest),
     };
   }
 
   /**
-   * Deletes the chunks and the counter of a completed upload, keeping the records. Every batch checks
-   * the completion record: were the upload cancelled and the same file begun again since, the chunks
-   * here are the new upload's, and they stay.
+   * Streams the chunks a file's manifest lists, in order, a few parts at a time. A chunk whose parts
+   * do not add up to its size errors the stream: a short file must not pass for a whole one.
    */
-  async removeChunks(key: string): Promise<void> {
-    const completed = await this.#get(this.#key("complete", key));
-    if (completed.versionstamp === null) return;
-    await this.#removeChunks(key, completed);
+  #readChunks(fileId: string, manifest: string): ReadableStream<Uint8Array> {
+    const kv = this.#kv;
+    const key = (...parts: Deno.KvKeyPart[]) => this.#key(...parts);
+    async function* bytes(): AsyncGenerator<Uint8Array> {
+      let index = 0;
+      for await (const entries of kv.list<ManifestEntry[]>({ prefix: key("manifest", fileId, manifest) })) {
+        for (const [writeId, size] of entries.value) {
+          index++;
+          const parts = kv.list<Uint8Array>({ prefix: key("chunkpart", fileId, index, writeId) }, {
+            batchSize: 4,
+          });
+          let read = 0;
+          for await (const part of parts) {
+            read += part.value.byteLength;
+            yield part.value;
+          }
+          if (read !== size) {
+            throw new Error(`Chunk ${index} of file "${fileId}" has ${read} bytes, not ${size}`);
+          }
+        }
+      }
+    }
+    const iterator = bytes();
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const { done, value } = await iterator.next();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+      async cancel() {
+        await iterator.return(undefined);
+      },
+    }, { highWaterMark: 0 });
   }
 
-  /** Deletes every chunk and the counter; with `only`, while that entry is unchanged. */
-  async #removeChunks(key: string, only?: Deno.AtomicCheck): Promise<void> {
+  /** Whether the file `fileId` is published as its chunks' parts (see `commitChunks`). */
+  async #madeOfChunks(fileId: string): Promise<boolean> {
+    return (await this.#get<FileValue>(this.#key("file", fileId))).value?.manifest !== undefined;
+  }
+
+  /**
+   * Deletes the chunks and the counter of a completed upload, keeping the records and the parts its
+   * file is made of (with any stray copy among them, which goes with the file: finding one would mean
+   * reading every part). Every batch checks the completion record: were the upload cancelled and the
+   * same file begun again since, the chunks here are the new upload's, and they stay.
+   */
+  async removeChunks(key: string): Promise<void> {
+    const completed = await this.#get<StoredFile>(this.#key("complete", key));
+    if (completed.value === null) return;
+    await this.#removeChunks(key, [completed.value.id], completed);
+  }
+
+  /**
+   * Deletes every chunk and the counter of `key`, and the parts under the file ids in `fileIds` and
+   * those the chunks name, but not the parts a published file is made of; with `only`, while that
+   * entry is unchanged. The chunk keys go first, so no chunk is visible without its parts.
+   */
+  async #removeChunks(key: string, fileIds: string[], only?: Deno.AtomicCheck): Promise<void> {
+    const ids = new Set(fileIds);
+    for await (const entry of this.#kv.list<ChunkValue>({ prefix: this.#key("chunk", key) })) {
+      if (entry.value.fileId) ids.add(entry.value.fileId);
+    }
     if (!await this.#deletePrefix(this.#key("chunk", key), only)) return;
-    if (!await this.#deletePrefix(this.#key("chunkpart", key), only)) return;
+    for (const fileId of ids) {
+      if (await this.#madeOfChunks(fileId)) continue;
+      if (!await this.#deletePrefix(this.#key("chunkpart", fileId), only)) return;
+      // A manifest an assembler wrote and never published (it lost, or died).
+      if (!await this.#deletePrefix(this.#key("manifest", fileId), only)) return;
+    }
     await this.#commit((op) => (only ? op.check(only) : op).delete(this.#key("count", key)));
   }
 
@@ -636,16 +773,21 @@ export class DenoKvStorage implements UploadStorage {
       op.set(this.#key("removed", key), preciseNow(), { expireIn: REMOVAL_MEMORY_MS })
     );
     const completeKey = this.#key("complete", key);
-    if (options.keepCompleted && (await this.#get(completeKey)).value) return "completed";
-    await this.#removeChunks(key);
+    const [record, completed] = await this.#retry(() =>
+      this.#kv.getMany<[UploadRecord, StoredFile]>([this.#key("upload", key), completeKey])
+    );
+    if (options.keepCompleted && completed.value) return "completed";
+    // The records go first: with the claim and the record gone, no assembly can publish a file of
+    // this upload, so the parts a file is made of are known before any is deleted. A chunk's
+    // commit checks the record too, so none can become visible after.
     const removed = await this.#commit((op) => {
       if (options.keepCompleted) op.check({ key: completeKey, versionstamp: null });
       for (const kind of ["upload", "claim", "complete", "activity"]) op.delete(this.#key(kind, key));
       return op;
     });
     if (!removed && options.keepCompleted) return "completed";
-    // A chunk may have committed between the two steps; none can after, as the record is gone.
-    await this.#removeChunks(key);
+    const fileIds = [record.value?.fileId, completed.value?.id].filter((id) => id !== undefined);
+    await this.#removeChunks(key, fileIds);
   }
 
   /** When the upload was last removed, within the last ten minutes. */
@@ -659,7 +801,12 @@ export class DenoKvStorage implements UploadStorage {
     const entry = await this.#get<FileValue>(this.#key("file", fileId));
     if (entry.value?.external) await this.#files?.remove(entry.value.file);
     await this.#commit((op) => op.delete(this.#key("file", fileId)));
-    if (entry.value) await this.#deletePrefix(this.#key("filepart", fileId));
+    if (!entry.value) return;
+    await this.#deletePrefix(this.#key("filepart", fileId));
+    // The parts of the chunks it was made of, and any stray copy among them: its upload completed, so
+    // no chunk of it is still to come.
+    await this.#deletePrefix(this.#key("chunkpart", fileId));
+    await this.#deletePrefix(this.#key("manifest", fileId));
   }
 
   /** Lists uploads with their last write and whether they completed. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { DenoKvStorage, type KvFileTarget } from "../../src/storage/deno_kv.ts";
 import { cleanupExpired } from "../../src/cleanup.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
-import { recordOf, storageSuite } from "../_storage_suite.ts";
+import { fileOf, recordOf, storageSuite } from "../_storage_suite.ts";
 import { createResumableHandler } from "../../mod.ts";
 import { chunkRequest, clientChunks, testRequest } from "../_helpers.ts";
 
@@ -61,10 +61,11 @@ Deno.test("DenoKvStorage splits a chunk into 64 KiB values over several commits 
   using kv = await Deno.openKv(":memory:");
   const storage = new DenoKvStorage({ kv });
   const bytes = randomBytes(1536 * 1024 + 7);
-  await storage.createUpload(recordOf(KEY, bytes.byteLength, bytes.byteLength));
+  const { fileId } = await storage.createUpload(recordOf(KEY, bytes.byteLength, bytes.byteLength));
   await storage.putChunk(KEY, 1, new Blob([bytes as Uint8Array<ArrayBuffer>]).stream());
   const values: number[] = [];
-  for await (const entry of kv.list<Uint8Array>({ prefix: ["resumable", "chunkpart", KEY] })) {
+  // Parts are keyed by the upload record's file id.
+  for await (const entry of kv.list<Uint8Array>({ prefix: ["resumable", "chunkpart", fileId] })) {
     values.push(entry.value.byteLength);
   }
   assert.equal(values.length, 25);
@@ -90,11 +91,11 @@ Deno.test("DenoKvStorage shows a chunk only after all its parts are written", as
       sent++;
     },
   });
-  await storage.createUpload(recordOf(KEY, 48 * 65536, 16 * 65536));
+  const { fileId } = await storage.createUpload(recordOf(KEY, 48 * 65536, 16 * 65536));
   const writing = storage.putChunk(KEY, 3, stream);
   while (sent < 13) await new Promise((resolve) => setTimeout(resolve, 5));
   let parts = 0;
-  for await (const _ of kv.list({ prefix: ["resumable", "chunkpart", KEY, 3] })) parts++;
+  for await (const _ of kv.list({ prefix: ["resumable", "chunkpart", fileId, 3] })) parts++;
   assert.ok(parts >= 10, "a first commit of parts is in");
   assert.equal(await storage.chunkSize(KEY, 3), undefined);
   assert.equal(await storage.countChunks(KEY), 0);
@@ -430,23 +431,186 @@ Deno.test("DenoKvStorage refuses a chunk whose upload was removed while it was r
   assert.equal(await storage.chunkSize(KEY, 1), undefined);
 });
 
-Deno.test("DenoKvStorage removeUpload also removes a chunk made visible while it was deleting chunks", async () => {
+Deno.test("DenoKvStorage removeUpload also removes a chunk made visible just before it deletes the records", async () => {
   using kv = await Deno.openKv(":memory:");
-  let racing: Promise<void> | undefined;
-  // The chunk commits after removeUpload deleted the chunks and before it deletes the record.
-  class Raced extends DenoKvStorage {
-    override async removeChunks(key: string): Promise<void> {
-      await super.removeChunks(key);
-      racing ??= this.putChunk(key, 1, new Blob(["x"]).stream());
-      await racing;
-    }
-  }
-  const storage = new Raced({ kv });
+  const { kv: logged, hook } = loggedOperations(kv);
+  const storage = new DenoKvStorage({ kv: logged });
   await storage.createUpload(recordOf(KEY, 2, 1));
+  const chunk = heldChunk(storage, KEY, 1);
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  // The removal's first commit notes it; in its second, which deletes the records, the chunk is in.
+  hook.during = () => {
+    hook.during = async () => {
+      chunk.finish();
+      await chunk.put;
+    };
+    return Promise.resolve();
+  };
   await storage.removeUpload(KEY);
+  assert.equal(hook.during, undefined, "the chunk was stored during the removal");
   assert.deepEqual(await kvKeys(kv, "chunk"), []);
   assert.deepEqual(await kvKeys(kv, "chunkpart"), []);
   assert.deepEqual(await kvKeys(kv, "count"), []);
+});
+
+/** Uploads `bytes` as `key` in chunks of `chunkSize` through the handler, and the file's id. */
+async function uploadThrough(
+  handler: (request: Request) => Promise<Response>,
+  identifier: string,
+  bytes: Uint8Array<ArrayBuffer>,
+  chunkSize: number,
+): Promise<string> {
+  let body: { file?: { id: string } } = {};
+  for (const chunk of clientChunks(bytes, { identifier, chunkSize })) {
+    const response = await handler(chunkRequest("http://x/upload", chunk, "octet"));
+    assert.equal(response.status, 200, await response.clone().text());
+    body = await response.json();
+  }
+  assert.ok(body.file?.id, "the last chunk completes the upload");
+  return body.file.id;
+}
+
+async function fileText(storage: DenoKvStorage, id: string): Promise<string | undefined> {
+  const opened = await storage.openFile(id);
+  return opened && await new Response(opened.body).text();
+}
+
+Deno.test("DenoKvStorage assembles without copying: the file is its chunks' parts, listed in a manifest", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: logged, log } = loggedOperations(kv);
+  const storage = new DenoKvStorage({ kv: logged });
+  const handler = createResumableHandler({ storage });
+  // 3 MiB in 1 MiB chunks: copied, its bytes would take five commits of 640 KiB.
+  const bytes = randomBytes(3 * 1024 * 1024) as Uint8Array<ArrayBuffer>;
+  const chunks = clientChunks(bytes, { identifier: "3m", chunkSize: 1024 * 1024 });
+  for (const chunk of chunks.slice(0, -1)) {
+    assert.equal((await handler(chunkRequest("http://x/upload", chunk, "octet"))).status, 200);
+  }
+  const partsBefore = (await kvKeys(kv, "chunkpart")).length;
+  log.length = 0;
+  const response = await handler(chunkRequest("http://x/upload", chunks.at(-1)!, "octet"));
+  assert.equal(response.status, 200);
+  const { file } = await response.json();
+  // The last chunk's two commits, the claim, the manifest, the publication, then the cleanup's:
+  // the chunk keys and the counter (its parts all belong to the file).
+  assert.equal(log.filter((operation) => operation === "commit").length, 7, log.join("\n"));
+  assert.deepEqual(await kvKeys(kv, "filepart"), []);
+  assert.deepEqual(await kvKeys(kv, "chunk"), []);
+  assert.equal(
+    (await kvKeys(kv, "chunkpart")).length,
+    partsBefore + 16,
+    "the last chunk's parts are added, none copied",
+  );
+  const back = new Uint8Array(await new Response((await storage.openFile(file.id))!.body).arrayBuffer());
+  assert.deepEqual(back, bytes);
+});
+
+Deno.test("DenoKvStorage keeps a file's bytes through its upload's removal and the same file uploaded again, and removeFile deletes them", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  const handler = createResumableHandler({ storage });
+  const encode = (text: string) => new TextEncoder().encode(text);
+  const first = await uploadThrough(handler, "same", encode("abcdefgh"), 3);
+  // An expiry sweep removes the completed upload; the same name and size is uploaded again.
+  await storage.removeUpload(uploadKey("", "same"));
+  assert.equal(await fileText(storage, first), "abcdefgh");
+  const second = await uploadThrough(handler, "same", encode("ABCDEFGH"), 3);
+  assert.notEqual(second, first);
+  assert.equal(
+    await fileText(storage, first),
+    "abcdefgh",
+    "the new upload's cleanup keeps the old file's parts",
+  );
+  assert.equal(await fileText(storage, second), "ABCDEFGH");
+  await storage.removeFile(first);
+  assert.equal(await storage.openFile(first), undefined);
+  assert.equal(await fileText(storage, second), "ABCDEFGH");
+  await storage.removeFile(second);
+  await storage.removeUpload(uploadKey("", "same"));
+  for (const kind of ["chunk", "chunkpart", "manifest", "file", "filepart", "count", "upload", "complete"]) {
+    assert.deepEqual(await kvKeys(kv, kind), [], `no ${kind} left`);
+  }
+});
+
+/**
+ * `kv` whose commits wait for `before(kinds)` first, where `kinds` lists what the commit sets and
+ * deletes (`set file`, `delete upload`: the key's first part after the prefix).
+ */
+function interceptedCommits(kv: Deno.Kv, before: (kinds: string[]) => Promise<void>): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, name) {
+      if (name !== "atomic") {
+        return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+      }
+      return () => {
+        const op = target.atomic();
+        const kinds: string[] = [];
+        const set = op.set.bind(op);
+        const del = op.delete.bind(op);
+        op.set = (key, value, options) => (kinds.push(`set ${String(key[1])}`), set(key, value, options));
+        op.delete = (key) => (kinds.push(`delete ${String(key[1])}`), del(key));
+        const commit = op.commit.bind(op);
+        op.commit = async () => {
+          await before(kinds);
+          return await commit();
+        };
+        return op;
+      };
+    },
+  });
+}
+
+Deno.test("DenoKvStorage: a removal racing an assembly leaves no file, or a whole one", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let removal: Promise<unknown> | undefined;
+  const assembly: { published?: Promise<unknown> } = {};
+  let publish!: () => void;
+  const go = new Promise<void>((resolve) => publish = resolve);
+  const storage: DenoKvStorage = new DenoKvStorage({
+    kv: interceptedCommits(kv, async (kinds) => {
+      // The assembly's publication starts the removal, and waits until it deletes the records...
+      if (kinds.includes("set file") && !removal) {
+        removal = storage.removeUpload(KEY);
+        await go;
+      }
+      // ...which waits for the publication to land first.
+      if (kinds.includes("delete upload") && assembly.published) {
+        publish();
+        await assembly.published;
+      }
+    }),
+  });
+  const rec = await storage.createUpload(recordOf(KEY, 6, 3));
+  for (const [n, text] of [[1, "abc"], [2, "def"]] as const) {
+    await storage.putChunk(KEY, n, new Blob([text]).stream(), { fileId: rec.fileId });
+  }
+  const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
+  const stored = storage.commitChunks(claim!, 2, fileOf(rec));
+  assembly.published = stored;
+  assert.equal((await stored)?.id, rec.fileId, "published just before the records were deleted");
+  await removal;
+  assert.equal(await fileText(storage, rec.fileId), "abcdef", "and whole after the removal");
+  assert.deepEqual(await kvKeys(kv, "chunk"), []);
+  assert.equal((await kvKeys(kv, "chunkpart")).length, 2, "the parts are the file's");
+});
+
+Deno.test("DenoKvStorage keeps a completed upload's stray parts with its file, and removes them with it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  const rec = await storage.createUpload(recordOf(KEY, 6, 3));
+  for (const [n, text] of [[1, "abc"], [2, "def"]] as const) {
+    await storage.putChunk(KEY, n, new Blob([text]).stream(), { fileId: rec.fileId });
+  }
+  // What a process that died writing a second copy of chunk 1 leaves.
+  await kv.set(["resumable", "chunkpart", rec.fileId, 1, "f".repeat(32), 0], new TextEncoder().encode("xyz"));
+  const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
+  assert.equal((await storage.commitChunks(claim!, 2, fileOf(rec)))?.id, rec.fileId);
+  await storage.removeChunks(KEY);
+  await storage.removeUpload(KEY);
+  assert.equal(await fileText(storage, rec.fileId), "abcdef", "the stray copy is not read");
+  assert.equal((await kvKeys(kv, "chunkpart")).length, 3);
+  await storage.removeFile(rec.fileId);
+  assert.deepEqual(await kvKeys(kv, "chunkpart"), []);
 });
 
 Deno.test("DenoKvStorage counts a lease renewal as activity, so a sweep elsewhere keeps a live assembly", async () => {
@@ -545,4 +709,29 @@ Deno.test("DenoKvStorage does not take the upload record from a read begun befor
     assert.equal((await storage.createUpload(again)).fileId, again.fileId, `read begun ${when} the removal`);
     await storage.removeUpload(KEY);
   }
+});
+
+Deno.test("DenoKvStorage errors the stream of a file one of whose chunks lost a part, rather than end it short", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  const handler = createResumableHandler({ storage });
+  const bytes = randomBytes(200 * 1024) as Uint8Array<ArrayBuffer>;
+  const id = await uploadThrough(handler, "lossy", bytes, 100 * 1024);
+  const [part] = await kvKeys(kv, "chunkpart");
+  await kv.delete(part!);
+  await assert.rejects(
+    new Response((await storage.openFile(id))!.body).arrayBuffer(),
+    /has \d+ bytes, not 102400/,
+  );
+});
+
+Deno.test("DenoKvStorage removes with its upload a manifest an assembler wrote and never published", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  const rec = await storage.createUpload(recordOf(KEY, 3, 3));
+  await storage.putChunk(KEY, 1, new Blob(["abc"]).stream(), { fileId: rec.fileId });
+  // What an assembler that died between writing its manifest and publishing leaves.
+  await kv.set(["resumable", "manifest", rec.fileId, "e".repeat(32), 0], [["f".repeat(32), 3]]);
+  await storage.removeUpload(KEY);
+  for (const kind of ["manifest", "chunkpart", "chunk"]) assert.deepEqual(await kvKeys(kv, kind), [], kind);
 });
