@@ -441,10 +441,12 @@ export class DenoKvStorage implements UploadStorage {
     const id = writeId();
     const parts = this.#key("chunkpart", upload.value.fileId, index, id);
     const chunkKey = this.#key("chunk", key, index);
-    // Made visible and counted in the commit of its last parts: one commit for a chunk of up to
-    // 640 KiB, one per 640 KiB above.
+    // Made visible and counted in the commit of its last parts (one commit for a chunk of up to
+    // 640 KiB, one per 640 KiB above), and only while the upload is not complete: its chunks may be
+    // removed already, and a late copy would be left behind, counted, and never removed.
     const visible = (op: Deno.AtomicOperation, size: number) =>
       op.check(upload).check({ key: chunkKey, versionstamp: null })
+        .check({ key: this.#key("complete", key), versionstamp: null })
         .set(chunkKey, { size, writeId: id, fileId: upload.value.fileId } satisfies ChunkValue)
         .sum(this.#key("count", key), 1n)
         .set(this.#key("activity", key), Date.now());

@@ -735,3 +735,21 @@ Deno.test("DenoKvStorage removes with its upload a manifest an assembler wrote a
   await storage.removeUpload(KEY);
   for (const kind of ["manifest", "chunkpart", "chunk"]) assert.deepEqual(await kvKeys(kv, kind), [], kind);
 });
+
+Deno.test("DenoKvStorage does not make a late copy of a chunk visible once its upload is complete and its chunks removed", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  const rec = await storage.createUpload(recordOf(KEY, 6, 3));
+  for (const [n, text] of [[1, "abc"], [2, "def"]] as const) {
+    await storage.putChunk(KEY, n, new Blob([text]).stream(), { fileId: rec.fileId });
+  }
+  const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
+  assert.ok(await storage.commitChunks(claim!, 2, fileOf(rec)));
+  await storage.removeChunks(KEY);
+  const parts = (await kvKeys(kv, "chunkpart")).length;
+  // A retry of chunk 2 that passed the handler's completion check just before the assembly.
+  await storage.putChunk(KEY, 2, new Blob(["def"]).stream(), { fileId: rec.fileId });
+  assert.deepEqual(await kvKeys(kv, "chunk"), [], "nothing left for a cleanup that already ran");
+  assert.equal((await kvKeys(kv, "chunkpart")).length, parts, "the copy's parts are deleted");
+  assert.equal(await fileText(storage, rec.fileId), "abcdef");
+});
