@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import type { UploadStorage } from "../mod.ts";
 import { FileSystemStorage } from "../src/storage/fs.ts";
 import { S3Storage } from "../src/storage/s3.ts";
+import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { startS3 } from "./storage/_s3rver.ts";
 
 const FIXTURE = new URL("./fixtures/cluster_server.ts", import.meta.url).pathname;
@@ -276,6 +277,40 @@ Deno.test("three processes on one S3 bucket store every file exactly once", asyn
   } finally {
     await s3.close();
   }
+});
+
+/**
+ * A Deno KV database file shared by the processes, a storage on it for the test's checks, and a
+ * check that no upload left a chunk behind: no chunk key, and no part outside a published file.
+ */
+async function onKvFile(
+  run: (env: Record<string, string>, storage: DenoKvStorage, kv: Deno.Kv) => Promise<void>,
+) {
+  const directory = await Deno.makeTempDir({ prefix: "resumable-cluster-kv-" });
+  const kv = await Deno.openKv(`${directory}/kv.sqlite3`);
+  try {
+    await run({ STORAGE: "kv", KV_PATH: `${directory}/kv.sqlite3` }, new DenoKvStorage({ kv }), kv);
+  } finally {
+    kv.close();
+    await Deno.remove(directory, { recursive: true });
+  }
+}
+
+/** Fails if a chunk is left in `kv`, or a part that no published file is made of; counts the files. */
+async function kvFilesLeft(kv: Deno.Kv): Promise<number> {
+  const keys = async (kind: string) =>
+    (await Array.fromAsync(kv.list({ prefix: ["resumable", kind] }))).map((entry) => entry.key);
+  assert.deepEqual(await keys("chunk"), [], "every chunk was removed");
+  const files = new Set((await keys("file")).map((key) => key[2]));
+  const strays = (await keys("chunkpart")).filter((key) => !files.has(key[2]));
+  assert.deepEqual(strays, [], "every part belongs to a stored file");
+  return files.size;
+}
+
+Deno.test("three processes on one Deno KV database file store every file exactly once", async () => {
+  await onKvFile(async (env, storage, kv) => {
+    await cluster(env, storage, () => kvFilesLeft(kv), [1, 300_000, 1024 * 1024 + 17, 2_500_000]);
+  });
 });
 
 // ---------------------------------------------------------------- a client under bad conditions
@@ -730,4 +765,10 @@ Deno.test("three processes on one S3 bucket: chunks out of order, twice and brok
   } finally {
     await s3.close();
   }
+});
+
+Deno.test("three processes on one Deno KV database file: chunks out of order, twice and broken off, uploads cancelled and begun again, each file stored once with its last bytes", async () => {
+  await onKvFile(async (env, storage, kv) => {
+    await chaos(env, storage, async () => void await kvFilesLeft(kv));
+  });
 });
