@@ -577,25 +577,13 @@ export class DenoKvStorage implements UploadStorage {
       return await this.commit(claim, expectTotalSize(data, file.size), file);
     }
     if (!await this.#mayAssemble(claim)) return undefined;
-    const manifest: ManifestEntry[] = [];
-    let size = 0;
-    const chunks = this.#kv.list<ChunkValue>({ prefix: this.#key("chunk", claim.key) }, { batchSize: 500 });
-    for await (const { key, value } of chunks) {
-      const index = key.at(-1);
-      if (typeof index !== "number" || index > chunkCount) continue;
-      if (index !== manifest.length + 1) {
-        throw new Error(`Chunk ${manifest.length + 1} of "${claim.key}" is not stored`);
-      }
-      if (value.fileId !== file.id) {
-        throw new Error(`Chunk ${index} of "${claim.key}" belongs to another upload`);
-      }
-      manifest.push([value.writeId, value.size]);
-      size += value.size;
+    const manifest = await this.#manifestOf(claim.key, chunkCount, file);
+    // Chunks gone because a removal (which deletes the claim first) is under way: not an error, a
+    // lost claim.
+    if (typeof manifest === "string") {
+      if (!await this.#held(claim)) return undefined;
+      throw new Error(manifest);
     }
-    if (manifest.length !== chunkCount) {
-      throw new Error(`Chunk ${manifest.length + 1} of "${claim.key}" is not stored`);
-    }
-    if (size !== file.size) throw new Error(`Chunks of "${claim.key}" hold ${size} bytes, not ${file.size}`);
     const id = writeId();
     const base = this.#key("manifest", file.id, id);
     for (let value = 0; value * MANIFEST_ENTRIES < manifest.length; value += PARTS_PER_COMMIT) {
@@ -609,6 +597,25 @@ export class DenoKvStorage implements UploadStorage {
     const published = await this.#publish(claim, { file, manifest: id }, id);
     if (!published) await this.#deletePrefix(base);
     return published;
+  }
+
+  /** The writes and sizes of chunks `1..chunkCount` of `key`, or why they cannot make `file`. */
+  async #manifestOf(key: string, chunkCount: number, file: StoredFile): Promise<ManifestEntry[] | string> {
+    const manifest: ManifestEntry[] = [];
+    let size = 0;
+    for await (
+      const entry of this.#kv.list<ChunkValue>({ prefix: this.#key("chunk", key) }, { batchSize: 500 })
+    ) {
+      const index = entry.key.at(-1);
+      if (typeof index !== "number" || index > chunkCount) continue;
+      if (index !== manifest.length + 1) break;
+      if (entry.value.fileId !== file.id) return `Chunk ${index} of "${key}" belongs to another upload`;
+      manifest.push([entry.value.writeId, entry.value.size]);
+      size += entry.value.size;
+    }
+    if (manifest.length !== chunkCount) return `Chunk ${manifest.length + 1} of "${key}" is not stored`;
+    if (size !== file.size) return `Chunks of "${key}" hold ${size} bytes, not ${file.size}`;
+    return manifest;
   }
 
   /** Whether `claim` is still held and the upload not completed. */

@@ -753,3 +753,37 @@ Deno.test("DenoKvStorage does not make a late copy of a chunk visible once its u
   assert.equal((await kvKeys(kv, "chunkpart")).length, parts, "the copy's parts are deleted");
   assert.equal(await fileText(storage, rec.fileId), "abcdef");
 });
+
+Deno.test("DenoKvStorage: an assembly that finds its chunks gone with a removal under way has lost its claim, and says so without an error", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let removal: Promise<unknown> | undefined;
+  // The removal runs just as the assembly lists the chunks: it deletes the claim, then the chunks.
+  const listing = new Proxy(kv, {
+    get(target, name) {
+      if (name !== "list") {
+        return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+      }
+      return (selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+        const prefix = "prefix" in selector ? selector.prefix : [];
+        if (prefix[1] === "chunk" && removal === undefined) {
+          removal = storage.removeUpload(KEY);
+          return (async function* () {
+            await removal;
+            yield* target.list(selector, options);
+          })();
+        }
+        return target.list(selector, options);
+      };
+    },
+  });
+  const storage: DenoKvStorage = new DenoKvStorage({ kv: listing });
+  const rec = await storage.createUpload(recordOf(KEY, 6, 3));
+  for (const [n, text] of [[1, "abc"], [2, "def"]] as const) {
+    await storage.putChunk(KEY, n, new Blob([text]).stream(), { fileId: rec.fileId });
+  }
+  const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
+  assert.equal(await storage.commitChunks(claim!, 2, fileOf(rec)), undefined);
+  assert.ok(removal, "the removal ran during the assembly");
+  assert.deepEqual(await kvKeys(kv, "manifest"), []);
+  assert.deepEqual(await kvKeys(kv, "file"), []);
+});
