@@ -6,8 +6,11 @@ import { FileSystemStorage } from "../src/storage/fs.ts";
 import { S3Storage } from "../src/storage/s3.ts";
 import { DenoKvStorage } from "../src/storage/deno_kv.ts";
 import { startS3 } from "./storage/_s3rver.ts";
+import { bundleForNode } from "./_child.ts";
 
 const FIXTURE = new URL("./fixtures/cluster_server.ts", import.meta.url).pathname;
+/** Where each process runs: Deno, Bun, or Node (the fixture bundled into the test's state directory). */
+type Runtime = "deno" | "bun" | "node";
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -18,9 +21,19 @@ interface Node {
   alive: boolean;
 }
 
-async function startNode(name: string, state: string, env: Record<string, string>): Promise<Node> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", CONFIG, FIXTURE],
+async function startNode(
+  name: string,
+  state: string,
+  env: Record<string, string>,
+  runtime: Runtime = "deno",
+) {
+  const [command, args] = runtime === "deno"
+    ? [Deno.execPath(), ["run", "-A", "--config", CONFIG, FIXTURE]]
+    : runtime === "bun"
+    ? ["bun", ["run", FIXTURE]]
+    : ["node", [await nodeBundle(state)]];
+  const child = new Deno.Command(command, {
+    args,
     env: { ...env, STATE: state, NAME: name },
     stdin: "null",
     stdout: "null",
@@ -28,12 +41,27 @@ async function startNode(name: string, state: string, env: Record<string, string
   }).spawn();
   for (let waited = 0; waited < 30_000; waited += 50) {
     const text = await Deno.readTextFile(`${state}/port-${name}`).catch(() => "");
-    if (/^\d+$/.test(text)) return { name, port: Number(text), child, alive: true };
+    if (/^\d+$/.test(text)) {
+      assert.equal(
+        await Deno.readTextFile(`${state}/runtime-${name}`),
+        runtime,
+        `process ${name} runs under ${runtime}`,
+      );
+      return { name, port: Number(text), child, alive: true } satisfies Node;
+    }
     await sleep(50);
   }
   child.kill("SIGKILL");
   await child.status;
-  throw new Error(`Process ${name} did not start`);
+  throw new Error(`Process ${name} did not start under ${runtime}`);
+}
+
+/** The fixture bundled for Node into `state`, once per state directory. */
+const bundles = new Map<string, Promise<string>>();
+function nodeBundle(state: string): Promise<string> {
+  const output = `${state}/cluster_server.mjs`;
+  if (!bundles.has(state)) bundles.set(state, bundleForNode(FIXTURE, output).then(() => output));
+  return bundles.get(state)!;
 }
 
 async function kill(node: Node): Promise<void> {
@@ -151,15 +179,17 @@ async function cluster(
   /** Counts stored files, after checking that no chunks are left behind. */
   countFiles: () => Promise<number>,
   sizes: number[],
+  /** Of processes a, b (killed mid-upload) and c (killed mid-assembly). */
+  runtimes: Runtime[] = ["deno", "deno", "deno"],
 ): Promise<void> {
   const state = await Deno.makeTempDir({ prefix: "resumable-cluster-" });
   const nodes: Node[] = [];
   try {
     nodes.push(
       ...await Promise.all([
-        startNode("a", state, env),
-        startNode("b", state, env),
-        startNode("c", state, { ...env, SLOW_COMMIT_MS: "4000" }),
+        startNode("a", state, env, runtimes[0]),
+        startNode("b", state, env, runtimes[1]),
+        startNode("c", state, { ...env, SLOW_COMMIT_MS: "4000" }, runtimes[2]),
       ]),
     );
     const ids: string[] = [];
@@ -237,6 +267,34 @@ Deno.test("three processes on one file-system directory store every file exactly
   } finally {
     await Deno.remove(directory, { recursive: true });
   }
+});
+
+/** A temp directory for the file-system storage, removed after `run`. */
+async function inDirectory(run: (directory: string) => Promise<void>): Promise<void> {
+  const directory = await Deno.makeTempDir({ prefix: "resumable-cluster-fs-" });
+  try {
+    await run(directory);
+  } finally {
+    await Deno.remove(directory, { recursive: true });
+  }
+}
+
+Deno.test("three processes under Deno, Bun and Node on one directory store every file exactly once", async () => {
+  await inDirectory(async (directory) => {
+    await cluster(
+      { STORAGE: "fs", DIRECTORY: directory },
+      new FileSystemStorage({ directory }),
+      async () => {
+        await assertNoChunkFolders(directory);
+        let count = 0;
+        for await (const entry of Deno.readDir(`${directory}/files`)) if (entry.name !== ".tmp") count++;
+        return count;
+      },
+      [1, 300_000, 1024 * 1024 + 17, 2_500_000],
+      // Bun is killed mid-upload, Node mid-assembly.
+      ["deno", "bun", "node"],
+    );
+  });
 });
 
 /** The processes' environment for `prefix` of the bucket, and a storage of it for the test's checks. */
@@ -656,7 +714,11 @@ async function chaos(
    * S3 cannot make a PUT depend on the upload record: a chunk finished after the cancel is stored
    * under the cancelled record's file id, where nothing counts it (docs/security.md), and answered 200.
    */
-  { lateChunksSetAside = false } = {},
+  { lateChunksSetAside = false, runtimes = ["deno", "deno", "deno"] }: {
+    lateChunksSetAside?: boolean;
+    /** Of processes a, b and c. */
+    runtimes?: Runtime[];
+  } = {},
 ): Promise<void> {
   const seed = Number(Deno.env.get("CHAOS_SEED") ?? Date.now() % 1_000_000);
   const chaos: Chaos = { random: seeded(seed), seen: new Map() };
@@ -665,7 +727,9 @@ async function chaos(
   const nodes: Node[] = [];
   try {
     nodes.push(
-      ...await Promise.all(["a", "b", "c"].map((name) => startNode(name, state, { ...env, CHECKSUM: "1" }))),
+      ...await Promise.all(
+        ["a", "b", "c"].map((name, i) => startNode(name, state, { ...env, CHECKSUM: "1" }, runtimes[i])),
+      ),
     );
     const uploads = Array.from(
       { length: 24 },
@@ -770,5 +834,16 @@ Deno.test("three processes on one S3 bucket: chunks out of order, twice and brok
 Deno.test("three processes on one Deno KV database file: chunks out of order, twice and broken off, uploads cancelled and begun again, each file stored once with its last bytes", async () => {
   await onKvFile(async (env, storage, kv) => {
     await chaos(env, storage, async () => void await kvFilesLeft(kv));
+  });
+});
+
+Deno.test("three processes under Deno, Bun and Node on one directory: chunks out of order, twice and broken off, uploads cancelled and begun again, each file stored once with its last bytes", async () => {
+  await inDirectory(async (directory) => {
+    await chaos(
+      { STORAGE: "fs", DIRECTORY: directory },
+      new FileSystemStorage({ directory }),
+      () => assertNoChunkFolders(directory),
+      { runtimes: ["deno", "bun", "node"] },
+    );
   });
 });
