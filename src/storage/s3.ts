@@ -591,8 +591,10 @@ export class S3Storage implements UploadStorage {
    * trips in a row (completion and record, the chunk's PUT, the count), not four.
    */
   async getCompleted(key: string): Promise<StoredFile | undefined> {
-    this.#recordReads.begin(key, this.#readRecord(key));
-    const completed = await this.#completion(key);
+    const record = this.#readRecord(key);
+    this.#recordReads.begin(key, record);
+    // Both awaited, so no read outlives the request that began it; they take one round trip.
+    const [completed] = await Promise.all([this.#completion(key), record.catch(() => undefined)]);
     if (completed) this.#recordReads.forget(key);
     return completed;
   }
