@@ -392,19 +392,31 @@ export class S3Storage implements UploadStorage {
   /**
    * Counts chunks by listing only those after the longest run `1..n` this process already saw, so
    * a steady upload lists a handful of keys per request instead of every chunk.
+   *
+   * The same listing reaches the completion record (it lists the upload's keys that begin with "c":
+   * its chunks, `claim.json`, `complete.json`). The handler counts right after storing a chunk, so a
+   * chunk stored once the upload had completed and its chunks were removed (a retry that passed the
+   * completion check just before the assembly) is seen here, and removed: no cleanup would run for
+   * it again until the upload expired.
    */
   async countChunks(key: string): Promise<number> {
     const fileId = await this.#fileIdOf(key);
     if (fileId === undefined) return 0;
     const entry = this.#cache(key, true)!;
     const start = entry.contiguous > 0 ? this.#chunk(key, fileId, entry.contiguous) : undefined;
-    const prefix = this.#chunkDir(key, fileId);
-    for await (const item of this.#client.list(prefix, { startAfter: start })) {
-      const index = Number(item.key.slice(prefix.length));
+    const dir = this.#chunkDir(key, fileId);
+    const completeKey = this.#upload(key, "complete.json");
+    let completed = false;
+    for await (const item of this.#client.list(this.#upload(key, "c"), { startAfter: start })) {
+      if (item.key === completeKey) completed = true;
+      if (!item.key.startsWith(dir)) continue;
+      const index = Number(item.key.slice(dir.length));
       if (Number.isSafeInteger(index) && index > 0) entry.known.add(index);
     }
     while (entry.known.has(entry.contiguous + 1)) entry.contiguous++;
-    return entry.known.size;
+    const count = entry.known.size;
+    if (completed) await this.removeChunks(key);
+    return count;
   }
 
   /** Streams a stored chunk. */

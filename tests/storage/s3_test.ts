@@ -736,3 +736,21 @@ Deno.test("S3Storage does not take the upload record from a read begun before or
     }
   });
 });
+
+Deno.test("S3Storage removes a late copy of a chunk stored once its upload was complete and its chunks removed", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    const rec = await uploadChunks(storage, new TextEncoder().encode("abcdef"), 3);
+    const claim = await storage.claim(rec.key, { owner: "assembler", ttlMs: 60_000 });
+    assert.ok(await storage.commitChunks(claim!, 2, fileOf(rec)));
+    await storage.removeChunks(rec.key);
+    // A retry of chunk 2 that passed the handler's completion check just before the assembly, from
+    // another process; the handler counts the chunks next.
+    const elsewhere = storageOn(s3, "p/");
+    await elsewhere.createUpload(rec);
+    await elsewhere.putChunk(rec.key, 2, new Blob(["def"]).stream(), { fileId: rec.fileId });
+    await elsewhere.countChunks(rec.key);
+    assert.deepEqual((await s3.keys(`p/uploads/${rec.key}/`)).filter((key) => key.includes("/chunks/")), []);
+    assert.equal(await new Response((await storage.openFile(rec.fileId))!.body).text(), "abcdef");
+  });
+});
