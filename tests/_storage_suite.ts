@@ -189,6 +189,27 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
     },
   );
 
+  step(
+    "keeps nothing of a late copy of a chunk stored after its upload completed and its chunks were removed",
+    async (storage) => {
+      const done = await storage.createUpload(record());
+      await storage.putChunk(done.key, 1, streamOf("abc"), { fileId: done.fileId });
+      await storage.putChunk(done.key, 2, streamOf("def"), { fileId: done.fileId });
+      const claim = await storage.claim(done.key, { owner: "o", ttlMs: 60_000 });
+      const stored = storage.commitChunks
+        ? await storage.commitChunks(claim!, 2, fileOf(done))
+        : await storage.commit(claim!, streamOf("abcdef"), fileOf(done));
+      assert.ok(stored);
+      await storage.removeChunks(done.key);
+      // A retry that passed the handler's completion check just before the assembly; the handler
+      // counts the chunks after storing one. Refused or dropped, either way nothing stays.
+      await storage.putChunk(done.key, 2, streamOf("def"), { fileId: done.fileId }).catch(() => {});
+      await storage.countChunks(done.key);
+      assert.equal(await storage.chunkSize(done.key, 2), undefined);
+      assert.equal(await readAll((await storage.openFile(done.fileId))!.body), "abcdef");
+    },
+  );
+
   step("keeps a completed upload when a removal asks to, and removes one in progress", async (storage) => {
     const done = await storage.createUpload(record());
     await storage.putChunk(done.key, 1, streamOf("abc"), { fileId: done.fileId });

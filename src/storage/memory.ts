@@ -119,6 +119,9 @@ export class MemoryStorage implements UploadStorage {
           : `Cannot store chunk ${index}: upload "${key}" does not exist`,
       );
     }
+    // A late copy (a retry that passed the completion check just before the assembly) would stay
+    // after the cleanup: the file has its bytes already.
+    if (state.completed) return;
     state.chunks.set(index, bytes);
     state.lastActivity = Date.now();
   }
