@@ -154,6 +154,9 @@ export interface UploadActivity {
  *   the upload begun again after the removal: where publishing writes by key after its last check
  *   (the file system, S3), `removeUpload` first waits for a live claim to end, or for the completion.
  *   `removeChunks` removes only a completed upload's chunks.
+ * - A copy of a chunk that arrives after its upload completed and `removeChunks` ran (a retry sent
+ *   just before the assembly) leaves nothing, once `countChunks` has run after it as the handler
+ *   does: it is refused, dropped, or removed there.
  *
  * @example A storage is passed to the handler
  * ```ts
