@@ -33,6 +33,8 @@ export interface S3Fixture {
   keys(prefix: string): Promise<string[]>;
   /** Requests seen, as "METHOD path?query". */
   log: string[];
+  /** Where s3rver keeps the bucket: `close` removes it; a process that cannot await may remove it itself. */
+  directory: string;
   close(): Promise<void>;
 }
 
@@ -197,6 +199,7 @@ export async function startS3(): Promise<S3Fixture> {
     conflicts,
     copies,
     log,
+    directory,
     async keys(prefix: string) {
       const result = await server.store.listObjects(bucket, { prefix });
       return result.objects.map((object: { key: string }) => object.key);
