@@ -51,6 +51,14 @@ function tornStream(text: string): ReadableStream<Uint8Array> {
   });
 }
 
+/** `rec` ("abcdef" in two chunks of 3 bytes) created in `storage`, both chunks stored: its record. */
+export async function uploadOfTwoChunks(storage: UploadStorage, rec = record()): Promise<UploadRecord> {
+  const created = await storage.createUpload(rec);
+  await storage.putChunk(created.key, 1, streamOf("abc"), { fileId: created.fileId });
+  await storage.putChunk(created.key, 2, streamOf("def"), { fileId: created.fileId });
+  return created;
+}
+
 /** The file a completed `rec` becomes. */
 export function fileOf(rec: UploadRecord): StoredFile {
   return {
@@ -173,9 +181,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   step(
     "removes after an assembly only its chunks, not those of an upload begun again since",
     async (storage) => {
-      const old = await storage.createUpload(record());
-      await storage.putChunk(old.key, 1, streamOf("abc"), { fileId: old.fileId });
-      await storage.putChunk(old.key, 2, streamOf("def"), { fileId: old.fileId });
+      const old = await uploadOfTwoChunks(storage);
       const claim = await storage.claim(old.key, { owner: "o", ttlMs: 60_000 });
       assert.ok(await storage.commit(claim!, streamOf("abcdef"), fileOf(old)));
       // Before the assembler's request removes the chunks: a cancel, and the same name and size again.
@@ -192,9 +198,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   step(
     "keeps nothing of a late copy of a chunk stored after its upload completed and its chunks were removed",
     async (storage) => {
-      const done = await storage.createUpload(record());
-      await storage.putChunk(done.key, 1, streamOf("abc"), { fileId: done.fileId });
-      await storage.putChunk(done.key, 2, streamOf("def"), { fileId: done.fileId });
+      const done = await uploadOfTwoChunks(storage);
       const claim = await storage.claim(done.key, { owner: "o", ttlMs: 60_000 });
       const stored = storage.commitChunks
         ? await storage.commitChunks(claim!, 2, fileOf(done))
@@ -211,9 +215,7 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
   );
 
   step("keeps a completed upload when a removal asks to, and removes one in progress", async (storage) => {
-    const done = await storage.createUpload(record());
-    await storage.putChunk(done.key, 1, streamOf("abc"), { fileId: done.fileId });
-    await storage.putChunk(done.key, 2, streamOf("def"), { fileId: done.fileId });
+    const done = await uploadOfTwoChunks(storage);
     const claim = await storage.claim(done.key, { owner: "o", ttlMs: 60_000 });
     assert.ok(await storage.commit(claim!, streamOf("abcdef"), fileOf(done)));
     assert.equal(await storage.removeUpload(done.key, { keepCompleted: true }), "completed");

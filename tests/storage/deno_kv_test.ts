@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { DenoKvStorage, type KvFileTarget } from "../../src/storage/deno_kv.ts";
 import { cleanupExpired } from "../../src/cleanup.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
-import { fileOf, recordOf, storageSuite } from "../_storage_suite.ts";
-import { createResumableHandler, type UploadRecord } from "../../mod.ts";
+import { fileOf, recordOf, storageSuite, uploadOfTwoChunks } from "../_storage_suite.ts";
+import { createResumableHandler } from "../../mod.ts";
 import { chunkRequest, clientChunks, testRequest } from "../_helpers.ts";
 
 storageSuite("DenoKvStorage (:memory:)", async () => {
@@ -453,15 +453,6 @@ Deno.test("DenoKvStorage removeUpload also removes a chunk made visible just bef
   assert.deepEqual(await kvKeys(kv, "count"), []);
 });
 
-/** An upload of "abcdef" as `KEY` in two chunks of 3 bytes, both stored: its record. */
-async function uploadOfTwoChunks(storage: DenoKvStorage): Promise<UploadRecord> {
-  const rec = await storage.createUpload(recordOf(KEY, 6, 3));
-  for (const [n, text] of [[1, "abc"], [2, "def"]] as const) {
-    await storage.putChunk(KEY, n, new Blob([text]).stream(), { fileId: rec.fileId });
-  }
-  return rec;
-}
-
 /** Uploads `bytes` as `key` in chunks of `chunkSize` through the handler, and the file's id. */
 async function uploadThrough(
   handler: (request: Request) => Promise<Response>,
@@ -589,7 +580,7 @@ Deno.test("DenoKvStorage: a removal racing an assembly leaves no file, or a whol
       }
     }),
   });
-  const rec = await uploadOfTwoChunks(storage);
+  const rec = await uploadOfTwoChunks(storage, recordOf(KEY, 6, 3));
   const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
   const stored = storage.commitChunks(claim!, 2, fileOf(rec));
   assembly.published = stored;
@@ -603,7 +594,7 @@ Deno.test("DenoKvStorage: a removal racing an assembly leaves no file, or a whol
 Deno.test("DenoKvStorage keeps a completed upload's stray parts with its file, and removes them with it", async () => {
   using kv = await Deno.openKv(":memory:");
   const storage = new DenoKvStorage({ kv });
-  const rec = await uploadOfTwoChunks(storage);
+  const rec = await uploadOfTwoChunks(storage, recordOf(KEY, 6, 3));
   // What a process that died writing a second copy of chunk 1 leaves.
   await kv.set(["resumable", "chunkpart", rec.fileId, 1, "f".repeat(32), 0], new TextEncoder().encode("xyz"));
   const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
@@ -742,7 +733,7 @@ Deno.test("DenoKvStorage removes with its upload a manifest an assembler wrote a
 Deno.test("DenoKvStorage does not make a late copy of a chunk visible once its upload is complete and its chunks removed", async () => {
   using kv = await Deno.openKv(":memory:");
   const storage = new DenoKvStorage({ kv });
-  const rec = await uploadOfTwoChunks(storage);
+  const rec = await uploadOfTwoChunks(storage, recordOf(KEY, 6, 3));
   const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
   assert.ok(await storage.commitChunks(claim!, 2, fileOf(rec)));
   await storage.removeChunks(KEY);
@@ -777,7 +768,7 @@ Deno.test("DenoKvStorage: an assembly that finds its chunks gone with a removal 
     },
   });
   const storage: DenoKvStorage = new DenoKvStorage({ kv: listing });
-  const rec = await uploadOfTwoChunks(storage);
+  const rec = await uploadOfTwoChunks(storage, recordOf(KEY, 6, 3));
   const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
   assert.equal(await storage.commitChunks(claim!, 2, fileOf(rec)), undefined);
   assert.ok(removal, "the removal ran during the assembly");

@@ -524,20 +524,29 @@ Deno.test("S3Storage sends list queries encoded as it signs them, so a prefix wi
   }
 });
 
+/**
+ * A `fetch` that, once `hook.run` is set, runs it once before sending the next PUT whose URL ends
+ * with `suffix`, then unsets it: a pause of the process at that point, or another request there.
+ */
+function beforeNextPut(suffix: string) {
+  const hook: { run?: () => Promise<unknown> } = {};
+  const fetching: typeof fetch = async (input, init) => {
+    const run = hook.run;
+    if (run && init?.method === "PUT" && String(input).endsWith(suffix)) {
+      hook.run = undefined;
+      await run();
+    }
+    return await fetch(input, init);
+  };
+  return { hook, fetch: fetching };
+}
+
 Deno.test("S3Storage: removing an upload while it assembles waits for the assembly, so an upload begun again meanwhile is not completed with the old file", async () => {
   await withS3(async (s3) => {
     // The assembler's process pauses once, just before it writes the file's metadata: after its last
     // check of the claim, before its completion record.
-    let pause: (() => Promise<void>) | undefined;
-    const pausing: typeof fetch = async (input, init) => {
-      if (pause && init?.method === "PUT" && String(input).endsWith("/.file.json")) {
-        const paused = pause;
-        pause = undefined;
-        await paused();
-      }
-      return await fetch(input, init);
-    };
-    const a = storageOn(s3, "p/", pausing);
+    const paused = beforeNextPut("/.file.json");
+    const a = storageOn(s3, "p/", paused.fetch);
     const b = storageOn(s3, "p/");
     const old = await a.createUpload(newRecord(6, 3));
     await a.putChunk(old.key, 1, new Blob(["abc"]).stream(), { fileId: old.fileId });
@@ -545,7 +554,7 @@ Deno.test("S3Storage: removing an upload while it assembles waits for the assemb
     const claim = await a.claim(old.key, { owner: "o", ttlMs: 60_000 });
     const again = { ...old, fileId: newFileId() };
     let cancelled: Promise<void> | undefined;
-    pause = async () => {
+    paused.hook.run = async () => {
       // Process B cancels then, and begins the same name and size again with other bytes; it has
       // half a second.
       cancelled = (async () => {
@@ -681,28 +690,28 @@ Deno.test("S3Storage reads the upload record alongside the completion check: a c
       chunkSize: 3,
     });
     assert.equal((await handler(chunkRequest("http://x/upload", first!))).status, 200);
-    log.length = 0;
-    assert.equal((await handler(chunkRequest("http://x/upload", second!))).status, 200);
-    assert.deepEqual(bothSentThenAnswered(log), [
-      "> PUT 0000000002",
-      "< PUT 0000000002",
-      "> GET list",
-      "< GET list",
-    ]);
-    log.length = 0;
-    assert.equal((await handler(testRequest("http://x/upload", second!))).status, 200);
-    assert.deepEqual(bothSentThenAnswered(log), [
-      "> HEAD 0000000002",
-      "< HEAD 0000000002",
-      "> GET list",
-      "< GET list",
-    ]);
-    log.length = 0;
-    assert.equal((await handler(testRequest("http://x/upload", third!))).status, 204);
-    assert.deepEqual(bothSentThenAnswered(log), [
-      "> HEAD 0000000003",
-      "< HEAD 0000000003",
-    ]);
+    // A chunk, a test of a stored chunk, a test of a missing one: the status, and what follows the
+    // completion check and the record's GET.
+    const cases: [Request, number, string[]][] = [
+      [chunkRequest("http://x/upload", second!), 200, [
+        "> PUT 0000000002",
+        "< PUT 0000000002",
+        "> GET list",
+        "< GET list",
+      ]],
+      [testRequest("http://x/upload", second!), 200, [
+        "> HEAD 0000000002",
+        "< HEAD 0000000002",
+        "> GET list",
+        "< GET list",
+      ]],
+      [testRequest("http://x/upload", third!), 204, ["> HEAD 0000000003", "< HEAD 0000000003"]],
+    ];
+    for (const [request, status, after] of cases) {
+      log.length = 0;
+      assert.equal((await handler(request)).status, status, request.url);
+      assert.deepEqual(bothSentThenAnswered(log), after);
+    }
   });
 });
 
@@ -710,22 +719,14 @@ Deno.test("S3Storage does not take the upload record from a read begun before or
   await withS3(async (s3) => {
     // While the removal below waits out assembly (its claim's PUT), another request checks for
     // completion, and its record read finds the record not yet deleted.
-    let during: (() => Promise<unknown>) | undefined;
-    const hooked: typeof fetch = async (input, init) => {
-      if (during && init?.method === "PUT" && String(input).endsWith("/claim.json")) {
-        const run = during;
-        during = undefined;
-        await run();
-      }
-      return await fetch(input, init);
-    };
-    const storage = storageOn(s3, "p/", hooked);
+    const during = beforeNextPut("/claim.json");
+    const storage = storageOn(s3, "p/", during.fetch);
     for (const when of ["before", "while"]) {
       const old = await storage.createUpload(newRecord(6, 3));
       assert.equal(await storage.getCompleted(old.key), undefined);
-      if (when === "while") during = () => storage.getCompleted(old.key);
+      if (when === "while") during.hook.run = () => storage.getCompleted(old.key);
       await storage.removeUpload(old.key);
-      assert.equal(during, undefined, "the completion check ran during the removal");
+      assert.equal(during.hook.run, undefined, "the completion check ran during the removal");
       const again = { ...old, fileId: newFileId() };
       assert.equal(
         (await storage.createUpload(again)).fileId,
