@@ -378,7 +378,9 @@ export class DenoKvStorage implements UploadStorage {
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const key = this.#key("upload", record.key);
     for (let attempt = 0;; attempt++) {
-      const existing = attempt === 0 ? await this.#recordAfterCheck(record.key) : found(await this.#get(key));
+      const existing = attempt === 0
+        ? await this.#recordAfterCheck(record.key)
+        : await this.#readRecord(record.key);
       if (existing) return this.#noteRecord(record.key, existing);
       const ok = await this.#commit((op) =>
         op.check({ key, versionstamp: null }).set(key, record).set(
@@ -395,7 +397,12 @@ export class DenoKvStorage implements UploadStorage {
    * commit checks its versionstamp anyway.
    */
   async #recordAfterCheck(key: string): Promise<Deno.KvEntry<UploadRecord> | undefined> {
-    return await this.#recordReads.take(key, async () => found(await this.#get(this.#key("upload", key))));
+    return await this.#recordReads.take(key, () => this.#readRecord(key));
+  }
+
+  /** The upload record's entry, read now, if there is a record. */
+  async #readRecord(key: string): Promise<Deno.KvEntry<UploadRecord> | undefined> {
+    return found(await this.#get(this.#key("upload", key)));
   }
 
   #noteRecord(key: string, entry: Deno.KvEntry<UploadRecord>): UploadRecord {

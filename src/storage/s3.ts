@@ -278,7 +278,7 @@ export class S3Storage implements UploadStorage {
     for (let attempt = 0; attempt < 5; attempt++) {
       const existing = attempt === 0
         ? await this.#recordAfterCheck(record.key)
-        : (await this.#getJson<UploadRecord>(key))?.value;
+        : await this.#readRecord(record.key);
       if (existing) return this.#noteRecord(existing);
       if (await this.#putJson(key, record, { "if-none-match": "*" })) return this.#noteRecord(record);
     }
@@ -500,9 +500,9 @@ export class S3Storage implements UploadStorage {
     const [completed, held, record] = await Promise.all([
       this.#completion(claim.key),
       this.#heldClaim(claim),
-      this.#getJson<UploadRecord>(this.#upload(claim.key, "upload.json")),
+      this.#readRecord(claim.key),
     ]);
-    return !completed && !!held && record?.value.fileId === file.id;
+    return !completed && !!held && record?.fileId === file.id;
   }
 
   /**
@@ -645,8 +645,8 @@ export class S3Storage implements UploadStorage {
     const own = this.#chunkDir(key, completed.id);
     // Chunks other records left (set aside after a cancel) go too, if the record is still the
     // completed one after the listing: then no newer upload had begun when it was made.
-    const record = await this.#getJson<UploadRecord>(this.#upload(key, "upload.json"));
-    const allListed = record?.value.fileId === completed.id;
+    const record = await this.#readRecord(key);
+    const allListed = record?.fileId === completed.id;
     await this.#delete(keys.filter((objectKey) => allListed || objectKey.startsWith(own)));
   }
 
