@@ -230,12 +230,38 @@ export class DenoKvStorage implements UploadStorage {
       try {
         return await operation();
       } catch (error) {
-        if (attempt >= this.#retries || !TRANSIENT.test(String((error as Error)?.message ?? error))) {
-          throw error;
+        await this.#backOff(error, attempt);
+      }
+    }
+  }
+
+  /** Waits before retry `attempt` of an operation that failed with `error`, or throws it. */
+  async #backOff(error: unknown, attempt: number): Promise<void> {
+    if (attempt >= this.#retries || !TRANSIENT.test(String((error as Error)?.message ?? error))) {
+      throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 10 * 2 ** attempt) * Math.random()));
+  }
+
+  /**
+   * `kv.list`, retried like every other operation: after a transient failure it resumes at the
+   * cursor of the last entry it yielded, so no entry is skipped or repeated.
+   */
+  async *#list<T>(selector: Deno.KvListSelector, options: Deno.KvListOptions = {}): AsyncGenerator<
+    Deno.KvEntry<T>
+  > {
+    let cursor: string | undefined;
+    for (let attempt = 0;; attempt++) {
+      const entries = this.#kv.list<T>(selector, cursor === undefined ? options : { ...options, cursor });
+      try {
+        for await (const entry of entries) {
+          cursor = entries.cursor;
+          attempt = 0;
+          yield entry;
         }
-        await new Promise((resolve) =>
-          setTimeout(resolve, Math.min(1000, 10 * 2 ** attempt) * Math.random())
-        );
+        return;
+      } catch (error) {
+        await this.#backOff(error, attempt);
       }
     }
   }
@@ -335,7 +361,7 @@ export class DenoKvStorage implements UploadStorage {
 
   /** Streams the values under `base` in order, a few at a time. */
   #readParts(base: Deno.KvKey): ReadableStream<Uint8Array> {
-    const entries = this.#kv.list<Uint8Array>({ prefix: base }, { batchSize: 4 });
+    const entries = this.#list<Uint8Array>({ prefix: base }, { batchSize: 4 });
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
         const { done, value } = await entries.next();
@@ -363,7 +389,7 @@ export class DenoKvStorage implements UploadStorage {
         return op;
       });
     };
-    for await (const entry of this.#kv.list({ prefix }, { batchSize: DELETES_PER_COMMIT })) {
+    for await (const entry of this.#list({ prefix }, { batchSize: DELETES_PER_COMMIT })) {
       keys.push(entry.key);
       if (keys.length === DELETES_PER_COMMIT && !await flush()) return false;
     }
@@ -611,7 +637,7 @@ export class DenoKvStorage implements UploadStorage {
     const manifest: ManifestEntry[] = [];
     let size = 0;
     for await (
-      const entry of this.#kv.list<ChunkValue>({ prefix: this.#key("chunk", key) }, { batchSize: 500 })
+      const entry of this.#list<ChunkValue>({ prefix: this.#key("chunk", key) }, { batchSize: 500 })
     ) {
       const index = entry.key.at(-1);
       if (typeof index !== "number" || index > chunkCount) continue;
@@ -696,14 +722,15 @@ export class DenoKvStorage implements UploadStorage {
    * do not add up to its size errors the stream: a short file must not pass for a whole one.
    */
   #readChunks(fileId: string, manifest: string): ReadableStream<Uint8Array> {
-    const kv = this.#kv;
+    const list = <T>(selector: Deno.KvListSelector, options?: Deno.KvListOptions) =>
+      this.#list<T>(selector, options);
     const key = (...parts: Deno.KvKeyPart[]) => this.#key(...parts);
     async function* bytes(): AsyncGenerator<Uint8Array> {
       let index = 0;
-      for await (const entries of kv.list<ManifestEntry[]>({ prefix: key("manifest", fileId, manifest) })) {
+      for await (const entries of list<ManifestEntry[]>({ prefix: key("manifest", fileId, manifest) })) {
         for (const [writeId, size] of entries.value) {
           index++;
-          const parts = kv.list<Uint8Array>({ prefix: key("chunkpart", fileId, index, writeId) }, {
+          const parts = list<Uint8Array>({ prefix: key("chunkpart", fileId, index, writeId) }, {
             batchSize: 4,
           });
           let read = 0;
@@ -754,7 +781,7 @@ export class DenoKvStorage implements UploadStorage {
    */
   async #removeChunks(key: string, fileIds: string[], only?: Deno.AtomicCheck): Promise<void> {
     const ids = new Set(fileIds);
-    for await (const entry of this.#kv.list<ChunkValue>({ prefix: this.#key("chunk", key) })) {
+    for await (const entry of this.#list<ChunkValue>({ prefix: this.#key("chunk", key) })) {
       if (entry.value.fileId) ids.add(entry.value.fileId);
     }
     if (!await this.#deletePrefix(this.#key("chunk", key), only)) return;
@@ -827,7 +854,7 @@ export class DenoKvStorage implements UploadStorage {
 
   /** Lists uploads with their last write and whether they completed. */
   async *listUploads(): AsyncIterable<UploadActivity> {
-    for await (const entry of this.#kv.list<UploadRecord>({ prefix: this.#key("upload") })) {
+    for await (const entry of this.#list<UploadRecord>({ prefix: this.#key("upload") })) {
       const key = entry.value.key;
       const [activity, done] = await this.#retry(() =>
         this.#kv.getMany<[number, StoredFile]>([this.#key("activity", key), this.#key("complete", key)])

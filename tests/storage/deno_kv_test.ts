@@ -177,6 +177,86 @@ Deno.test("DenoKvStorage retries operations that fail with 'database is locked'"
   await assert.rejects(storage.putChunk(KEY, 2, new Blob(["abc"]).stream()), /database is locked/);
 });
 
+/**
+ * `kv` whose listings fail with `why` after `after` entries, as a read of a database file another
+ * process writes can. A listing resumed at a cursor runs through unless `resumed` is set too;
+ * `failures()` counts the throws.
+ */
+function flakyLists(kv: Deno.Kv, why: string, { after = 1, resumed = false } = {}) {
+  let failures = 0;
+  const flaky = new Proxy(kv, {
+    get(target, name) {
+      if (name !== "list") {
+        return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+      }
+      return (selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+        const entries = target.list(selector, options);
+        if (options?.cursor !== undefined && !resumed) return entries;
+        let read = 0;
+        return {
+          get cursor() {
+            return entries.cursor;
+          },
+          next() {
+            if (read++ === after) {
+              failures++;
+              return Promise.reject(new Error(why));
+            }
+            return entries.next();
+          },
+          [Symbol.asyncIterator]() {
+            return this;
+          },
+        };
+      };
+    },
+  });
+  return { kv: flaky, failures: () => failures };
+}
+
+Deno.test("DenoKvStorage resumes a listing that fails with 'database is locked' where it stopped: uploads, assembly, reading and removal lose nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { kv: flaky, failures } = flakyLists(kv, "database is locked");
+  const storage = new DenoKvStorage({ kv: flaky });
+  const handler = createResumableHandler({ storage });
+  // Three chunks of four parts each: every listing of chunks, manifest or parts has a second entry.
+  const bytes = randomBytes(3 * 200 * 1024) as Uint8Array<ArrayBuffer>;
+  const id = await uploadThrough(handler, "locked", bytes, 200 * 1024);
+  assert.ok(failures() >= 1, "the assembly's listing of the chunks failed once");
+  const before = failures();
+  const back = new Uint8Array(await new Response((await storage.openFile(id))!.body).arrayBuffer());
+  assert.deepEqual(back, bytes, "a file read through failing listings is whole, nothing repeated");
+  assert.ok(failures() > before, "the reads' listings failed too");
+
+  const keys = ["a", "b", "c"].map((letter) => letter.repeat(32));
+  for (const key of keys) await uploadOfTwoChunks(storage, recordOf(key, 9, 3));
+  const listed = await Array.fromAsync(storage.listUploads());
+  assert.equal(listed.length, 4, "each upload listed once, the completed one too");
+  assert.deepEqual(
+    listed.filter((activity) => !activity.completed).map((activity) => activity.key).toSorted(),
+    keys,
+  );
+  for (const key of [...keys, uploadKey("", "locked")]) await storage.removeUpload(key);
+  await storage.removeFile(id);
+  for (const kind of ["upload", "chunk", "chunkpart", "manifest", "file", "count"]) {
+    assert.deepEqual(await kvKeys(kv, kind), [], `no ${kind} key left`);
+  }
+});
+
+Deno.test("DenoKvStorage gives up a listing that keeps failing, and does not retry one that fails for good", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await new DenoKvStorage({ kv }).createUpload(recordOf(KEY, 6, 3));
+  const locked = flakyLists(kv, "database is locked", { after: 0, resumed: true });
+  await assert.rejects(
+    Array.fromAsync(new DenoKvStorage({ kv: locked.kv, retries: 2 }).listUploads()),
+    /database is locked/,
+  );
+  assert.equal(locked.failures(), 3, "the first attempt and two retries");
+  const broken = flakyLists(kv, "malformed key", { after: 0 });
+  await assert.rejects(Array.fromAsync(new DenoKvStorage({ kv: broken.kv }).listUploads()), /malformed key/);
+  assert.equal(broken.failures(), 1);
+});
+
 Deno.test("DenoKvStorage reads an upload record that exists without attempting a write, as every chunk after the first does", async () => {
   using kv = await Deno.openKv(":memory:");
   const { kv: counted, commits } = watchedCommits(kv);
