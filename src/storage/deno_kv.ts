@@ -75,7 +75,7 @@ export interface DenoKvStorageOptions {
   files?: KvFileTarget;
   /**
    * How often to retry an operation that failed transiently ("database is locked" when several
-   * processes share a local database file).
+   * processes share a local database file). A listing resumes after the last entry it read.
    * @default {8}
    */
   retries?: number;
