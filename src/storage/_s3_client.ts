@@ -35,6 +35,11 @@ export class S3RequestError extends Error {
 
 const RETRIES = 3;
 
+/** Waits before retry `attempt + 1`: about 50, 200 and 800 ms, jittered. */
+function backOff(attempt: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 50 * 4 ** attempt * (0.5 + Math.random())));
+}
+
 /** Decodes the five XML entities and numeric references. */
 function unescapeXml(text: string): string {
   return text.replace(/&(#x[0-9a-f]+|#[0-9]+|lt|gt|amp|quot|apos);/gi, (_, entity: string) => {
@@ -91,18 +96,26 @@ export class S3Client {
 
   /**
    * Sends a signed request; the caller checks the status. Idempotent requests are retried on 5xx,
-   * which S3 documents as transient; conditional PUTs are not, since a retry of one that did succeed
-   * would read as lost.
+   * which S3 documents as transient, and when `fetch` fails (a connection reset or refused, its
+   * reply lost): sent again, they do what they did. Conditional PUTs are not, since a retry of one
+   * that did succeed would read as lost; nor POSTs, nor a request whose signal was aborted.
    */
   async send(method: string, key: string, request: S3Request = {}): Promise<Response> {
     const conditional = Object.keys(request.headers ?? {}).some((name) => name.startsWith("if-"));
     const retryable = method !== "POST" && !conditional;
     for (let attempt = 0;; attempt++) {
-      const response = await this.#sendOnce(method, key, request);
+      let response: Response;
+      try {
+        response = await this.#sendOnce(method, key, request);
+      } catch (error) {
+        if (!retryable || attempt === RETRIES || request.signal?.aborted) throw error;
+        await backOff(attempt);
+        continue;
+      }
       if (!retryable || response.status < 500 || attempt === RETRIES) return response;
       await response.body?.cancel();
       request.signal?.throwIfAborted();
-      await new Promise((resolve) => setTimeout(resolve, 50 * 4 ** attempt * (0.5 + Math.random())));
+      await backOff(attempt);
     }
   }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { S3Storage } from "../../src/storage/s3.ts";
+import { S3Client, type S3Request } from "../../src/storage/_s3_client.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
 import { readProgress } from "../../src/progress.ts";
 import { createResumableHandler, type UploadRecord } from "../../mod.ts";
@@ -276,6 +277,74 @@ Deno.test("S3Storage signs virtual-host and path-style URLs", () => {
     ]);
     assert.throws(() => new S3Storage({ bucket: "b", credentials, partSize: 1024 }), RangeError);
   });
+});
+
+Deno.test("S3Storage sends an idempotent request again when its connection fails, before the store got it or after it answered: an upload is stored whole", async () => {
+  await withS3(async (s3) => {
+    const failed: string[] = [];
+    const seen = new Set<string>();
+    let answered = false;
+    // The first of each distinct idempotent request fails: alternately before it is sent (refused)
+    // and after the store applied it (the reply lost).
+    const storage = storageOn(s3, undefined, async (input, init) => {
+      const method = init?.method ?? "GET";
+      const conditional = [...new Headers(init?.headers).keys()].some((name) => name.startsWith("if-"));
+      const request = `${method} ${new URL(String(input)).pathname}`;
+      if (method === "POST" || conditional || seen.has(request)) return await fetch(input, init);
+      seen.add(request);
+      failed.push(request);
+      answered = !answered;
+      if (!answered) throw new TypeError("error sending request: connection refused");
+      const response = await fetch(input, init);
+      await response.body?.cancel();
+      throw new TypeError("error reading a body from connection: connection reset");
+    });
+    const handler = createResumableHandler({ storage });
+    const bytes = randomBytes(3 * 64 * 1024) as Uint8Array<ArrayBuffer>;
+    let body: { complete?: boolean; file?: { id: string } } = {};
+    for (const chunk of clientChunks(bytes, { identifier: "flaky", chunkSize: 64 * 1024 })) {
+      const response = await handler(chunkRequest("http://x/upload", chunk, "octet"));
+      assert.equal(response.status, 200, await response.clone().text());
+      body = await response.json();
+    }
+    assert.equal(body.complete, true);
+    const kinds = new Set(failed.map((request) => request.split("/").at(-1)!.replace(/^\d+$/, "<chunk>")));
+    for (const kind of ["complete.json", "upload.json", "<chunk>"]) {
+      assert.ok(kinds.has(kind), `a request for ${kind} failed once: ${failed.join(", ")}`);
+    }
+    const stored = new Uint8Array(
+      await new Response((await storage.openFile(body.file!.id))!.body).arrayBuffer(),
+    );
+    assert.deepEqual(stored, bytes);
+  });
+});
+
+Deno.test("S3 requests whose connection fails: a GET is sent again three times at most; a conditional PUT, a POST and an aborted request are not", async () => {
+  const sent: string[] = [];
+  const client = new S3Client({
+    bucket: "bkt",
+    endpoint: "http://127.0.0.1:9",
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials: { accessKeyId: "a", secretAccessKey: "b" },
+    fetch: ((_input: URL | RequestInfo, init?: RequestInit) => {
+      sent.push(init?.method ?? "GET");
+      return Promise.reject(new TypeError("error sending request: connection refused"));
+    }) as typeof fetch,
+  });
+  const attempts = async (method: string, request: S3Request = {}) => {
+    sent.length = 0;
+    await assert.rejects(client.send(method, "k", request), /connection refused/);
+    return sent.length;
+  };
+  assert.equal(await attempts("GET"), 4);
+  assert.equal(await attempts("PUT", { body: "x" }), 4);
+  // Whether a conditional PUT applied is for its caller to find out (a second one would be refused).
+  assert.equal(await attempts("PUT", { body: "x", headers: { "if-none-match": "*" } }), 1);
+  assert.equal(await attempts("POST", { body: "x" }), 1);
+  const controller = new AbortController();
+  controller.abort();
+  assert.equal(await attempts("GET", { signal: controller.signal }), 1);
 });
 
 async function uploadChunks(storage: S3Storage, bytes: Uint8Array, chunkSize: number): Promise<UploadRecord> {
