@@ -289,13 +289,20 @@ export class ChunkService {
   async #finish(request: Request, file: StoredFile): Promise<void> {
     const storage = this.#storage;
     this.quota.release(file.uploadKey);
+    // The hook first: a process that dies from here on (a deploy's restart, say) misses it, and
+    // removing the chunks can take a while (a DELETE per chunk on S3); chunks left go in a sweep.
+    await this.#notify(request, file);
     try {
       await storage.removeChunks(file.uploadKey);
     } catch (error) {
       this.#options.onError(error, request);
     }
+  }
+
+  async #notify(request: Request, file: StoredFile): Promise<void> {
     const onComplete = this.#options.onComplete;
     if (!onComplete) return;
+    const storage = this.#storage;
     try {
       await onComplete({
         file,

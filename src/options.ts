@@ -111,8 +111,11 @@ export interface ResumableHandlerOptions {
   /** Builds the URL a completed file is served at; it is included in the JSON as `file.url`. */
   fileUrl?: (file: StoredFile) => string | undefined;
   /**
-   * Called once per upload, after the file is assembled and stored, before the response is sent.
-   * An error thrown here is reported to `onError`; the upload stays complete.
+   * Called once per upload, after the file is assembled and stored, before the response is sent
+   * and before the chunks are removed. An error thrown here is reported to `onError`; the upload
+   * stays complete. At most once: a process that dies between storing the file and returning from
+   * this call (its machine lost, say) does not make another process call it for that file; work
+   * that must not be lost can be found again among the completed uploads `listUploads()` reports.
    */
   onComplete?: (upload: CompletedUpload) => void | Promise<void>;
   /**

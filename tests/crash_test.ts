@@ -196,3 +196,33 @@ Deno.test(`crash: SIGKILL during chunk writes and assembly, ${ITERATIONS} times,
     for (const op of OPS.filter((op) => op !== "external")) assert.ok(hits[op], `no crash at ${op}`);
   }
 });
+
+Deno.test("crash: a process killed while it removes a completed upload's chunks has run onComplete, once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "resumable-crash-" });
+  const root = `${dir}/root`;
+  const log = `${dir}/completions.log`;
+  await Deno.writeTextFile(log, "");
+  const data = seededBytes(3 * CHUNK + 10, SEED);
+  const chunks = clientChunks(data, { identifier: IDENTIFIER, chunkSize: CHUNK });
+  try {
+    const dying = await startChild(root, log, { CRASH_OP: "removeChunks", CRASH_BEFORE: "1" });
+    // Stored and assembled by the last request, which dies as the chunks' removal begins (a deploy's
+    // restart, say): the client sees a network error.
+    await drive(dying.url, chunks, rng(SEED)).catch(() => false);
+    assert.equal((await dying.process.status).signal, "SIGKILL", "the process died in removeChunks");
+    const completions = async () => (await Deno.readTextFile(log)).trim().split("\n").filter((line) => line);
+    assert.equal((await completions()).length, 1, "onComplete ran before the process died");
+    // The client resumes against a fresh process: the upload is complete, and no hook runs again.
+    const child = await startChild(root, log, {});
+    try {
+      assert.equal(await drive(child.url, chunks, rng(SEED)), true);
+    } finally {
+      child.process.kill("SIGTERM");
+      await child.process.status;
+    }
+    assert.equal((await completions()).length, 1);
+    await assertNothingHalfVisible(root, await sha256(data), "after the crash");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
