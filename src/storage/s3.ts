@@ -126,6 +126,8 @@ const DELETE_CONCURRENCY = 8;
 // this long only if the removal dies holding it. How often a waiting removal looks again.
 const REMOVAL_CLAIM_MS = 30_000;
 const CLAIM_POLL_MS = 100;
+/** Failed attempts in a row at a removal's claim before the removal fails. */
+const REMOVAL_ATTEMPTS = 5;
 
 // A MIME type the `content-type` header can carry: `type/subtype` of token characters, then
 // parameters in printable ASCII. Anything else (the client sends it) would make `Headers` throw.
@@ -441,6 +443,10 @@ export class S3Storage implements UploadStorage {
       return { key, owner: lease.owner, generation: 1 };
     }
     const held = await this.#getJson<ClaimBody>(claimKey);
+    // Taken by an earlier call with this lease whose reply, and the read back, were lost.
+    if (held?.value.owner === lease.owner) {
+      return { key, owner: lease.owner, generation: held.value.generation };
+    }
     if (!held || held.value.expiresAt > Date.now()) return undefined;
     const next: ClaimBody = {
       owner: lease.owner,
@@ -683,9 +689,16 @@ export class S3Storage implements UploadStorage {
    */
   async #waitOutAssembly(key: string): Promise<"completed" | "claimed"> {
     const lease: Lease = { owner: `removal-${crypto.randomUUID()}`, ttlMs: REMOVAL_CLAIM_MS };
-    for (;;) {
-      if (await this.#completion(key)) return "completed";
-      if (await this.claim(key, lease)) return "claimed";
+    for (let failures = 0;;) {
+      try {
+        if (await this.#completion(key)) return "completed";
+        if (await this.claim(key, lease)) return "claimed";
+        failures = 0;
+      } catch (error) {
+        // A claim whose PUT failed on its way (conditional PUTs are not sent again): asked again,
+        // like a claim held by another. A store that keeps failing fails the removal.
+        if (++failures >= REMOVAL_ATTEMPTS) throw error;
+      }
       await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
     }
   }

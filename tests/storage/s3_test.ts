@@ -279,6 +279,25 @@ Deno.test("S3Storage signs virtual-host and path-style URLs", () => {
   });
 });
 
+/**
+ * A `fetch` to `s3` that fails requests `fails` picks: `"before"` throws before sending (a refused
+ * connection), `"after"` sends it and throws instead of the reply (a reset one).
+ */
+function failingFetch(
+  fails: (method: string, path: string, headers: Headers) => "before" | "after" | undefined,
+): typeof fetch {
+  return async (input, init) => {
+    const failure = fails(init?.method ?? "GET", new URL(String(input)).pathname, new Headers(init?.headers));
+    if (failure === "before") throw new TypeError("error sending request: connection refused");
+    const response = await fetch(input, init);
+    if (failure === "after") {
+      await response.body?.cancel();
+      throw new TypeError("error reading a body from connection: connection reset");
+    }
+    return response;
+  };
+}
+
 Deno.test("S3Storage sends an idempotent request again when its connection fails, before the store got it or after it answered: an upload is stored whole", async () => {
   await withS3(async (s3) => {
     const failed: string[] = [];
@@ -286,19 +305,19 @@ Deno.test("S3Storage sends an idempotent request again when its connection fails
     let answered = false;
     // The first of each distinct idempotent request fails: alternately before it is sent (refused)
     // and after the store applied it (the reply lost).
-    const storage = storageOn(s3, undefined, async (input, init) => {
-      const method = init?.method ?? "GET";
-      const conditional = [...new Headers(init?.headers).keys()].some((name) => name.startsWith("if-"));
-      const request = `${method} ${new URL(String(input)).pathname}`;
-      if (method === "POST" || conditional || seen.has(request)) return await fetch(input, init);
-      seen.add(request);
-      failed.push(request);
-      answered = !answered;
-      if (!answered) throw new TypeError("error sending request: connection refused");
-      const response = await fetch(input, init);
-      await response.body?.cancel();
-      throw new TypeError("error reading a body from connection: connection reset");
-    });
+    const storage = storageOn(
+      s3,
+      undefined,
+      failingFetch((method, path, headers) => {
+        const conditional = [...headers.keys()].some((name) => name.startsWith("if-"));
+        const request = `${method} ${path}`;
+        if (method === "POST" || conditional || seen.has(request)) return undefined;
+        seen.add(request);
+        failed.push(request);
+        answered = !answered;
+        return answered ? "after" : "before";
+      }),
+    );
     const handler = createResumableHandler({ storage });
     const bytes = randomBytes(3 * 64 * 1024) as Uint8Array<ArrayBuffer>;
     let body: { complete?: boolean; file?: { id: string } } = {};
@@ -665,6 +684,53 @@ Deno.test("S3Storage: an expiry sweep deletes notes of removals older than ten m
     } finally {
       Date.now = now;
     }
+  });
+});
+
+Deno.test("S3Storage: a cancel whose claim's PUT fails on its way asks again, and removes the upload", async () => {
+  await withS3(async (s3) => {
+    let failClaims = 2;
+    const storage = storageOn(
+      s3,
+      "p/",
+      failingFetch((method, path) =>
+        method === "PUT" && path.endsWith("/claim.json") && failClaims-- > 0 ? "before" : undefined
+      ),
+    );
+    const rec = await storage.createUpload(newRecord(6, 3));
+    await storage.putChunk(rec.key, 1, new Blob(["abc"]).stream());
+    await storage.removeUpload(rec.key);
+    assert.equal(failClaims, -1, "both failures happened, and the third claim went through");
+    assert.deepEqual(await s3.keys(`p/uploads/${rec.key}/`), []);
+  });
+});
+
+Deno.test("S3Storage: a claim taken by a call whose reply and read back were lost is its lease's when asked again", async () => {
+  await withS3(async (s3) => {
+    let lost = false;
+    let readsToFail = 0;
+    const storage = storageOn(
+      s3,
+      "p/",
+      failingFetch((method, path) => {
+        if (!path.endsWith("/claim.json")) return undefined;
+        if (method === "PUT" && !lost) {
+          lost = true;
+          readsToFail = 4; // the read back, sent again three times
+          return "after";
+        }
+        return method === "GET" && readsToFail-- > 0 ? "before" : undefined;
+      }),
+    );
+    const rec = await storage.createUpload(newRecord(6, 3));
+    const lease = { owner: crypto.randomUUID(), ttlMs: 60_000 };
+    await assert.rejects(storage.claim(rec.key, lease), /connection/);
+    assert.deepEqual(await storage.claim(rec.key, lease), {
+      key: rec.key,
+      owner: lease.owner,
+      generation: 1,
+    });
+    assert.equal(await storage.claim(rec.key, { owner: crypto.randomUUID(), ttlMs: 60_000 }), undefined);
   });
 });
 
