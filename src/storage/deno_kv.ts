@@ -493,18 +493,30 @@ export class DenoKvStorage implements UploadStorage {
       const mine = await ours().catch(() => undefined);
       if (mine) return; // the commit applied: the chunk is stored
       // Parts of a chunk that may be visible (unknown) stay: an orphan costs less than a torn chunk.
-      if (mine === false) await this.#deletePrefix(parts).catch(() => {});
+      if (mine === false) await this.#dropCopy(parts, upload.value.fileId).catch(() => {});
       throw error;
     }
     if (added) return;
     const [mine, record] = await Promise.all([ours(), this.#get(uploadKey)]);
     if (mine) return;
-    await this.#deletePrefix(parts);
+    await this.#dropCopy(parts, upload.value.fileId);
     // Either the chunk was stored already (fine) or the upload record changed under us.
     if (record.versionstamp !== upload.versionstamp) {
       this.#records.delete(key);
       throw missing();
     }
+  }
+
+  /**
+   * Deletes the parts of a copy of a chunk that is not the upload's chunk now, unless its upload's
+   * file is published. "Not the chunk now" may mean that it was, and the upload was assembled from
+   * it and its chunks removed since (a visibility commit whose reply was lost): then the file is made
+   * of these parts, and they go with it. Each batch of deletes checks that no file is published.
+   */
+  async #dropCopy(parts: Deno.KvKey, fileId: string): Promise<void> {
+    const file = this.#key("file", fileId);
+    if ((await this.#get(file)).versionstamp !== null) return;
+    await this.#deletePrefix(parts, { key: file, versionstamp: null });
   }
 
   /** Size of a stored chunk, or `undefined`. */

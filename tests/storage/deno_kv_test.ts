@@ -3,7 +3,7 @@ import { DenoKvStorage, type KvFileTarget } from "../../src/storage/deno_kv.ts";
 import { cleanupExpired } from "../../src/cleanup.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
 import { fileOf, recordOf, storageSuite, uploadOfTwoChunks } from "../_storage_suite.ts";
-import { createResumableHandler } from "../../mod.ts";
+import { createResumableHandler, type StoredFile } from "../../mod.ts";
 import { chunkRequest, clientChunks, testRequest } from "../_helpers.ts";
 
 storageSuite("DenoKvStorage (:memory:)", async () => {
@@ -639,6 +639,48 @@ function interceptedCommits(kv: Deno.Kv, before: (kinds: string[]) => Promise<vo
     },
   });
 }
+
+Deno.test("DenoKvStorage keeps the parts of a chunk whose visibility commit lost its reply while the upload was assembled from it and its chunks removed", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const plain = new DenoKvStorage({ kv });
+  let assembled: StoredFile | undefined;
+  // The commit that makes chunk 2 visible applies; before its reply comes back, another process
+  // assembles the upload from it and removes its chunks; then the reply is lost.
+  const flaky = new Proxy(kv, {
+    get(target, name) {
+      if (name !== "atomic") {
+        return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+      }
+      return () => {
+        const op = target.atomic();
+        let visibility = false;
+        const set = op.set.bind(op);
+        op.set = (key, value, options) => {
+          visibility ||= key[1] === "chunk" && key.at(-1) === 2;
+          return set(key, value, options);
+        };
+        const commit = op.commit.bind(op);
+        op.commit = async () => {
+          const result = await commit();
+          if (visibility && result.ok && !assembled) {
+            const claim = await plain.claim(KEY, { owner: "elsewhere", ttlMs: 60_000 });
+            assembled = await plain.commitChunks(claim!, 2, fileOf(rec));
+            await plain.removeChunks(KEY);
+            throw new Error("connection reset before the reply");
+          }
+          return result;
+        };
+        return op;
+      };
+    },
+  });
+  const storage = new DenoKvStorage({ kv: flaky });
+  const rec = await storage.createUpload(recordOf(KEY, 6, 3));
+  await storage.putChunk(KEY, 1, new Blob(["abc"]).stream(), { fileId: rec.fileId });
+  await storage.putChunk(KEY, 2, new Blob(["def"]).stream(), { fileId: rec.fileId }).catch(() => {});
+  assert.equal(assembled?.id, rec.fileId, "the upload was assembled while the chunk's reply was on its way");
+  assert.equal(await fileText(storage, rec.fileId), "abcdef");
+});
 
 Deno.test("DenoKvStorage: a removal racing an assembly leaves no file, or a whole one", async () => {
   using kv = await Deno.openKv(":memory:");
