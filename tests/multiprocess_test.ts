@@ -727,12 +727,12 @@ async function chaos(
    * S3 cannot make a PUT depend on the upload record: a chunk finished after the cancel is stored
    * under the cancelled record's file id, where nothing counts it (docs/security.md), and answered 200.
    */
-  { lateChunksSetAside = false, runtimes = ["deno", "deno", "deno"], flakyFetch }: {
+  { lateChunksSetAside = false, runtimes = ["deno", "deno", "deno"], flakyStore }: {
     lateChunksSetAside?: boolean;
     /** Of processes a, b and c. */
     runtimes?: Runtime[];
-    /** How often a request of the processes to the store fails (S3 only; see cluster_server.ts). */
-    flakyFetch?: number;
+    /** How often a request of the processes to the store fails (S3 and Deno KV; see cluster_server.ts). */
+    flakyStore?: number;
   } = {},
 ): Promise<void> {
   const seed = Number(Deno.env.get("CHAOS_SEED") ?? Date.now() % 1_000_000);
@@ -747,7 +747,7 @@ async function chaos(
           startNode(
             name,
             state,
-            { ...env, CHECKSUM: "1", ...flakyFetch ? { FLAKY_FETCH: String(flakyFetch) } : {} },
+            { ...env, CHECKSUM: "1", ...flakyStore ? { FLAKY: String(flakyStore) } : {} },
             runtimes[i],
           )
         ),
@@ -810,7 +810,7 @@ async function chaos(
       !/^(GET (200|204)|POST (200|422|503)|DELETE 200|POST \((broken off|finished late)\) [^2]\d\d|POST \((broken off|finished late)\), upload complete, 200|POST \(last, cancelled\) (200|422|503))$/
         .test(key) &&
       !(lateChunksSetAside && key === "POST (finished late) 200") &&
-      !(flakyFetch && /^(GET 503|POST \((broken off|finished late|last, cancelled)\) closed 0)$/.test(key))
+      !(flakyStore && /^(GET 503|POST \((broken off|finished late|last, cancelled)\) closed 0)$/.test(key))
     );
     assert.deepEqual(statuses, [], `only statuses the clients understand ${replay}`);
     assert.ok(
@@ -841,7 +841,7 @@ Deno.test("three processes on one directory: chunks out of order, twice and brok
 });
 
 /** The chaos run on a bucket, its processes under `runtimes`. */
-async function chaosOnBucket(runtimes?: Runtime[], flakyFetch?: number): Promise<void> {
+async function chaosOnBucket(runtimes?: Runtime[], flakyStore?: number): Promise<void> {
   const s3 = await startS3();
   const prefix = "chaos/";
   try {
@@ -854,7 +854,7 @@ async function chaosOnBucket(runtimes?: Runtime[], flakyFetch?: number): Promise
         assert.deepEqual(chunks, [], "every chunk object was removed");
         assert.equal(s3.openMultipartUploads.size, 0, "no multipart upload left open");
       },
-      { lateChunksSetAside: true, runtimes, flakyFetch },
+      { lateChunksSetAside: true, runtimes, flakyStore },
     );
   } finally {
     await s3.close();
@@ -876,6 +876,12 @@ Deno.test("three processes under Deno, Bun and Node on one S3 bucket: chunks out
 Deno.test("three processes on one Deno KV database file: chunks out of order, twice and broken off, uploads cancelled and begun again, each file stored once with its last bytes", async () => {
   await onKvFile(async (env, storage, kv) => {
     await chaos(env, storage, async () => void await kvFilesLeft(kv));
+  });
+});
+
+Deno.test("three processes on one Deno KV database file whose operations fail now and then, before or after they apply: each file stored once with its last bytes", async () => {
+  await onKvFile(async (env, storage, kv) => {
+    await chaos(env, storage, async () => void await kvFilesLeft(kv), { flakyStore: 0.05 });
   });
 });
 
