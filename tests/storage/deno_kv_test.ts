@@ -614,9 +614,14 @@ Deno.test("DenoKvStorage keeps a file's bytes through its upload's removal and t
 
 /**
  * `kv` whose commits wait for `before(kinds)` first, where `kinds` lists what the commit sets and
- * deletes (`set file`, `delete upload`: the key's first part after the prefix).
+ * deletes (`set file`, `delete upload`: the key's first part after the prefix), and for
+ * `after(kinds, result)` once applied, which may throw as if the reply were lost.
  */
-function interceptedCommits(kv: Deno.Kv, before: (kinds: string[]) => Promise<void>): Deno.Kv {
+function interceptedCommits(
+  kv: Deno.Kv,
+  before: (kinds: string[]) => Promise<void>,
+  after?: (kinds: string[], result: Deno.KvCommitResult | Deno.KvCommitError) => Promise<void>,
+): Deno.Kv {
   return new Proxy(kv, {
     get(target, name) {
       if (name !== "atomic") {
@@ -632,7 +637,9 @@ function interceptedCommits(kv: Deno.Kv, before: (kinds: string[]) => Promise<vo
         const commit = op.commit.bind(op);
         op.commit = async () => {
           await before(kinds);
-          return await commit();
+          const result = await commit();
+          await after?.(kinds, result);
+          return result;
         };
         return op;
       };
@@ -643,40 +650,23 @@ function interceptedCommits(kv: Deno.Kv, before: (kinds: string[]) => Promise<vo
 Deno.test("DenoKvStorage keeps the parts of a chunk whose visibility commit lost its reply while the upload was assembled from it and its chunks removed", async () => {
   using kv = await Deno.openKv(":memory:");
   const plain = new DenoKvStorage({ kv });
+  let armed = false;
   let assembled: StoredFile | undefined;
   // The commit that makes chunk 2 visible applies; before its reply comes back, another process
   // assembles the upload from it and removes its chunks; then the reply is lost.
-  const flaky = new Proxy(kv, {
-    get(target, name) {
-      if (name !== "atomic") {
-        return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
-      }
-      return () => {
-        const op = target.atomic();
-        let visibility = false;
-        const set = op.set.bind(op);
-        op.set = (key, value, options) => {
-          visibility ||= key[1] === "chunk" && key.at(-1) === 2;
-          return set(key, value, options);
-        };
-        const commit = op.commit.bind(op);
-        op.commit = async () => {
-          const result = await commit();
-          if (visibility && result.ok && !assembled) {
-            const claim = await plain.claim(KEY, { owner: "elsewhere", ttlMs: 60_000 });
-            assembled = await plain.commitChunks(claim!, 2, fileOf(rec));
-            await plain.removeChunks(KEY);
-            throw new Error("connection reset before the reply");
-          }
-          return result;
-        };
-        return op;
-      };
-    },
+  const storage = new DenoKvStorage({
+    kv: interceptedCommits(kv, () => Promise.resolve(), async (kinds, result) => {
+      if (!armed || !result.ok || !kinds.includes("set chunk")) return;
+      armed = false;
+      const claim = await plain.claim(KEY, { owner: "elsewhere", ttlMs: 60_000 });
+      assembled = await plain.commitChunks(claim!, 2, fileOf(rec));
+      await plain.removeChunks(KEY);
+      throw new Error("connection reset before the reply");
+    }),
   });
-  const storage = new DenoKvStorage({ kv: flaky });
   const rec = await storage.createUpload(recordOf(KEY, 6, 3));
   await storage.putChunk(KEY, 1, new Blob(["abc"]).stream(), { fileId: rec.fileId });
+  armed = true;
   await storage.putChunk(KEY, 2, new Blob(["def"]).stream(), { fileId: rec.fileId }).catch(() => {});
   assert.equal(assembled?.id, rec.fileId, "the upload was assembled while the chunk's reply was on its way");
   assert.equal(await fileText(storage, rec.fileId), "abcdef");
