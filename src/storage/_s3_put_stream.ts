@@ -2,7 +2,7 @@
 // longer ones through a multipart upload whose parts are all `partSize` bytes except the last (S3
 // refuses parts under 5 MiB but the last, and R2 wants equal parts). The object appears only when
 // the PUT or CompleteMultipartUpload succeeds, and only if `mayPublish` still agrees.
-import { escapeXml, type S3Client, xmlValues } from "./_s3_client.ts";
+import { escapeXml, type S3Client, S3RequestError, xmlValues } from "./_s3_client.ts";
 import { uriEncode } from "./_sigv4.ts";
 
 /** Hooks and settings of {@linkcode putStream}. */
@@ -44,6 +44,42 @@ async function abortMultipart(
   if (aborted?.ok || aborted?.status === 404) await options.ended(uploadId).catch(() => {});
 }
 
+/**
+ * Starts a multipart upload of `key` and returns its id. A request that failed without an answer,
+ * or with a 5xx, may have started one all the same, whose id nobody knows: the open multipart
+ * uploads of `key` are then looked up and aborted (best effort; a store without ListMultipartUploads
+ * leaves them to a lifecycle rule). Only one claimant writes `key` at a time, so any such upload is
+ * this one's, or a stalled claimant's, which has lost anyway.
+ */
+async function startMultipart(
+  client: S3Client,
+  key: string,
+  headers: Record<string, string>,
+): Promise<string> {
+  let xml: string;
+  try {
+    xml = await client.text("POST", key, { query: { uploads: "" }, headers });
+  } catch (error) {
+    if (!(error instanceof S3RequestError) || error.status >= 500) {
+      await abortUnknownUploads(client, key).catch(() => {});
+    }
+    throw error;
+  }
+  const id = xmlValues(xml, "UploadId")[0];
+  if (!id) throw new Error(`S3 gave no UploadId for "${key}"`);
+  return id;
+}
+
+async function abortUnknownUploads(client: S3Client, key: string): Promise<void> {
+  const xml = await client.text("GET", "", { query: { uploads: "", prefix: key } });
+  for (const upload of xml.split("<Upload>").slice(1)) {
+    const id = xmlValues(upload, "UploadId")[0];
+    if (id === undefined || xmlValues(upload, "Key")[0] !== key) continue;
+    const aborted = await client.send("DELETE", key, { query: { uploadId: id } });
+    await aborted.body?.cancel();
+  }
+}
+
 /** Takes exactly `size` bytes from the front of `pending`. */
 function take(pending: Uint8Array[], size: number): Uint8Array {
   const out = new Uint8Array(size);
@@ -79,11 +115,8 @@ export async function putStream(
 
   async function uploadPart(bytes: Uint8Array): Promise<void> {
     if (uploadId === undefined) {
-      const xml = await client.text("POST", key, { query: { uploads: "" }, headers: options.headers });
-      const id = xmlValues(xml, "UploadId")[0];
-      if (!id) throw new Error(`S3 gave no UploadId for "${key}"`);
-      uploadId = id;
-      await options.started(id);
+      uploadId = await startMultipart(client, key, options.headers);
+      await options.started(uploadId);
     }
     const partNumber = String(etags.length + 1);
     const response = await client.send("PUT", key, { query: { partNumber, uploadId }, body: bytes });
@@ -141,9 +174,7 @@ export async function copyParts(
   bucket: string,
   options: CopyPartsOptions,
 ): Promise<boolean> {
-  const xml = await client.text("POST", key, { query: { uploads: "" }, headers: options.headers });
-  const uploadId = xmlValues(xml, "UploadId")[0];
-  if (!uploadId) throw new Error(`S3 gave no UploadId for "${key}"`);
+  const uploadId = await startMultipart(client, key, options.headers);
   let finished = false;
   try {
     await options.started(uploadId);

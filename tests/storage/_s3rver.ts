@@ -10,6 +10,7 @@
 //   flushed, so a reader can see an empty or torn object; S3 makes a PUT visible whole or not at all
 //   (read-after-write consistency). The shim writes a temp file and renames it, and serialises
 //   reads and writes of one key, since s3rver writes an object's metadata before its bytes.
+// - ListMultipartUploads (`GET /<bucket>?uploads&prefix=`): s3rver has no such listing;
 // It also counts multipart uploads that were started and neither completed nor aborted, and can
 // inject 409 ConditionalRequestConflict answers (what AWS and R2 send when conditional writes race).
 import S3rver from "s3rver";
@@ -51,6 +52,10 @@ interface KoaContext {
   get(name: string): string;
 }
 
+function escapeXml(text: string): string {
+  return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
 function s3Error(ctx: KoaContext, status: number, code: string, message: string): void {
   ctx.status = status;
   ctx.type = "application/xml";
@@ -70,6 +75,8 @@ export async function startS3(): Promise<S3Fixture> {
     configureBuckets: [{ name: bucket }],
   });
   const open = new Set<string>();
+  /** The key of each open multipart upload. */
+  const openKeys = new Map<string, string>();
   const partSizes = new Map<string, Map<number, number>>();
   const conflicts = { next: 0 };
   const copies = { count: 0 };
@@ -93,6 +100,19 @@ export async function startS3(): Promise<S3Fixture> {
     const [, bucketName = "", ...rest] = ctx.path.split("/");
     const key = decodeURIComponent(rest.join("/"));
     const uploadId = ctx.query.uploadId;
+    if (ctx.method === "GET" && !key && "uploads" in ctx.query) {
+      const prefix = ctx.query.prefix ?? "";
+      const uploads = [...open].filter((id) => openKeys.get(id)?.startsWith(prefix)).map((id) =>
+        `<Upload><Key>${escapeXml(openKeys.get(id)!)}</Key><UploadId>${id}</UploadId></Upload>`
+      );
+      ctx.status = 200;
+      ctx.type = "application/xml";
+      ctx.body =
+        `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult><Bucket>${bucketName}</Bucket>${
+          uploads.join("")
+        }</ListMultipartUploadsResult>`;
+      return;
+    }
     if (ctx.method === "PUT" && !ctx.querystring && (ctx.get("if-none-match") || ctx.get("if-match"))) {
       return locked(ctx.path, async () => {
         if (conflicts.next > 0) {
@@ -168,7 +188,10 @@ export async function startS3(): Promise<S3Fixture> {
     await next();
     if (ctx.method === "POST" && "uploads" in ctx.query && ctx.status === 200) {
       const id = /<UploadId>([^<]+)<\/UploadId>/.exec(String(ctx.body))?.[1];
-      if (id) open.add(id);
+      if (id) {
+        open.add(id);
+        openKeys.set(id, key);
+      }
     }
   }
 

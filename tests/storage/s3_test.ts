@@ -687,6 +687,37 @@ Deno.test("S3Storage: an expiry sweep deletes notes of removals older than ten m
   });
 });
 
+Deno.test("S3Storage aborts the multipart upload an initiating POST started though its reply was lost, streamed or copied", async () => {
+  await withS3(async (s3) => {
+    let lose = false;
+    const storage = storageOn(
+      s3,
+      "p/",
+      failingFetch((method, path) => {
+        if (!lose || method !== "POST" || !path.includes("/files/")) return undefined;
+        lose = false; // the initiating POST: its CompleteMultipartUpload never comes
+        return "after";
+      }),
+    );
+    const big = 5 * 1024 * 1024;
+    // Streamed: a file of more than one part. Copied: two chunks of a part each.
+    for (const copied of [false, true]) {
+      const bytes = randomBytes(2 * big);
+      const rec = copied
+        ? await uploadChunks(storage, bytes, big)
+        : await storage.createUpload(newRecord(bytes.byteLength, bytes.byteLength));
+      const claim = await storage.claim(rec.key, { owner: crypto.randomUUID(), ttlMs: 60_000 });
+      lose = true;
+      const assembly = copied
+        ? storage.commitChunks(claim!, 2, fileOf(rec))
+        : storage.commit(claim!, new Blob([bytes as Uint8Array<ArrayBuffer>]).stream(), fileOf(rec));
+      await assert.rejects(assembly, /connection reset/);
+      assert.equal(lose, false, "the initiating POST lost its reply");
+      assert.equal(s3.openMultipartUploads.size, 0, `no multipart upload left open (copied: ${copied})`);
+    }
+  });
+});
+
 Deno.test("S3Storage: a cancel whose claim's PUT fails on its way asks again, and removes the upload", async () => {
   await withS3(async (s3) => {
     let failClaims = 2;
