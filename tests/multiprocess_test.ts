@@ -376,6 +376,12 @@ Deno.test("three processes on one Deno KV database file store every file exactly
   });
 });
 
+Deno.test("three processes on one Deno KV database file whose operations fail now and then store every file exactly once", async () => {
+  await onKvFile(async (env, storage, kv) => {
+    await cluster({ ...env, FLAKY: "0.05" }, storage, () => kvFilesLeft(kv), [1, 300_000, 1024 * 1024 + 17]);
+  });
+});
+
 // ---------------------------------------------------------------- a client under bad conditions
 
 /** A seeded generator: a failing run names its seed, and `CHAOS_SEED` replays its choices. */
