@@ -361,17 +361,11 @@ export class DenoKvStorage implements UploadStorage {
 
   /** Streams the values under `base` in order, a few at a time. */
   #readParts(base: Deno.KvKey): ReadableStream<Uint8Array> {
-    const entries = this.#list<Uint8Array>({ prefix: base }, { batchSize: 4 });
-    return new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        const { done, value } = await entries.next();
-        if (done) controller.close();
-        else controller.enqueue(value.value);
-      },
-      cancel() {
-        // The iterator holds no resources between batches; dropping it is enough.
-      },
-    }, { highWaterMark: 0 });
+    return ReadableStream.from(this.#partsUnder(base));
+  }
+
+  async *#partsUnder(base: Deno.KvKey): AsyncGenerator<Uint8Array> {
+    for await (const part of this.#list<Uint8Array>({ prefix: base }, { batchSize: 4 })) yield part.value;
   }
 
   /**
@@ -734,39 +728,26 @@ export class DenoKvStorage implements UploadStorage {
    * do not add up to its size errors the stream: a short file must not pass for a whole one.
    */
   #readChunks(fileId: string, manifest: string): ReadableStream<Uint8Array> {
-    const list = <T>(selector: Deno.KvListSelector, options?: Deno.KvListOptions) =>
-      this.#list<T>(selector, options);
-    const key = (...parts: Deno.KvKeyPart[]) => this.#key(...parts);
-    async function* bytes(): AsyncGenerator<Uint8Array> {
-      let index = 0;
-      for await (const entries of list<ManifestEntry[]>({ prefix: key("manifest", fileId, manifest) })) {
-        for (const [writeId, size] of entries.value) {
-          index++;
-          const parts = list<Uint8Array>({ prefix: key("chunkpart", fileId, index, writeId) }, {
-            batchSize: 4,
-          });
-          let read = 0;
-          for await (const part of parts) {
-            read += part.value.byteLength;
-            yield part.value;
-          }
-          if (read !== size) {
-            throw new Error(`Chunk ${index} of file "${fileId}" has ${read} bytes, not ${size}`);
-          }
+    return ReadableStream.from(this.#chunksOf(fileId, manifest));
+  }
+
+  async *#chunksOf(fileId: string, manifest: string): AsyncGenerator<Uint8Array> {
+    let index = 0;
+    for await (
+      const entries of this.#list<ManifestEntry[]>({ prefix: this.#key("manifest", fileId, manifest) })
+    ) {
+      for (const [writeId, size] of entries.value) {
+        index++;
+        let read = 0;
+        for await (const part of this.#partsUnder(this.#key("chunkpart", fileId, index, writeId))) {
+          read += part.byteLength;
+          yield part;
+        }
+        if (read !== size) {
+          throw new Error(`Chunk ${index} of file "${fileId}" has ${read} bytes, not ${size}`);
         }
       }
     }
-    const iterator = bytes();
-    return new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        const { done, value } = await iterator.next();
-        if (done) controller.close();
-        else controller.enqueue(value);
-      },
-      async cancel() {
-        await iterator.return(undefined);
-      },
-    }, { highWaterMark: 0 });
   }
 
   /** Whether the file `fileId` is published as its chunks' parts (see `commitChunks`). */

@@ -292,10 +292,7 @@ export class S3Storage implements UploadStorage {
    * second, when that found it (see `#recordAfterCheck`): the handler asks right after one.
    */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    return this.#noted(key, await this.#recordAfterCheck(key));
-  }
-
-  #noted(key: string, record: UploadRecord | undefined): UploadRecord | undefined {
+    const record = await this.#recordAfterCheck(key);
     if (record) this.#noteRecord(record);
     else this.#chunks.delete(key);
     return record;
