@@ -11,6 +11,12 @@
 //   (read-after-write consistency). The shim writes a temp file and renames it, and serialises
 //   reads and writes of one key, since s3rver writes an object's metadata before its bytes.
 // - ListMultipartUploads (`GET /<bucket>?uploads&prefix=`): s3rver has no such listing;
+// - ListObjectsV2 past 1000 keys: s3rver makes its continuation tokens with DES, which Deno's
+//   node:crypto lacks, so a truncated listing failed with 500. The shim lists through s3rver's store
+//   and makes the token of the last key;
+// - DeleteObjects (`POST /<bucket>?delete`): s3rver takes it, but neither checks the Content-MD5 S3
+//   requires (400 without it, 400 BadDigest when it is wrong) nor deletes each key atomically with
+//   the shim's other writes of it;
 // It also counts multipart uploads that were started and neither completed nor aborted, and can
 // inject 409 ConditionalRequestConflict answers (what AWS and R2 send when conditional writes race).
 import S3rver from "s3rver";
@@ -30,6 +36,12 @@ export interface S3Fixture {
   conflicts: { next: number };
   /** How many UploadPartCopy requests the shim served. */
   copies: { count: number };
+  /**
+   * DeleteObjects: `refuse` answers 501 NotImplemented, as a store without it does; `failNext` makes
+   * that many of the next requests report their first key as not deleted (InternalError);
+   * `count` and `keys` count the requests served and the keys they named.
+   */
+  batchDeletes: { refuse: boolean; failNext: number; count: number; keys: number };
   /** Keys of the objects in the bucket under `prefix`, read from s3rver's store directly. */
   keys(prefix: string): Promise<string[]>;
   /** Requests seen, as "METHOD path?query". */
@@ -49,11 +61,29 @@ interface KoaContext {
   status: number;
   body: unknown;
   type: string;
+  req: AsyncIterable<Uint8Array>;
   get(name: string): string;
 }
 
 function escapeXml(text: string): string {
   return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+interface ListResult {
+  objects: { key: string; lastModifiedDate: Date; size: number; metadata: Record<string, string> }[];
+  commonPrefixes: string[];
+  isTruncated: boolean;
+}
+
+function unescapeXml(text: string): string {
+  const named: Record<string, string> = { lt: "<", gt: ">", amp: "&", quot: '"', apos: "'" };
+  return text.replace(
+    /&(#x[0-9a-f]+|#[0-9]+|lt|gt|amp|quot|apos);/gi,
+    (_, entity: string) =>
+      entity[0] !== "#" ? named[entity.toLowerCase()]! : String.fromCodePoint(
+        entity[1]?.toLowerCase() === "x" ? parseInt(entity.slice(2), 16) : Number(entity.slice(1)),
+      ),
+  );
 }
 
 function s3Error(ctx: KoaContext, status: number, code: string, message: string): void {
@@ -80,6 +110,7 @@ export async function startS3(): Promise<S3Fixture> {
   const partSizes = new Map<string, Map<number, number>>();
   const conflicts = { next: 0 };
   const copies = { count: 0 };
+  const batchDeletes = { refuse: false, failNext: 0, count: 0, keys: 0 };
   const log: string[] = [];
   const locks = new Map<string, Promise<unknown>>();
 
@@ -111,6 +142,97 @@ export async function startS3(): Promise<S3Fixture> {
         `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult><Bucket>${bucketName}</Bucket>${
           uploads.join("")
         }</ListMultipartUploadsResult>`;
+      return;
+    }
+    if (ctx.method === "GET" && !key && ctx.query["list-type"] === "2") {
+      const token = ctx.query["continuation-token"];
+      const prefix = ctx.query.prefix ?? "";
+      const delimiter = ctx.query.delimiter ?? "";
+      const maxKeys = Math.min(1000, Number(ctx.query["max-keys"] ?? 1000));
+      const result: ListResult = await server.store.listObjects(bucketName, {
+        prefix,
+        delimiter,
+        startAfter: token ? atob(token) : ctx.query["start-after"] ?? "",
+        maxKeys,
+      });
+      const last = result.objects.at(-1)?.key;
+      const next = result.isTruncated && last
+        ? `<NextContinuationToken>${btoa(last)}</NextContinuationToken>`
+        : "";
+      const contents = result.objects.map((object) =>
+        `<Contents><Key>${
+          escapeXml(object.key)
+        }</Key><LastModified>${object.lastModifiedDate.toISOString()}` +
+        `</LastModified><ETag>${escapeXml(object.metadata.etag ?? "")}</ETag><Size>${object.size}</Size>` +
+        `<StorageClass>STANDARD</StorageClass></Contents>`
+      ).join("");
+      const prefixes = result.commonPrefixes.map((common) =>
+        `<CommonPrefixes><Prefix>${escapeXml(common)}</Prefix></CommonPrefixes>`
+      ).join("");
+      ctx.status = 200;
+      ctx.type = "application/xml";
+      ctx.body =
+        `<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
+        `<Name>${bucketName}</Name><Prefix>${
+          escapeXml(prefix)
+        }</Prefix><KeyCount>${result.objects.length}</KeyCount>` +
+        `<MaxKeys>${maxKeys}</MaxKeys><IsTruncated>${result.isTruncated}</IsTruncated>${next}${contents}${prefixes}` +
+        `</ListBucketResult>`;
+      return;
+    }
+    if (ctx.method === "POST" && !key && "delete" in ctx.query) {
+      const pieces: Uint8Array[] = [];
+      for await (const piece of ctx.req) pieces.push(piece);
+      const body = Buffer.concat(pieces);
+      const digest = ctx.get("content-md5");
+      if (!digest) {
+        return s3Error(ctx, 400, "InvalidRequest", "Missing required header for this request: Content-MD5");
+      }
+      if (digest !== createHash("md5").update(body).digest("base64")) {
+        return s3Error(
+          ctx,
+          400,
+          "BadDigest",
+          "The Content-MD5 you specified did not match what we received.",
+        );
+      }
+      if (batchDeletes.refuse) {
+        return s3Error(
+          ctx,
+          501,
+          "NotImplemented",
+          "A header you provided implies functionality that is not implemented",
+        );
+      }
+      const xml = body.toString("utf8");
+      const keys = [...xml.matchAll(/<Key>([\s\S]*?)<\/Key>/g)].map((match) => unescapeXml(match[1]!));
+      if (!/^(<\?xml[^>]*\?>\s*)?<Delete[ >]/.test(xml) || keys.length === 0 || keys.length > 1000) {
+        return s3Error(ctx, 400, "MalformedXML", "The XML you provided was not well-formed");
+      }
+      batchDeletes.count++;
+      batchDeletes.keys += keys.length;
+      const failed = batchDeletes.failNext > 0 ? (batchDeletes.failNext--, keys.slice(0, 1)) : [];
+      // One key at a time: s3rver's store fails deletes that race in one folder (it prunes emptied
+      // folders). A key whose delete fails is reported, as S3 reports it, in an <Error>.
+      for (const k of keys.filter((k) => !failed.includes(k))) {
+        await locked(`/${bucketName}/${k.split("/").map(encodeURIComponent).join("/")}`, async () => {
+          if (await server.store.existsObject(bucketName, k)) await server.store.deleteObject(bucketName, k);
+        }).catch(() => failed.push(k));
+      }
+      const quiet = /<Quiet>true<\/Quiet>/.test(xml);
+      const deleted = quiet ? [] : keys.filter((k) => !failed.includes(k));
+      ctx.status = 200;
+      ctx.type = "application/xml";
+      ctx.body =
+        `<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${
+          deleted.map((k) => `<Deleted><Key>${escapeXml(k)}</Key></Deleted>`).join("")
+        }${
+          failed.map((k) =>
+            `<Error><Key>${
+              escapeXml(k)
+            }</Key><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>`
+          ).join("")
+        }</DeleteResult>`;
       return;
     }
     if (ctx.method === "PUT" && !ctx.querystring && (ctx.get("if-none-match") || ctx.get("if-match"))) {
@@ -221,6 +343,7 @@ export async function startS3(): Promise<S3Fixture> {
     openMultipartUploads: open,
     conflicts,
     copies,
+    batchDeletes,
     log,
     directory,
     async keys(prefix: string) {
