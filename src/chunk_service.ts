@@ -290,7 +290,8 @@ export class ChunkService {
     const storage = this.#storage;
     this.quota.release(file.uploadKey);
     // The hook first: a process that dies from here on (a deploy's restart, say) misses it, and
-    // removing the chunks can take a while (a DELETE per chunk on S3); chunks left go in a sweep.
+    // removing the chunks can take a while (a request per 1000 chunks on S3, a DELETE per chunk on a
+    // store without DeleteObjects); chunks left go in a sweep.
     await this.#notify(request, file);
     try {
       await storage.removeChunks(file.uploadKey);

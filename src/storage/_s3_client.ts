@@ -17,6 +17,8 @@ export interface S3Request {
   headers?: Record<string, string>;
   body?: Uint8Array | string;
   signal?: AbortSignal;
+  /** A POST that does what it did when sent again (DeleteObjects), so it is retried like a GET. */
+  idempotent?: boolean;
 }
 
 /** An S3 answer we did not expect, with the status and the S3 error code. */
@@ -38,6 +40,11 @@ const RETRIES = 3;
 /** Waits before retry `attempt + 1`: about 50, 200 and 800 ms, jittered. */
 function backOff(attempt: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 50 * 4 ** attempt * (0.5 + Math.random())));
+}
+
+/** A 5xx but 501 NotImplemented, which a store answers the same every time. */
+function isTransient(status: number): boolean {
+  return status >= 500 && status !== 501;
 }
 
 /** Decodes the five XML entities and numeric references. */
@@ -95,14 +102,15 @@ export class S3Client {
   }
 
   /**
-   * Sends a signed request; the caller checks the status. Idempotent requests are retried on 5xx,
-   * which S3 documents as transient, and when `fetch` fails (a connection reset or refused, its
+   * Sends a signed request; the caller checks the status. Idempotent requests are retried on 5xx
+   * (but 501), which S3 documents as transient, and when `fetch` fails (a connection reset or refused, its
    * reply lost): sent again, they do what they did. Conditional PUTs are not, since a retry of one
-   * that did succeed would read as lost; nor POSTs, nor a request whose signal was aborted.
+   * that did succeed would read as lost; nor POSTs but those marked `idempotent`, nor a request whose
+   * signal was aborted.
    */
   async send(method: string, key: string, request: S3Request = {}): Promise<Response> {
     const conditional = Object.keys(request.headers ?? {}).some((name) => name.startsWith("if-"));
-    const retryable = method !== "POST" && !conditional;
+    const retryable = (method !== "POST" || request.idempotent === true) && !conditional;
     for (let attempt = 0;; attempt++) {
       let response: Response;
       try {
@@ -112,7 +120,7 @@ export class S3Client {
         await backOff(attempt);
         continue;
       }
-      if (!retryable || response.status < 500 || attempt === RETRIES) return response;
+      if (!retryable || !isTransient(response.status) || attempt === RETRIES) return response;
       await response.body?.cancel();
       request.signal?.throwIfAborted();
       await backOff(attempt);

@@ -42,6 +42,7 @@
 
 import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { S3Client } from "./_s3_client.ts";
+import { S3Deleter } from "./_s3_delete.ts";
 import { forgotten, preciseNow, PRUNE_EVERY_MS, recentRemoval } from "./_removals.ts";
 import { copyParts, type CopyPartsOptions, putStream } from "./_s3_put_stream.ts";
 import { concatLazily, expectTotalSize } from "../_concat.ts";
@@ -121,7 +122,6 @@ const MAX_PARTS = 10_000;
 // has seen; the memory is dropped after this much idleness, well under any sane expiry age.
 const CACHE_IDLE_MS = 5 * 60_000;
 const CACHE_MAX = 2_000;
-const DELETE_CONCURRENCY = 8;
 // A removal's own claim (see `#waitOutAssembly`): held while it deletes, and blocking assemblies for
 // this long only if the removal dies holding it. How often a waiting removal looks again.
 const REMOVAL_CLAIM_MS = 30_000;
@@ -167,6 +167,7 @@ function checkedKey(key: string): string {
  */
 export class S3Storage implements UploadStorage {
   #client: S3Client;
+  #deleter: S3Deleter;
   #prefix: string;
   #partSize: number;
   #chunks = new Map<string, ChunkCache>();
@@ -196,6 +197,7 @@ export class S3Storage implements UploadStorage {
       forcePathStyle: options.forcePathStyle ?? false,
       fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
     });
+    this.#deleter = new S3Deleter(this.#client);
   }
 
   #upload(key: string, name = ""): string {
@@ -248,19 +250,6 @@ export class S3Storage implements UploadStorage {
     if (response.ok) return true;
     if (Object.keys(condition).length > 0 && isLost(response.status)) return false;
     return this.#client.fail("PUT", key, response);
-  }
-
-  async #delete(keys: string[]): Promise<void> {
-    let next = 0;
-    const worker = async () => {
-      while (next < keys.length) {
-        const key = keys[next++]!;
-        const response = await this.#client.send("DELETE", key);
-        await response.body?.cancel();
-        if (!response.ok && response.status !== 404) await this.#client.fail("DELETE", key, response);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, keys.length) }, worker));
   }
 
   async #keysUnder(prefix: string): Promise<string[]> {
@@ -340,7 +329,7 @@ export class S3Storage implements UploadStorage {
     await this.#client.text("PUT", objectKey, { body, signal });
     // Read again only if this process forgot the record meanwhile (removed here, or evicted).
     if (await this.#fileIdOf(key) !== fileId) {
-      await this.#delete([objectKey]).catch(() => {});
+      await this.#deleter.delete([objectKey]).catch(() => {});
       throw new Error(`Cannot store chunk ${index}: upload "${key}" was removed while the chunk arrived`);
     }
     this.#cache(key)!.known.add(index);
@@ -528,7 +517,7 @@ export class S3Storage implements UploadStorage {
       },
       mayPublish: () => this.#mayPublish(claim, file),
       started: (uploadId) => this.#client.text("PUT", marker(uploadId), { body: location }).then(() => {}),
-      ended: (uploadId) => this.#delete([marker(uploadId)]),
+      ended: (uploadId) => this.#deleter.delete([marker(uploadId)]),
     });
     if (size === undefined) return undefined;
     const stored: StoredFile = { ...file, size, location };
@@ -650,7 +639,7 @@ export class S3Storage implements UploadStorage {
     // completed one after the listing: then no newer upload had begun when it was made.
     const record = await this.#readRecord(key);
     const allListed = record?.fileId === completed.id;
-    await this.#delete(keys.filter((objectKey) => allListed || objectKey.startsWith(own)));
+    await this.#deleter.delete(keys.filter((objectKey) => allListed || objectKey.startsWith(own)));
   }
 
   /**
@@ -668,7 +657,7 @@ export class S3Storage implements UploadStorage {
       for (const marker of keys.filter((k) => k.startsWith(markers))) {
         if (!await this.#abortMultipart(marker, marker.slice(markers.length))) kept.add(marker);
       }
-      await this.#delete(keys.filter((k) => !kept.has(k)));
+      await this.#deleter.delete(keys.filter((k) => !kept.has(k)));
       this.#chunks.delete(key);
     } finally {
       // A record read begun before the removal ended (or failed) may have found the record not yet
@@ -720,7 +709,7 @@ export class S3Storage implements UploadStorage {
     for await (const item of this.#client.list(`${this.#prefix}removed/`)) {
       if (forgotten(item.lastModified, now)) old.push(item.key);
     }
-    await this.#delete(old);
+    await this.#deleter.delete(old);
   }
 
   /** When the upload was last removed, within the last ten minutes. */
@@ -758,7 +747,7 @@ export class S3Storage implements UploadStorage {
   /** Deletes a completed file and its metadata. */
   async removeFile(fileId: string): Promise<void> {
     if (!isFileId(fileId)) return;
-    await this.#delete(await this.#keysUnder(this.#fileDir(fileId)));
+    await this.#deleter.delete(await this.#keysUnder(this.#fileDir(fileId)));
   }
 
   /** Lists uploads; an upload's last activity is its newest object's `Last-Modified`. */

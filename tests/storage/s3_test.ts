@@ -338,7 +338,7 @@ Deno.test("S3Storage sends an idempotent request again when its connection fails
   });
 });
 
-Deno.test("S3 requests whose connection fails: a GET is sent again three times at most; a conditional PUT, a POST and an aborted request are not", async () => {
+Deno.test("S3 requests whose connection fails: a GET or a DeleteObjects POST is sent again three times at most; a conditional PUT, another POST and an aborted request are not", async () => {
   const sent: string[] = [];
   const client = new S3Client({
     bucket: "bkt",
@@ -361,6 +361,7 @@ Deno.test("S3 requests whose connection fails: a GET is sent again three times a
   // Whether a conditional PUT applied is for its caller to find out (a second one would be refused).
   assert.equal(await attempts("PUT", { body: "x", headers: { "if-none-match": "*" } }), 1);
   assert.equal(await attempts("POST", { body: "x" }), 1);
+  assert.equal(await attempts("POST", { body: "x", idempotent: true }), 4);
   const controller = new AbortController();
   controller.abort();
   assert.equal(await attempts("GET", { signal: controller.signal }), 1);
@@ -919,5 +920,91 @@ Deno.test("S3Storage removes a late copy of a chunk stored once its upload was c
     await elsewhere.countChunks(rec.key);
     assert.deepEqual((await s3.keys(`p/uploads/${rec.key}/`)).filter((key) => key.includes("/chunks/")), []);
     assert.equal(await new Response((await storage.openFile(rec.fileId))!.body).text(), "abcdef");
+  });
+});
+
+/** Completes an upload of `chunks` chunks of 4 bytes through the handler. */
+async function completeThroughHandler(storage: S3Storage, chunks: number): Promise<void> {
+  const handler = createResumableHandler({ storage });
+  const bytes = crypto.getRandomValues(new Uint8Array(4 * chunks));
+  let body: { complete?: boolean } = {};
+  for (const chunk of clientChunks(bytes, { identifier: crypto.randomUUID(), chunkSize: 4 })) {
+    const response = await handler(chunkRequest("http://x/upload", chunk, "octet"));
+    assert.equal(response.status, 200, await response.clone().text());
+    body = await response.json();
+  }
+  assert.equal(body.complete, true);
+}
+
+const chunkKeys = async (s3: S3Fixture, prefix: string) =>
+  (await s3.keys(prefix)).filter((key) => key.includes("/chunks/"));
+const singleDeletes = (s3: S3Fixture) => s3.log.filter((line) => line.startsWith("DELETE "));
+const batchRequests = (s3: S3Fixture) => s3.log.filter((line) => line.startsWith("POST /test?delete"));
+
+Deno.test("S3Storage removes a completed upload's chunks with one DeleteObjects request, its body's Content-MD5 as S3 requires", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    await completeThroughHandler(storage, 5);
+    // The shim answers 400 to a request without the digest or with a wrong one.
+    assert.deepEqual(batchRequests(s3), ["POST /test?delete="]);
+    assert.equal(s3.batchDeletes.count, 1);
+    assert.equal(s3.batchDeletes.keys, 5);
+    assert.deepEqual(singleDeletes(s3), []);
+    assert.deepEqual(await chunkKeys(s3, "p/"), []);
+  });
+});
+
+Deno.test("S3Storage past 1000 chunks, a listing's page: counts, assembles and removes them, at most 1000 keys per DeleteObjects request", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    const bytes = crypto.getRandomValues(new Uint8Array(1001));
+    const rec = await storage.createUpload(newRecord(bytes.byteLength, 1));
+    const indexes = Array.from({ length: bytes.byteLength }, (_, i) => i + 1);
+    // Stored 16 at a time, so the test spends its time on what it is about.
+    for (let i = 0; i < indexes.length; i += 16) {
+      await Promise.all(
+        indexes.slice(i, i + 16).map((n) =>
+          storage.putChunk(rec.key, n, new Blob([bytes.subarray(n - 1, n)]).stream())
+        ),
+      );
+    }
+    // A fresh process counts from nothing, through a listing of two pages.
+    const other = storageOn(s3, "p/");
+    assert.equal(await other.countChunks(rec.key), 1001);
+    const claim = await other.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    assert.equal((await other.commitChunks(claim!, 1001, fileOf(rec)))?.size, 1001);
+    assert.deepEqual(
+      new Uint8Array(await new Response((await other.openFile(rec.fileId))!.body).arrayBuffer()),
+      bytes,
+    );
+    await other.removeChunks(rec.key);
+    assert.equal(s3.batchDeletes.count, 2);
+    assert.equal(s3.batchDeletes.keys, 1001);
+    assert.deepEqual(await chunkKeys(s3, "p/"), []);
+  });
+});
+
+Deno.test("S3Storage deletes on its own each key a DeleteObjects request reports it could not delete", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    s3.batchDeletes.failNext = 1;
+    await completeThroughHandler(storage, 4);
+    assert.equal(s3.batchDeletes.count, 1);
+    assert.equal(singleDeletes(s3).length, 1, "the key reported as failed, deleted once more on its own");
+    assert.deepEqual(await chunkKeys(s3, "p/"), []);
+  });
+});
+
+Deno.test("S3Storage falls back to one DELETE per key on a store that does not take DeleteObjects, and stops asking it", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    s3.batchDeletes.refuse = true;
+    await completeThroughHandler(storage, 3);
+    await completeThroughHandler(storage, 3);
+    assert.equal(batchRequests(s3).length, 1, "asked once, answered 501");
+    assert.equal(s3.batchDeletes.count, 0);
+    // Distinct keys: s3rver answers 500 now and then to DELETEs racing in one folder, sent again.
+    assert.equal(new Set(singleDeletes(s3)).size, 6);
+    assert.deepEqual(await chunkKeys(s3, "p/"), []);
   });
 });
