@@ -164,6 +164,13 @@ function found(entry: Deno.KvEntryMaybe<UploadRecord>): Deno.KvEntry<UploadRecor
   return entry.value === null ? undefined : entry as Deno.KvEntry<UploadRecord>;
 }
 
+/** `entry` if it is the claim `claim` took, still held: neither taken over nor released. */
+function heldBy(entry: Deno.KvEntryMaybe<ClaimValue>, claim: Claim): Deno.KvEntry<ClaimValue> | undefined {
+  const value = entry.value;
+  if (value?.generation !== claim.generation || value.owner !== claim.owner) return undefined;
+  return entry as Deno.KvEntry<ClaimValue>;
+}
+
 /**
  * Stores uploads in a Deno KV database.
  *
@@ -552,9 +559,7 @@ export class DenoKvStorage implements UploadStorage {
   }
 
   async #held(claim: Claim): Promise<Deno.KvEntry<ClaimValue> | undefined> {
-    const held = await this.#get<ClaimValue>(this.#key("claim", claim.key));
-    if (held.value?.generation !== claim.generation || held.value.owner !== claim.owner) return undefined;
-    return held as Deno.KvEntry<ClaimValue>;
+    return heldBy(await this.#get<ClaimValue>(this.#key("claim", claim.key)), claim);
   }
 
   /** Extends the lease unless it was taken over; a renewal is activity, so sweeps keep the upload. */
@@ -675,10 +680,17 @@ export class DenoKvStorage implements UploadStorage {
     // Our own lease renewal (every lease/3) also changes the claim's versionstamp: retry while the
     // claim is still ours and nobody completed; only a takeover or a completion loses.
     for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
-      const held = await this.#held(claim);
+      // One read of the three, where reads in a row cost a round trip each to a remote database.
+      const [claimEntry, record, completed] = await this.#retry(() =>
+        this.#kv.getMany<[ClaimValue, UploadRecord, StoredFile]>([
+          this.#key("claim", claim.key),
+          this.#key("upload", claim.key),
+          completeKey,
+        ])
+      );
+      const held = heldBy(claimEntry, claim);
       // The record must still be the one the file was made from (not removed and begun again).
-      const record = await this.#get<UploadRecord>(this.#key("upload", claim.key));
-      if (!held || record.value?.fileId !== file.id || (await this.#get(completeKey)).value) break;
+      if (!held || record.value?.fileId !== file.id || completed.value) break;
       const ok = await this.#commitChecked(
         (op) =>
           op.check(held).check(record).check({ key: completeKey, versionstamp: null })

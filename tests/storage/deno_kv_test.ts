@@ -751,6 +751,15 @@ Deno.test("DenoKvStorage publishes when its own lease renewal lands between the 
           return entry;
         };
       }
+      if (name === "getMany") {
+        return async (keys: Deno.KvKey[]) => {
+          const entries = await target.getMany(keys);
+          if (publishing && keys.some((key) => key.includes("claim")) && !renewed) {
+            await (renewed = storage.renewClaim(claim!, lease));
+          }
+          return entries;
+        };
+      }
       return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
     },
   });
