@@ -5,6 +5,7 @@ import { newFileId, uploadKey } from "../../src/identifier.ts";
 import { fileOf, recordOf, storageSuite, uploadOfTwoChunks } from "../_storage_suite.ts";
 import { createResumableHandler, type StoredFile } from "../../mod.ts";
 import { chunkRequest, clientChunks, testRequest } from "../_helpers.ts";
+import { failingListing } from "../_faults.ts";
 
 storageSuite("DenoKvStorage (:memory:)", async () => {
   const kv = await Deno.openKv(":memory:");
@@ -193,21 +194,11 @@ function flakyLists(kv: Deno.Kv, why: string, { after = 1, resumed = false } = {
         const entries = target.list(selector, options);
         if (options?.cursor !== undefined && !resumed) return entries;
         let read = 0;
-        return {
-          get cursor() {
-            return entries.cursor;
-          },
-          next() {
-            if (read++ === after) {
-              failures++;
-              return Promise.reject(new Error(why));
-            }
-            return entries.next();
-          },
-          [Symbol.asyncIterator]() {
-            return this;
-          },
-        };
+        return failingListing(entries, () => {
+          if (read++ !== after) return undefined;
+          failures++;
+          return new Error(why);
+        });
       };
     },
   });

@@ -7,6 +7,7 @@ import { createResumableHandler, type UploadRecord } from "../../mod.ts";
 import { chunkRequest, clientChunks, testRequest } from "../_helpers.ts";
 import { fileOf, storageSuite } from "../_storage_suite.ts";
 import { type S3Fixture, startS3 } from "./_s3rver.ts";
+import { failingFetch } from "../_faults.ts";
 
 function storageOn(
   s3: S3Fixture,
@@ -278,25 +279,6 @@ Deno.test("S3Storage signs virtual-host and path-style URLs", () => {
     assert.throws(() => new S3Storage({ bucket: "b", credentials, partSize: 1024 }), RangeError);
   });
 });
-
-/**
- * A `fetch` to `s3` that fails requests `fails` picks: `"before"` throws before sending (a refused
- * connection), `"after"` sends it and throws instead of the reply (a reset one).
- */
-function failingFetch(
-  fails: (method: string, path: string, headers: Headers) => "before" | "after" | undefined,
-): typeof fetch {
-  return async (input, init) => {
-    const failure = fails(init?.method ?? "GET", new URL(String(input)).pathname, new Headers(init?.headers));
-    if (failure === "before") throw new TypeError("error sending request: connection refused");
-    const response = await fetch(input, init);
-    if (failure === "after") {
-      await response.body?.cancel();
-      throw new TypeError("error reading a body from connection: connection reset");
-    }
-    return response;
-  };
-}
 
 Deno.test("S3Storage sends an idempotent request again when its connection fails, before the store got it or after it answered: an upload is stored whole", async () => {
   await withS3(async (s3) => {
