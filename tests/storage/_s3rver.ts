@@ -11,9 +11,10 @@
 //   (read-after-write consistency). The shim writes a temp file and renames it, and serialises
 //   reads and writes of one key, since s3rver writes an object's metadata before its bytes.
 // - ListMultipartUploads (`GET /<bucket>?uploads&prefix=`): s3rver has no such listing;
-// - ListObjectsV2 past 1000 keys: s3rver makes its continuation tokens with DES, which Deno's
-//   node:crypto lacks, so a truncated listing failed with 500. The shim lists through s3rver's store
-//   and makes the token of the last key;
+// - ListObjectsV2, listed from s3rver's store: s3rver makes its continuation tokens with DES, which
+//   Deno's node:crypto lacks, so a listing past 1000 keys failed with 500; and with a delimiter it
+//   misses a folder whose keys are all two levels down. The shim groups keys by the delimiter as S3
+//   does, and its token is the last key or common prefix of the page;
 // - DeleteObjects (`POST /<bucket>?delete`): s3rver takes it, but neither checks the Content-MD5 S3
 //   requires (400 without it, 400 BadDigest when it is wrong) nor deletes each key atomically with
 //   the shim's other writes of it;
@@ -149,35 +150,45 @@ export async function startS3(): Promise<S3Fixture> {
       const prefix = ctx.query.prefix ?? "";
       const delimiter = ctx.query.delimiter ?? "";
       const maxKeys = Math.min(1000, Number(ctx.query["max-keys"] ?? 1000));
-      const result: ListResult = await server.store.listObjects(bucketName, {
-        prefix,
-        delimiter,
-        startAfter: token ? atob(token) : ctx.query["start-after"] ?? "",
-        maxKeys,
-      });
-      const last = result.objects.at(-1)?.key;
-      const next = result.isTruncated && last
-        ? `<NextContinuationToken>${btoa(last)}</NextContinuationToken>`
-        : "";
-      const contents = result.objects.map((object) =>
-        `<Contents><Key>${
-          escapeXml(object.key)
-        }</Key><LastModified>${object.lastModifiedDate.toISOString()}` +
-        `</LastModified><ETag>${escapeXml(object.metadata.etag ?? "")}</ETag><Size>${object.size}</Size>` +
-        `<StorageClass>STANDARD</StorageClass></Contents>`
-      ).join("");
-      const prefixes = result.commonPrefixes.map((common) =>
-        `<CommonPrefixes><Prefix>${escapeXml(common)}</Prefix></CommonPrefixes>`
+      const after = token ? atob(token) : ctx.query["start-after"] ?? "";
+      // Every key under the prefix, grouped here: s3rver's own grouping misses a folder whose keys
+      // are all two levels down or deeper.
+      const all: ListResult = await server.store.listObjects(bucketName, { prefix });
+      const entries: ({ object: ListResult["objects"][number] } | { common: string })[] = [];
+      for (const object of all.objects.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
+        // After a page that ended on a common prefix, the keys under it are done.
+        if (object.key <= after || (after.endsWith(delimiter) && delimiter && object.key.startsWith(after))) {
+          continue;
+        }
+        const cut = delimiter ? object.key.indexOf(delimiter, prefix.length) : -1;
+        if (cut === -1) entries.push({ object });
+        else {
+          const common = object.key.slice(0, cut + delimiter.length);
+          const previous = entries.at(-1);
+          if (!(previous && "common" in previous && previous.common === common)) entries.push({ common });
+        }
+      }
+      const page = entries.slice(0, maxKeys);
+      const truncated = entries.length > maxKeys;
+      const lastEntry = page.at(-1);
+      const last = lastEntry && ("common" in lastEntry ? lastEntry.common : lastEntry.object.key);
+      const next = truncated && last ? `<NextContinuationToken>${btoa(last)}</NextContinuationToken>` : "";
+      const contents = page.map((entry) =>
+        "common" in entry
+          ? `<CommonPrefixes><Prefix>${escapeXml(entry.common)}</Prefix></CommonPrefixes>`
+          : `<Contents><Key>${escapeXml(entry.object.key)}</Key><LastModified>` +
+            `${entry.object.lastModifiedDate.toISOString()}</LastModified><ETag>` +
+            `${escapeXml(entry.object.metadata.etag ?? "")}</ETag><Size>${entry.object.size}</Size>` +
+            `<StorageClass>STANDARD</StorageClass></Contents>`
       ).join("");
       ctx.status = 200;
       ctx.type = "application/xml";
-      ctx.body =
-        `<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
-        `<Name>${bucketName}</Name><Prefix>${
+      ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n` +
+        `<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>${bucketName}</Name>` +
+        `<Prefix>${
           escapeXml(prefix)
-        }</Prefix><KeyCount>${result.objects.length}</KeyCount>` +
-        `<MaxKeys>${maxKeys}</MaxKeys><IsTruncated>${result.isTruncated}</IsTruncated>${next}${contents}${prefixes}` +
-        `</ListBucketResult>`;
+        }</Prefix><KeyCount>${page.length}</KeyCount><MaxKeys>${maxKeys}</MaxKeys>` +
+        `<IsTruncated>${truncated}</IsTruncated>${next}${contents}</ListBucketResult>`;
       return;
     }
     if (ctx.method === "POST" && !key && "delete" in ctx.query) {
