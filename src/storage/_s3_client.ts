@@ -1,12 +1,13 @@
 // A minimal S3 REST client: signed requests, addressing styles, and the few XML shapes we read.
-import { type S3Credentials, signRequest, uriEncode } from "./_sigv4.ts";
+import { type S3CredentialProvider, type S3Credentials, signRequest, uriEncode } from "./_sigv4.ts";
+import { credentialSource } from "./_s3_credentials.ts";
 
 /** Where and how to reach a bucket. */
 export interface S3ClientOptions {
   endpoint: string;
   region: string;
   bucket: string;
-  credentials: S3Credentials;
+  credentials: S3Credentials | S3CredentialProvider;
   forcePathStyle: boolean;
   fetch: typeof fetch;
 }
@@ -74,8 +75,11 @@ export class S3Client {
   #options: S3ClientOptions;
   #base: URL;
 
+  #credentials: () => Promise<S3Credentials>;
+
   constructor(options: S3ClientOptions) {
     this.#options = options;
+    this.#credentials = credentialSource(options.credentials);
     this.#base = new URL(options.endpoint);
   }
 
@@ -135,7 +139,7 @@ export class S3Client {
       url,
       headers,
       region: this.#options.region,
-      credentials: this.#options.credentials,
+      credentials: await this.#credentials(),
     });
     return await this.#options.fetch(url, {
       method,

@@ -11,6 +11,18 @@ export interface S3Credentials {
   sessionToken?: string;
 }
 
+/** Credentials with the moment they stop working, as providers of temporary credentials return them. */
+export interface ExpiringS3Credentials extends S3Credentials {
+  /** When the credentials expire; absent for credentials that do not. */
+  expiration?: Date;
+}
+
+/**
+ * A function that returns credentials, such as the providers of `@aws-sdk/credential-providers`
+ * (`fromNodeProviderChain()`, `fromTemporaryCredentials()`): for roles whose keys rotate.
+ */
+export type S3CredentialProvider = () => ExpiringS3Credentials | Promise<ExpiringS3Credentials>;
+
 /** What to sign. `headers` gains `x-amz-date`, `x-amz-content-sha256` and `authorization`. */
 export interface SignInput {
   method: string;

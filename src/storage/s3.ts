@@ -47,7 +47,7 @@ import { forgotten, preciseNow, PRUNE_EVERY_MS, recentRemoval } from "./_removal
 import { copyParts, type CopyPartsOptions, putStream } from "./_s3_put_stream.ts";
 import { concatLazily, expectTotalSize } from "../_concat.ts";
 import { ReadsAfterCheck } from "./_reads_after_check.ts";
-import type { S3Credentials } from "./_sigv4.ts";
+import type { S3CredentialProvider, S3Credentials } from "./_sigv4.ts";
 import type {
   Claim,
   Lease,
@@ -60,7 +60,7 @@ import type {
   UploadStorage,
 } from "./types.ts";
 
-export type { S3Credentials } from "./_sigv4.ts";
+export type { ExpiringS3Credentials, S3CredentialProvider, S3Credentials } from "./_sigv4.ts";
 // Every storage type, so that this entry point documents what its exports refer to.
 export type * from "./types.ts";
 
@@ -68,8 +68,20 @@ export type * from "./types.ts";
 export interface S3StorageOptions {
   /** Bucket name. */
   bucket: string;
-  /** Access keys. */
-  credentials: S3Credentials;
+  /**
+   * Access keys, or a function that returns them for keys that rotate (an IAM role's temporary
+   * credentials). A provider's credentials are reused until five minutes before their
+   * `expiration`; without one it is asked for every request.
+   *
+   * @example A role's credentials, from the AWS SDK's provider chain
+   * ```ts ignore
+   * import { fromNodeProviderChain } from "@aws-sdk/credential-providers";
+   * import { S3Storage } from "@resumable/server/s3";
+   *
+   * const storage = new S3Storage({ bucket: "uploads", region: "eu-central-1", credentials: fromNodeProviderChain() });
+   * ```
+   */
+  credentials: S3Credentials | S3CredentialProvider;
   /**
    * Signing region; `"auto"` for R2, anything (e.g. `"us-east-1"`) for MinIO.
    * @default {"us-east-1"}

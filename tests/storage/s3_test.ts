@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { S3Storage } from "../../src/storage/s3.ts";
+import { type S3CredentialProvider, type S3Credentials, S3Storage } from "../../src/storage/s3.ts";
 import { S3Client, type S3Request } from "../../src/storage/_s3_client.ts";
 import { newFileId, uploadKey } from "../../src/identifier.ts";
 import { readProgress } from "../../src/progress.ts";
@@ -993,5 +993,70 @@ Deno.test("S3Storage falls back to one DELETE per key on a store that does not t
     // Distinct keys: s3rver answers 500 now and then to DELETEs racing in one folder, sent again.
     assert.equal(new Set(singleDeletes(s3)).size, 6);
     assert.deepEqual(await chunkKeys(s3, "p/"), []);
+  });
+});
+
+Deno.test("S3Storage signs with a credential provider's keys: asked once while they stay fresh, again within five minutes of their expiration, once for requests that ask together", async () => {
+  await withS3(async (s3) => {
+    const upload = async (credentials: S3Credentials | S3CredentialProvider) => {
+      const storage = new S3Storage({
+        endpoint: s3.endpoint,
+        bucket: s3.bucket,
+        credentials,
+        forcePathStyle: true,
+        prefix: `t${crypto.randomUUID()}/`,
+      });
+      await completeThroughHandler(storage, 3);
+    };
+    // s3rver checks every signature, so a request signed with other keys would fail the upload.
+    let asked = 0;
+    await upload(async () => {
+      asked++;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      return { ...s3.credentials, expiration: new Date(Date.now() + 3600_000) };
+    });
+    assert.equal(asked, 1, "one answer for the whole upload, though its first requests asked together");
+
+    asked = 0;
+    await upload(() => {
+      asked++;
+      return { ...s3.credentials, expiration: new Date(Date.now() + 4 * 60_000) };
+    });
+    assert.ok(asked >= 10, `about to expire, so asked again for every request: ${asked}`);
+
+    asked = 0;
+    await upload(() => (asked++, s3.credentials));
+    assert.ok(asked >= 10, `no expiration: asked for every request (${asked})`);
+
+    await assert.rejects(upload(() => ({ ...s3.credentials, secretAccessKey: "wrong" })), (error: Error) => {
+      // The chunk's answer, as completeThroughHandler reports it: storage trouble, retryable.
+      assert.match(error.message, /storage_unavailable/);
+      return true;
+    });
+  });
+});
+
+Deno.test("S3Storage: a credential provider that fails, or returns no keys, fails the request with 503 and reports why", async () => {
+  await withS3(async (s3) => {
+    for (
+      const provider of [
+        () => Promise.reject(new Error("instance metadata service unreachable")),
+        () => ({}) as S3Credentials,
+      ]
+    ) {
+      const errors: unknown[] = [];
+      const storage = new S3Storage({
+        endpoint: s3.endpoint,
+        bucket: s3.bucket,
+        credentials: provider,
+        forcePathStyle: true,
+      });
+      const handler = createResumableHandler({ storage, onError: (error) => errors.push(error) });
+      const [chunk] = clientChunks(new Uint8Array(4), { identifier: "creds", chunkSize: 4 });
+      const response = await handler(chunkRequest("http://x/upload", chunk!, "octet"));
+      assert.equal(response.status, 503);
+      assert.equal((await response.json()).error.code, "storage_unavailable");
+      assert.match(String(errors[0]), /instance metadata service unreachable|no accessKeyId/);
+    }
   });
 });
