@@ -494,13 +494,13 @@ export class DenoKvStorage implements UploadStorage {
       const mine = await ours().catch(() => undefined);
       if (mine) return; // the commit applied: the chunk is stored
       // Parts of a chunk that may be visible (unknown) stay: an orphan costs less than a torn chunk.
-      if (mine === false) await this.#dropCopy(parts, upload.value.fileId).catch(() => {});
+      if (mine === false) await this.#dropCopy(parts, upload.value.fileId, index, id).catch(() => {});
       throw error;
     }
     if (added) return;
     const [mine, record] = await Promise.all([ours(), this.#get(uploadKey)]);
     if (mine) return;
-    await this.#dropCopy(parts, upload.value.fileId);
+    await this.#dropCopy(parts, upload.value.fileId, index, id);
     // Either the chunk was stored already (fine) or the upload record changed under us.
     if (record.versionstamp !== upload.versionstamp) {
       this.#records.delete(key);
@@ -509,15 +509,31 @@ export class DenoKvStorage implements UploadStorage {
   }
 
   /**
-   * Deletes the parts of a copy of a chunk that is not the upload's chunk now, unless its upload's
-   * file is published. "Not the chunk now" may mean that it was, and the upload was assembled from
-   * it and its chunks removed since (a visibility commit whose reply was lost): then the file is made
-   * of these parts, and they go with it. Each batch of deletes checks that no file is published.
+   * Deletes the parts of copy `writeId` of chunk `index`, a copy that is not the upload's chunk now.
+   * "Not the chunk now" may mean that it was, and the upload was assembled from it and its chunks
+   * removed since (a visibility commit whose reply was lost): then the published file's manifest
+   * lists this copy, and its parts stay with the file. While no file is published, each batch of
+   * deletes checks that none is; a published file never changes, and reads no copy it does not list.
    */
-  async #dropCopy(parts: Deno.KvKey, fileId: string): Promise<void> {
-    const file = this.#key("file", fileId);
-    if ((await this.#get(file)).versionstamp !== null) return;
-    await this.#deletePrefix(parts, { key: file, versionstamp: null });
+  async #dropCopy(parts: Deno.KvKey, fileId: string, index: number, writeId: string): Promise<void> {
+    const fileKey = this.#key("file", fileId);
+    const file = await this.#get<FileValue>(fileKey);
+    if (file.value === null) {
+      await this.#deletePrefix(parts, { key: fileKey, versionstamp: null });
+      return;
+    }
+    if (file.value.manifest !== undefined && await this.#lists(fileId, file.value.manifest, index, writeId)) {
+      return;
+    }
+    await this.#deletePrefix(parts);
+  }
+
+  /** Whether manifest `manifest` of file `fileId` lists copy `writeId` of chunk `index`. */
+  async #lists(fileId: string, manifest: string, index: number, writeId: string): Promise<boolean> {
+    const slot = index - 1;
+    const value = Math.floor(slot / MANIFEST_ENTRIES);
+    const entries = await this.#get<ManifestEntry[]>(this.#key("manifest", fileId, manifest, value));
+    return entries.value?.[slot % MANIFEST_ENTRIES]?.[0] === writeId;
   }
 
   /** Size of a stored chunk, or `undefined`. */

@@ -857,6 +857,26 @@ Deno.test("DenoKvStorage does not make a late copy of a chunk visible once its u
   assert.equal(await fileText(storage, rec.fileId), "abcdef");
 });
 
+Deno.test("DenoKvStorage deletes every part of a late copy of a chunk over 640 KiB once its upload is complete: parts the file does not list", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  const size = 1024 * 1024;
+  const bytes = randomBytes(2 * size) as Uint8Array<ArrayBuffer>;
+  const rec = await storage.createUpload(recordOf(KEY, bytes.byteLength, size));
+  await storage.putChunk(KEY, 1, new Blob([bytes.subarray(0, size)]).stream(), { fileId: rec.fileId });
+  await storage.putChunk(KEY, 2, new Blob([bytes.subarray(size)]).stream(), { fileId: rec.fileId });
+  const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
+  assert.ok(await storage.commitChunks(claim!, 2, fileOf(rec)));
+  await storage.removeChunks(KEY);
+  const parts = (await kvKeys(kv, "chunkpart")).length;
+  // A late retry of chunk 2: its first 640 KiB are committed before the commit that would make it
+  // visible, which the completion refuses.
+  await storage.putChunk(KEY, 2, new Blob([bytes.subarray(size)]).stream(), { fileId: rec.fileId });
+  assert.equal((await kvKeys(kv, "chunkpart")).length, parts, "none of the copy's parts is left");
+  const stored = new Uint8Array(await new Response((await storage.openFile(rec.fileId))!.body).arrayBuffer());
+  assert.deepEqual(stored, bytes);
+});
+
 Deno.test("DenoKvStorage: an assembly that finds its chunks gone with a removal under way has lost its claim, and says so without an error", async () => {
   using kv = await Deno.openKv(":memory:");
   let removal: Promise<unknown> | undefined;
