@@ -659,9 +659,9 @@ export class FileSystemStorage implements UploadStorage {
   }
 
   /**
-   * Lists every upload with its last activity: the newest mtime of its directory, records, claim
-   * files (renewed while assembling), chunk folder (a chunk renamed in) and temp chunk files (a chunk
-   * being received grows its temp file).
+   * Lists every upload with its last activity: the newest mtime of its directory and the files in it
+   * (records, claim files renewed while assembling, the data file a chunk being received is written
+   * into), and of its chunk folder (a chunk's marker linked in).
    */
   async *listUploads(): AsyncIterable<UploadActivity> {
     const root = joinPath(this.directory, "uploads");
