@@ -8,6 +8,8 @@
  * @module
  */
 
+import { ResumableError } from "./errors.ts";
+
 /** Options of the handler's `cors` option. */
 export interface CorsOptions {
   /**
@@ -39,10 +41,20 @@ export interface CorsOptions {
   maxAge?: number;
 }
 
+/** A preflight the policy refuses: why, and the headers its answer carries (no CORS headers). */
+export interface PreflightRefusal {
+  /** Says what the preflight asked for that is not allowed. */
+  error: ResumableError;
+  headers: Headers;
+}
+
 /** A resolved CORS policy. */
 export interface Cors {
-  /** Answers a preflight, or `undefined` when `request` is not one. */
-  preflight(request: Request): Promise<Response | undefined>;
+  /**
+   * Answers a preflight the policy allows, tells why it refuses one (the handler answers that like
+   * any other error), or `undefined` when `request` is not a preflight.
+   */
+  preflight(request: Request): Promise<Response | PreflightRefusal | undefined>;
   /** Adds the CORS headers `request` earns to `response`. */
   decorate(request: Request, response: Response): Promise<Response>;
 }
@@ -128,13 +140,19 @@ export function createCors(options: CorsOptions | undefined, methods: readonly s
       const requested = (request.headers.get("access-control-request-headers") ?? "")
         .split(",").map((item) => item.trim().toLowerCase()).filter((item) => item !== "");
       const method = request.headers.get("access-control-request-method")!.toUpperCase();
-      if (
-        origin === undefined || !methods.includes(method) ||
-        requested.some((item) => !allowHeaders.includes(item))
-      ) {
-        // No CORS headers: the browser blocks the real request. 403 tells a human why.
-        return new Response(null, { status: 403, headers });
+      const header = requested.find((item) => !allowHeaders.includes(item));
+      // No CORS headers: the browser blocks the real request. The answer's body tells a human why.
+      const refuse = (message: string) => ({
+        error: new ResumableError("origin_not_allowed", message),
+        headers,
+      });
+      if (origin === undefined) {
+        return refuse(`Uploads from ${request.headers.get("origin")} are not allowed here`);
       }
+      if (!methods.includes(method)) {
+        return refuse(`Method ${method} is not allowed from another origin; use ${methods.join(", ")}`);
+      }
+      if (header !== undefined) return refuse(`Request header ${header} is not allowed from another origin`);
       originHeaders(origin, headers);
       headers.set("access-control-allow-methods", allowMethods);
       headers.set("access-control-allow-headers", allowHeaders.join(", "));

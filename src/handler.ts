@@ -123,6 +123,14 @@ export function createResumableHandler(
   const allow = [...methods, "OPTIONS"].join(", ");
   const cors = createCors(resolved.cors, methods);
 
+  /** The answer to `error`: its status for `dialect` (or `statusFor`'s), and its JSON body. */
+  function errorAnswer(error: ResumableError, dialect: Dialect, extra?: HeadersInit): Response {
+    const custom = resolved.statusFor?.(error, dialect);
+    // A status no Response can carry would make the handler throw instead of answering.
+    const status = isResponseStatus(custom) ? custom : defaultStatus(error.code, dialect);
+    return errorResponse(error, status, extra);
+  }
+
   async function handle(request: Request): Promise<Response> {
     const context: RequestContext = { dialect: "resumable", arrived: preciseNow() };
     // The upload body, however it is read: once it is, the request's own body is locked to it.
@@ -157,21 +165,17 @@ export function createResumableHandler(
         resolved.onError(error.cause ?? error, request);
       }
       await (body ? body.cancel() : request.body?.cancel().catch(() => {}));
-      const custom = resolved.statusFor?.(error, context.dialect);
-      // A status no Response can carry would make the handler throw instead of answering.
-      const status = isResponseStatus(custom) ? custom : defaultStatus(error.code, context.dialect);
-      return errorResponse(
-        error,
-        status,
-        error.code === "method_not_allowed" ? { allow } : undefined,
-      );
+      return errorAnswer(error, context.dialect, error.code === "method_not_allowed" ? { allow } : undefined);
     }
   }
 
   async function resumableHandler(request: Request): Promise<Response> {
     // A preflight carries its own CORS headers, or deliberately none.
     const preflight = await cors?.preflight(request);
-    if (preflight) return preflight;
+    if (preflight instanceof Response) return preflight;
+    // A preflight names no client: it is answered in resumable.js' terms, as a request before its
+    // parameters are read is.
+    if (preflight) return errorAnswer(preflight.error, "resumable", preflight.headers);
     const response = await handle(request);
     return cors ? await cors.decorate(request, response) : response;
   }

@@ -69,20 +69,33 @@ Deno.test("CORS with an origin list: preflights for test, upload and cancel allo
   await refused.body?.cancel();
 });
 
-Deno.test("CORS refuses other origins, unlisted methods and unlisted headers, and never echoes them", async () => {
+Deno.test("CORS refuses other origins, unlisted methods and unlisted headers with 403 origin_not_allowed saying which, and never echoes them", async () => {
   const handler = handlerWith({ origin: [APP] });
   for (
-    const request of [
-      preflight("POST", "https://evil.example"),
-      preflight("PUT"),
-      preflight("POST", APP, "content-type, authorization"),
-      preflight("POST", "null"),
-    ]
+    const [request, why] of [
+      [preflight("POST", "https://evil.example"), /https:\/\/evil\.example are not allowed/],
+      [preflight("PUT"), /Method PUT is not allowed .*; use GET, POST, DELETE/],
+      [preflight("POST", APP, "content-type, authorization"), /header authorization is not allowed/],
+      [preflight("POST", "null"), /null are not allowed/],
+    ] as const
   ) {
     const response = await handler(request);
     assert.equal(response.status, 403);
     assert.equal(response.headers.get("access-control-allow-origin"), null);
+    assert.equal(response.headers.get("cache-control"), "no-store");
+    const { error } = await response.json();
+    assert.equal(error.code, "origin_not_allowed");
+    assert.match(error.message, why);
   }
+  // statusFor sees the refusal like any other error.
+  const teapot = createResumableHandler({
+    storage: new MemoryStorage(),
+    cors: { origin: [APP] },
+    statusFor: (error) => error.code === "origin_not_allowed" ? 418 : undefined,
+  });
+  const refused = await teapot(preflight("POST", "https://evil.example"));
+  assert.equal(refused.status, 418);
+  await refused.body?.cancel();
   const test = await handler(fromOrigin(testRequest(BASE, chunk!), "https://evil.example"));
   assert.equal(test.status, 204);
   assert.equal(test.headers.get("access-control-allow-origin"), null);
