@@ -1,6 +1,6 @@
 /**
  * Expiry of abandoned uploads. The clients send nothing when a user cancels or closes the tab
- * (protocol.md §9), so chunks of uploads nobody finishes must be swept.
+ * (docs/protocol.md §9), so chunks of uploads nobody finishes must be swept.
  *
  * @module
  */

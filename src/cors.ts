@@ -1,5 +1,5 @@
 /**
- * Built-in CORS for pages on another origin (protocol.md §10). Off unless the `cors` option is set.
+ * Built-in CORS for pages on another origin (docs/protocol.md §10). Off unless the `cors` option is set.
  *
  * Every chunk upload is preflighted (both clients register an `xhr.upload` listener), and tests are
  * preflighted once the client's `headers` option adds a header, so the preflight must allow the

@@ -146,7 +146,7 @@ export function createResumableHandler(
         return await upload(request, body, await getService(), resolved, context);
       }
       if (method === resolved.testMethod) {
-        // flow.js sends a test made with another method than GET as a multipart body (protocol.md §1).
+        // flow.js sends a test made with another method than GET as a multipart body (docs/protocol.md §1).
         if (method !== "GET" && isMultipart(request)) {
           body = new RequestBody(request.body, resolved.bodyTimeoutMs, resolved.detachBodyBuffers);
           return await testFromForm(request, body, await getService(), resolved, context);
@@ -234,7 +234,7 @@ function readFromQuery(url: URL, options: ResolvedOptions, context: RequestConte
 
 /**
  * The query's parameters of a multipart request. flow.js puts none in its URL and resumable.js all of
- * them (protocol.md §1), so a request without any is flow.js': errors raised before the fields are
+ * them (docs/protocol.md §1), so a request without any is flow.js': errors raised before the fields are
  * read (too large, malformed) answer in its terms. Custom names are resumable.js' (flow.js has none).
  */
 function readMultipartQuery(
@@ -270,7 +270,7 @@ async function test(
   const raw = readRequestParams(source ?? paramSource(new URL(request.url)), options, context);
   const chunk = validateChunkRequest(raw, options.limits);
   const outcome = await service.test(request, chunk);
-  // 204, not 404: 404 is fatal to flow.js (protocol.md §4.1).
+  // 204, not 404: 404 is fatal to flow.js (docs/protocol.md §4.1).
   return outcome.present ? jsonResponse(200, outcome.status) : emptyResponse(204);
 }
 

@@ -1,5 +1,5 @@
 /**
- * Chunk arithmetic shared by resumable.js and flow.js (protocol.md §5). Pure.
+ * Chunk arithmetic shared by resumable.js and flow.js (docs/protocol.md §5). Pure.
  *
  * Without `forceChunkSize` the client makes `max(floor(total / chunkSize), 1)` chunks and the last
  * one absorbs the remainder (up to 2 x chunkSize - 1 bytes); with it, `max(ceil(...), 1)` chunks and

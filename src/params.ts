@@ -1,6 +1,6 @@
 /**
  * Reads the protocol parameters of resumable.js and flow.js from the query string and form fields
- * (protocol.md §1-2). Pure: no validation beyond "is it there and is it a decimal integer".
+ * (docs/protocol.md §1-2). Pure: no validation beyond "is it there and is it a decimal integer".
  *
  * @module
  */
@@ -27,7 +27,7 @@ export interface ParameterNames {
   totalChunks: string;
 }
 
-/** Which client family a request came from; it picks the status table (protocol.md §4.3). */
+/** Which client family a request came from; it picks the status table (docs/protocol.md §4.3). */
 export type Dialect = "resumable" | "flow";
 
 function namesWithPrefix(prefix: string): ParameterNames {

@@ -1,7 +1,7 @@
 /**
  * The only place error codes become HTTP statuses, and the JSON bodies of every response.
  *
- * Why these statuses (protocol.md §4): resumable.js 1.1.0 gives up on 400/404/415/500/501 and
+ * Why these statuses (docs/protocol.md §4): resumable.js 1.1.0 gives up on 400/404/415/500/501 and
  * retries everything else up to 100 times at once; flow.js gives up on 404/413/415/500/501 and, with
  * its default `maxChunkRetries: 0`, on anything that is not 200/201/202. So a refusal is 400 for
  * resumable.js (413 would be retried 100 times) and 413/415 for flow.js (400 is retried once the app
@@ -89,7 +89,7 @@ export function defaultStatus(code: ErrorCode, dialect: Dialect): number {
   return (dialect === "flow" ? FLOW_STATUS : RESUMABLE_STATUS)[code];
 }
 
-/** Headers on every response: chunk tests must never be answered from a cache (protocol.md §10). */
+/** Headers on every response: chunk tests must never be answered from a cache (docs/protocol.md §10). */
 function baseHeaders(extra?: HeadersInit): Headers {
   const headers = new Headers(extra);
   headers.set("cache-control", "no-store");

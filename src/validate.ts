@@ -37,7 +37,7 @@ export interface ChunkRequest extends UploadFacts {
   allowedSizes: number[];
   /** The size the client declared for this chunk, when it sent one. */
   declaredSize?: number;
-  /** The chunk count the client declared, when it sent one; a hint only (protocol.md §5). */
+  /** The chunk count the client declared, when it sent one; a hint only (docs/protocol.md §5). */
   declaredTotalChunks?: number;
 }
 
@@ -195,7 +195,7 @@ export function validateChunkRequest(
     );
   }
   // resumable.js 1.1.0 may under-report the count while it is still building its chunk list
-  // (protocol.md §5), so only a count neither layout can produce is an error.
+  // (docs/protocol.md §5), so only a count neither layout can produce is an error.
   if (
     declaredTotalChunks !== undefined && declaredTotalChunks > layout.ceilCount
   ) {

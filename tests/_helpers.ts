@@ -20,7 +20,7 @@ export interface ChunkingOptions {
   dialect?: "resumable" | "flow";
 }
 
-/** Cuts `data` the way resumable.js and flow.js do (protocol.md §5), with their parameters. */
+/** Cuts `data` the way resumable.js and flow.js do (docs/protocol.md §5), with their parameters. */
 export function clientChunks(data: Uint8Array<ArrayBuffer>, options: ChunkingOptions): ClientChunk[] {
   const kind: LayoutKind = options.forceChunkSize ? "ceil" : "floor";
   const layout = chunkLayout(data.byteLength, options.chunkSize);

@@ -1,6 +1,6 @@
 // CORS from a real browser: a page on one loopback origin uploads with the real resumable.js and
 // flow.js to the handler on another origin (another port), with credentials and a custom header,
-// so every test and upload is preflighted (protocol.md §10).
+// so every test and upload is preflighted (docs/protocol.md §10).
 import assert from "node:assert/strict";
 import { type CorsOptions, createResumableHandler, type StoredFile } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
@@ -84,7 +84,7 @@ Deno.test({
           [lib, api.url, method] as const,
         );
         assert.equal(result.ok, true, `${lib}: ${result.message}`);
-        // The message is whichever chunk finished last on the client (protocol.md §8); the
+        // The message is whichever chunk finished last on the client (docs/protocol.md §8); the
         // completing request may still be assembling, so wait for the completion itself.
         for (
           let wait = 0;

@@ -8,7 +8,7 @@ function sizes(total: number, kind: "floor" | "ceil"): number[] {
   return Array.from({ length: chunkCount(layout, kind) }, (_, i) => chunkSizeIn(layout, kind, i + 1)!);
 }
 
-Deno.test("chunkLayout() cuts files exactly as resumable.js and flow.js do (protocol.md §5 table)", () => {
+Deno.test("chunkLayout() cuts files exactly as resumable.js and flow.js do (docs/protocol.md §5 table)", () => {
   const table: [number, number[], number[]][] = [
     [0, [0], [0]],
     [1, [1], [1]],

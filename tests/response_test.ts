@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ERROR_CODES, type ErrorCode } from "../src/errors.ts";
 import { defaultStatus } from "../src/response.ts";
 
-// protocol.md §4.2: what each client gives up on (the rest it retries or, flow.js by default, fails).
+// docs/protocol.md §4.2: what each client gives up on (the rest it retries or, flow.js by default, fails).
 const RESUMABLE_PERMANENT = [400, 404, 415, 500, 501];
 const FLOW_PERMANENT = [404, 413, 415, 500, 501];
 // Deliberately retryable: the same request can succeed later (docs/security.md).

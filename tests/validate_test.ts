@@ -106,7 +106,7 @@ Deno.test("validateChunkRequest() accepts the forceChunkSize layout with its sho
 });
 
 Deno.test("validateChunkRequest() tolerates an under-reported resumableTotalChunks but not an impossible one", () => {
-  // resumable.js 1.1.0 may send the length of a chunk list still being built (protocol.md §5).
+  // resumable.js 1.1.0 may send the length of a chunk list still being built (docs/protocol.md §5).
   assert.equal(validateChunkRequest(raw({ totalChunks: "1" }), limits).declaredTotalChunks, 1);
   rejects(raw({ totalChunks: "4" }), "invalid_parameters", /at most 3/);
 });

@@ -24,7 +24,7 @@ function libraryOptions() {
   return options;
 }
 
-/** Size of the first chunk, as both libraries compute it (protocol.md §5). */
+/** Size of the first chunk, as both libraries compute it (docs/protocol.md §5). */
 function firstChunkSize(size, chunkSize, force) {
   const count = Math.max((force ? Math.ceil : Math.floor)(size / chunkSize), 1);
   return count === 1 && !force ? size : Math.min(size, chunkSize);
@@ -327,7 +327,7 @@ function act(entry, action) {
     setState(entry, "uploading");
     client.retry(entry.file);
   } else if (action === "cancel" && entry.state !== "complete") {
-    // Cancelling sends nothing to the server (protocol.md §9); stored chunks wait for a re-add.
+    // Cancelling sends nothing to the server (docs/protocol.md §9); stored chunks wait for a re-add.
     client.cancel(entry.file);
     entries.delete(entry.file);
     entry.row.remove();
@@ -354,7 +354,7 @@ function onSuccess(file, message) {
   } catch { /* handled below */ }
   if (status && status.complete && status.file) return finish(entry, status);
   // The last response the browser saw need not be the one in which the server assembled the file
-  // (protocol.md §8), so ask again until the server reports it complete.
+  // (docs/protocol.md §8), so ask again until the server reports it complete.
   setState(entry, "finishing");
   poll(entry);
 }

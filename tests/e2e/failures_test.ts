@@ -19,7 +19,7 @@ for (const client of ["resumable", "flow"] as const) {
   Deno.test(`${label} retries chunk uploads that fail with 503 and completes`, async () => {
     await withFixture({ env: { FAIL_RATE: "0.3" } }, async ({ server, browser }) => {
       const chunks = 16;
-      // resumable.js retries by default; flow.js only when maxChunkRetries is set (protocol.md §4.2).
+      // resumable.js retries by default; flow.js only when maxChunkRetries is set (docs/protocol.md §4.2).
       const settings: Record<string, string | number> = client === "flow"
         ? { client, maxChunkRetries: 5 }
         : { client };
