@@ -74,7 +74,6 @@ export function escapeXml(text: string): string {
 export class S3Client {
   #options: S3ClientOptions;
   #base: URL;
-
   #credentials: () => Promise<S3Credentials>;
 
   constructor(options: S3ClientOptions) {
@@ -107,10 +106,10 @@ export class S3Client {
 
   /**
    * Sends a signed request; the caller checks the status. Idempotent requests are retried on 5xx
-   * (but 501), which S3 documents as transient, and when `fetch` fails (a connection reset or refused, its
-   * reply lost): sent again, they do what they did. Conditional PUTs are not, since a retry of one
+   * but 501, which S3 documents as transient, and when `fetch` fails (a connection reset or refused,
+   * its reply lost): sent again, they do what they did. Conditional PUTs are not, since a retry of one
    * that did succeed would read as lost; nor POSTs but those marked `idempotent`, nor a request whose
-   * signal was aborted.
+   * signal was aborted. A credential provider that fails counts as a failed connection.
    */
   async send(method: string, key: string, request: S3Request = {}): Promise<Response> {
     const conditional = Object.keys(request.headers ?? {}).some((name) => name.startsWith("if-"));

@@ -5,7 +5,7 @@ import type { ExpiringS3Credentials, S3CredentialProvider, S3Credentials } from 
  * How long before their expiration credentials are asked for again: a request signed with them
  * may be sent again for a while (retries), and a clock may be off.
  */
-export const REFRESH_BEFORE_MS = 5 * 60_000;
+const REFRESH_BEFORE_MS = 5 * 60_000;
 
 function checked(credentials: ExpiringS3Credentials): ExpiringS3Credentials {
   if (typeof credentials?.accessKeyId !== "string" || typeof credentials.secretAccessKey !== "string") {

@@ -5,7 +5,7 @@ import { contentMd5 } from "./_md5.ts";
 import { escapeXml, type S3Client, xmlValues } from "./_s3_client.ts";
 
 /** The most keys S3 takes in one DeleteObjects request. */
-export const DELETE_BATCH = 1000;
+const DELETE_BATCH = 1000;
 /** DeleteObjects requests in flight at once. */
 const BATCH_CONCURRENCY = 2;
 /** Single DELETEs in flight at once. */
