@@ -225,6 +225,9 @@ export class ChunkService {
         !(error instanceof ResumableError &&
           error.code !== "storage_unavailable")
       ) {
+        // The storage may have failed before it read the body: let go of it, as for a chunk found
+        // complete at once. (A stream the storage still holds is its to cancel.)
+        await checked.cancel().catch(() => {});
         return this.#completed(done, chunk.layout.floorCount);
       }
       // A storage refuses a chunk of an upload removed while the chunk was on its way: say that,
@@ -269,7 +272,17 @@ export class ChunkService {
       status: "uploading",
       complete: false,
     };
-    if (!progress.ready) return status;
+    if (!progress.ready) {
+      // None counted, though this chunk is stored: the upload's chunks are gone. Another request
+      // completed it while this one was on its way (the last two chunks together, or a copy of a
+      // stored chunk), and its cleanup removed them; or the upload was cancelled. Answering
+      // "uploading" would give resumable.js a last response that says the file is not complete.
+      if (progress.received === 0) {
+        const done = await viaStorage(() => storage.getCompleted(record.key));
+        if (done) return this.#completed(done, progress.total);
+      }
+      return status;
+    }
     const result = await viaStorage(() =>
       assembleOnce(
         storage,

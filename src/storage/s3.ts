@@ -414,9 +414,10 @@ export class S3Storage implements UploadStorage {
       if (Number.isSafeInteger(index) && index > 0) entry.known.add(index);
     }
     while (entry.known.has(entry.contiguous + 1)) entry.contiguous++;
-    const count = entry.known.size;
-    if (completed) await this.removeChunks(key);
-    return count;
+    if (!completed) return entry.known.size;
+    // Its chunks are removed, or about to be (this late one among them): none is left to count.
+    await this.removeChunks(key);
+    return 0;
   }
 
   /** Streams a stored chunk. */

@@ -187,7 +187,9 @@ export interface UploadStorage {
   /**
    * How many chunks are stored. Must be exact once every chunk is stored (that is how the handler
    * knows the upload is complete); before that it may lag, for example behind chunks another
-   * process stored. Cheap: O(1) amortised per call, never a lookup of every chunk.
+   * process stored, but never to 0 after a chunk this process stored, unless the chunks were removed
+   * since: 0 tells the handler to look for a completion. Cheap: O(1) amortised per call, never a
+   * lookup of every chunk.
    */
   countChunks(key: string): Promise<number>;
   /** Streams a stored chunk. Rejects if it is not stored. */
