@@ -61,10 +61,26 @@ export function after(delayMs: number, fire: () => void): () => void {
   };
 }
 
+/** How far the wall clock may move apart from the monotonic one before `preciseNow` follows it. */
+const DRIFT_MS = 100;
+// What `performance.now()` is offset by to read as the wall clock.
+let offset = Date.now() - performance.now();
+
 /**
  * Wall-clock time in ms since the epoch, with the sub-millisecond precision of `performance.now()`:
  * a removal and a request that follow each other within one millisecond are still told apart.
+ *
+ * It follows `Date.now()`, which the stored times it is compared with come from: `performance.now()`
+ * alone stops while a machine is suspended and ignores a stepped clock, and a process that slept
+ * through ten minutes would have noted every removal as already forgotten. Like `Date.now()`, it
+ * goes back when the clock is stepped back; holding it still instead would make every removal and
+ * request until the clock caught up look simultaneous.
  */
 export function preciseNow(): number {
-  return performance.timeOrigin + performance.now();
+  const monotonic = performance.now();
+  const wall = Date.now();
+  const now = offset + monotonic;
+  if (Math.abs(now - wall) <= DRIFT_MS) return now;
+  offset = wall - monotonic;
+  return wall;
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { preciseNow } from "./_clock.ts";
 import { assembleOnce } from "./assemble.ts";
 import { verifiedStream } from "./checksum.ts";
 import { exactSizeStream } from "./_limit_stream.ts";
@@ -355,7 +356,8 @@ function newRecord(key: string, chunk: ChunkRequest, scope: string): UploadRecor
     type: chunk.type,
     totalSize: chunk.totalSize,
     chunkSize: chunk.chunkSize,
-    createdAt: Date.now(),
+    // The clock requests' arrival is read with, so the two compare in this process (see #store).
+    createdAt: Math.floor(preciseNow()),
   };
 }
 

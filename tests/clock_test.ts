@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { after } from "../src/_clock.ts";
+import { after, preciseNow } from "../src/_clock.ts";
+import { RemovalLog } from "../src/storage/_removals.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -57,4 +58,29 @@ Deno.test("after(): a callback that throws does not stop the deadlines due with 
   }
   assert.deepEqual(fired, ["second"]);
   assert.equal((errors[0] as Error)?.message, "boom");
+});
+
+Deno.test("preciseNow() follows the wall clock when it jumps: a machine that slept, a clock stepped back", () => {
+  const realNow = Date.now;
+  try {
+    const before = preciseNow();
+    assert.ok(Math.abs(before - realNow()) <= 100, "reads as the wall clock");
+    // Eleven minutes pass while performance.now() stands still, as in a suspended machine.
+    const slept = 11 * 60_000;
+    Date.now = () => realNow() + slept;
+    const woken = preciseNow();
+    assert.ok(Math.abs(woken - Date.now()) <= 100, `${woken - Date.now()} ms from the wall clock`);
+    const log = new RemovalLog();
+    log.note("k", woken);
+    assert.equal(log.at("k"), woken, "a removal noted after the sleep is remembered");
+    Date.now = () => realNow() + slept - 60_000;
+    const stepped = preciseNow();
+    assert.ok(Math.abs(stepped - Date.now()) <= 100, `${stepped - Date.now()} ms from the wall clock`);
+    // Between jumps it keeps the monotonic clock's precision and order.
+    const [a, b] = [preciseNow(), preciseNow()];
+    assert.ok(b >= a && b - a < 100);
+  } finally {
+    Date.now = realNow;
+    preciseNow();
+  }
 });
