@@ -63,7 +63,9 @@ export interface ResumableHandlerOptions {
    */
   maxChunkSize?: number;
   /**
-   * Most chunks one upload may have; bounds files and requests per upload.
+   * Most chunks one upload may have; bounds files and requests per upload. Counted as the clients
+   * cut files by default (the last chunk takes the remainder): a client with `forceChunkSize`
+   * sends the remainder as one more chunk, so its uploads may have one chunk over this.
    * @default {10000}
    */
   maxChunks?: number;

@@ -143,6 +143,10 @@ Deno.test("validateChunkRequest() applies the size and count limits at exactly t
   };
   assert.ok(validateChunkRequest(raw(atLimit), limits));
   rejects(raw({ ...atLimit, totalSize: String(1001 * 1024), totalChunks: "1001" }), "too_many_chunks");
+  // Counted in the default layout: with forceChunkSize, a remainder past the limit is one more chunk.
+  const remainder = { ...atLimit, totalSize: String(1000 * 1024 + 5), totalChunks: "1001" };
+  assert.ok(validateChunkRequest(raw({ ...remainder, chunkNumber: "1001", currentChunkSize: "5" }), limits));
+  rejects(raw({ ...remainder, chunkNumber: "1002", currentChunkSize: "5" }), "chunk_out_of_range");
 });
 
 Deno.test("validateChunkRequest() refuses identifiers and names that are too long or carry control characters", () => {
