@@ -8,13 +8,18 @@ export function concatLazily(
 ): ReadableStream<Uint8Array> {
   let index = 0;
   let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  let cancelled: { reason: unknown } | undefined;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       while (true) {
         if (!reader) {
           if (index === count) return controller.close();
           index += 1;
-          reader = (await open(index)).getReader();
+          const opened = await open(index);
+          // Cancelled while the chunk was being opened: nothing else will cancel it (an S3 response
+          // body would stay open).
+          if (cancelled) return await opened.cancel(cancelled.reason);
+          reader = opened.getReader();
         }
         const { done, value } = await reader.read();
         if (!done) return controller.enqueue(value);
@@ -23,6 +28,7 @@ export function concatLazily(
       }
     },
     async cancel(reason) {
+      cancelled = { reason };
       await reader?.cancel(reason);
     },
   }, { highWaterMark: 0 });
