@@ -63,8 +63,9 @@ export function after(delayMs: number, fire: () => void): () => void {
 
 /** How far the wall clock may move apart from the monotonic one before `preciseNow` follows it. */
 const DRIFT_MS = 100;
-// What `performance.now()` is offset by to read as the wall clock.
-let offset = Date.now() - performance.now();
+// What `performance.now()` is offset by to read as the wall clock: at first the wall-clock time of
+// its origin, as precise as it; after a jump, `Date.now()`'s whole milliseconds.
+let offset = performance.timeOrigin;
 
 /**
  * Wall-clock time in ms since the epoch, with the sub-millisecond precision of `performance.now()`:
