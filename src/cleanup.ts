@@ -33,10 +33,13 @@ export interface CleanupReport {
 
 /**
  * Removes uploads not touched for `expireAfter` and completion records older than
- * `completedExpireAfter`, and chunks a crash left beside a completed upload. Safe while uploads run: activity includes every chunk byte written and
- * every assembly lease renewal, and uploads `isActive` reports are skipped.
+ * `completedExpireAfter`, and chunks a crash left beside a completed upload. Safe while uploads
+ * run: activity includes every chunk byte written and every assembly lease renewal, and uploads
+ * `isActive` reports are skipped. An upload that cannot be removed does not stop the sweep: the
+ * others are removed, then the sweep fails with every error.
  *
  * @throws {TypeError} when the storage cannot list its uploads.
+ * @throws {AggregateError} when some uploads could not be removed or cleaned (the others were).
  */
 export async function cleanupExpired(
   storage: UploadStorage,
@@ -47,6 +50,18 @@ export async function cleanupExpired(
   }
   const now = options.now ?? Date.now();
   const report: CleanupReport = { expired: 0, completedExpired: 0, kept: 0 };
+  // One upload that keeps failing (a folder this process may not delete, a store that refuses one
+  // key) must not keep every upload listed after it forever.
+  const failures: unknown[] = [];
+  const attempt = async (work: () => Promise<void>): Promise<boolean> => {
+    try {
+      await work();
+      return true;
+    } catch (error) {
+      failures.push(error);
+      return false;
+    }
+  };
   // Collect first: removing while a storage iterates its own listing is not part of the contract.
   const stale: { key: string; completed: boolean }[] = [];
   for await (const activity of storage.listUploads()) {
@@ -57,7 +72,9 @@ export async function cleanupExpired(
     } else {
       report.kept++;
       // A crash between publishing a file and deleting its chunks leaves chunks nobody needs.
-      if (activity.completed && !options.isActive?.(activity.key)) await storage.removeChunks(activity.key);
+      if (activity.completed && !options.isActive?.(activity.key)) {
+        await attempt(() => storage.removeChunks(activity.key));
+      }
     }
   }
   for (const { key, completed } of stale) {
@@ -66,10 +83,18 @@ export async function cleanupExpired(
       report.kept++;
       continue;
     }
-    await storage.removeUpload(key);
+    if (!await attempt(async () => void await storage.removeUpload(key))) continue;
     options.onRemoved?.(key, completed);
     if (completed) report.completedExpired++;
     else report.expired++;
+  }
+  if (failures.length > 0) {
+    const first = failures[0] instanceof Error ? failures[0].message : String(failures[0]);
+    throw new AggregateError(
+      failures,
+      `The sweep removed ${report.expired + report.completedExpired} uploads, but ${failures.length} ` +
+        `could not be removed or cleaned: ${first}`,
+    );
   }
   return report;
 }

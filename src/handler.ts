@@ -59,6 +59,7 @@ export interface ResumableHandler {
    *
    * @param options `now`: the time to judge ages against (ms since the epoch), for tests.
    * @throws {TypeError} when the storage has no `listUploads()`.
+   * @throws {AggregateError} when some uploads could not be removed; the sweep removed the others.
    */
   cleanup(options?: { now?: number }): Promise<CleanupReport>;
 }
@@ -182,13 +183,20 @@ export function createResumableHandler(
 
   async function cleanup(options: { now?: number } = {}): Promise<CleanupReport> {
     const service = await getService();
-    const report = await cleanupExpired(service.storage, {
-      now: options.now,
-      expireAfter: resolved.expireAfter,
-      completedExpireAfter: resolved.completedExpireAfter,
-      isActive: (key) => service.isActive(key),
-      onRemoved: (key) => service.quota.release(key),
-    });
+    let report: CleanupReport;
+    try {
+      report = await cleanupExpired(service.storage, {
+        now: options.now,
+        expireAfter: resolved.expireAfter,
+        completedExpireAfter: resolved.completedExpireAfter,
+        isActive: (key) => service.isActive(key),
+        onRemoved: (key) => service.quota.release(key),
+      });
+    } catch (error) {
+      // A sweep that failed part-way still removed uploads: count afresh, and tell why it failed.
+      await service.quota.reseed().catch(() => {});
+      throw error;
+    }
     // Uploads started or finished by other processes since the last sweep.
     await service.quota.reseed();
     return report;
