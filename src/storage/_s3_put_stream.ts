@@ -162,15 +162,21 @@ export type CopyPartsOptions = Omit<PutStreamOptions, "partSize">;
 
 const COPY_CONCURRENCY = 4;
 
+/** One part of a {@linkcode copyParts}: an object, or the bytes `range` (both ends included) of it. */
+export interface CopySource {
+  key: string;
+  range?: [first: number, last: number];
+}
+
 /**
  * Assembles `key` from existing objects, one UploadPartCopy per source, so no bytes pass through
- * this process. Every source but the last must be at least 5 MiB. Resolves `false` when
+ * this process. Every part but the last must be at least 5 MiB. Resolves `false` when
  * `mayPublish` refused. On failure the multipart upload is aborted.
  */
 export async function copyParts(
   client: S3Client,
   key: string,
-  sources: string[],
+  sources: CopySource[],
   bucket: string,
   options: CopyPartsOptions,
 ): Promise<boolean> {
@@ -183,9 +189,14 @@ export async function copyParts(
     const worker = async () => {
       while (next < sources.length) {
         const index = next++;
+        const source = sources[index]!;
+        const headers: Record<string, string> = {
+          "x-amz-copy-source": `/${bucket}/${uriEncode(source.key, true)}`,
+        };
+        if (source.range) headers["x-amz-copy-source-range"] = `bytes=${source.range[0]}-${source.range[1]}`;
         const result = await client.text("PUT", key, {
           query: { partNumber: String(index + 1), uploadId },
-          headers: { "x-amz-copy-source": `/${bucket}/${uriEncode(sources[index]!, true)}` },
+          headers,
         });
         // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body.
         const etag = xmlValues(result, "ETag")[0];

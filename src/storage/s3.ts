@@ -44,7 +44,7 @@ import { isFileId, isUploadKey, sanitizeFileName } from "../identifier.ts";
 import { S3Client } from "./_s3_client.ts";
 import { S3Deleter } from "./_s3_delete.ts";
 import { forgotten, preciseNow, PRUNE_EVERY_MS, recentRemoval } from "./_removals.ts";
-import { copyParts, type CopyPartsOptions, putStream } from "./_s3_put_stream.ts";
+import { copyParts, type CopyPartsOptions, type CopySource, putStream } from "./_s3_put_stream.ts";
 import { concatLazily, expectTotalSize } from "../_concat.ts";
 import { ReadsAfterCheck } from "./_reads_after_check.ts";
 import type { S3CredentialProvider, S3Credentials } from "./_sigv4.ts";
@@ -565,6 +565,9 @@ export class S3Storage implements UploadStorage {
    * Assembles with server-side copies (UploadPartCopy, one part per chunk) when every chunk but the
    * last is the same size of at least 5 MiB, so large uploads never pass through this process;
    * otherwise streams the chunks through {@linkcode S3Storage.commit}, grouping them into parts.
+   * A last chunk larger than the others (the clients' default layout stretches it up to twice their
+   * size) is copied as two parts, the first of the others' size: Cloudflare R2 takes a multipart
+   * upload only if every part but the last has one size and the last is no larger.
    */
   async commitChunks(claim: Claim, chunkCount: number, file: StoredFile): Promise<StoredFile | undefined> {
     // The chunks of the record the file is made from, whatever this process last saw.
@@ -584,7 +587,13 @@ export class S3Storage implements UploadStorage {
     const total = sizes.reduce((sum: number, size) => sum + size!, 0);
     if (total !== file.size) throw new Error(`Assembled ${total} bytes, expected ${file.size}`);
     const first = sizes[0]!;
-    const copyable = chunkCount <= MAX_PARTS &&
+    const last = sizes[chunkCount - 1]!;
+    const sources: CopySource[] = sizes.map((_, i) => ({ key: this.#chunk(claim.key, file.id, i + 1) }));
+    if (chunkCount > 1 && last > first) {
+      const { key } = sources.pop()!;
+      sources.push({ key, range: [0, first - 1] }, { key, range: [first, last - 1] });
+    }
+    const copyable = sources.length <= MAX_PARTS &&
       (chunkCount === 1
         ? first >= MIN_PART
         : sizes.slice(0, -1).every((size) => size === first && first >= MIN_PART));
@@ -593,7 +602,6 @@ export class S3Storage implements UploadStorage {
       return await this.commit(claim, expectTotalSize(data, file.size), file);
     }
     if (!await this.#mayPublish(claim, file)) return undefined;
-    const sources = sizes.map((_, i) => this.#chunk(claim.key, file.id, i + 1));
     return await this.#publish(
       claim,
       file,

@@ -8,7 +8,9 @@
 // - AbortMultipartUpload (s3rver answers 405);
 // - UploadPartCopy (s3rver answers 501 NotImplemented);
 // - EntityTooSmall on CompleteMultipartUpload when a part other than the last is under 5 MiB
-//   (s3rver accepts any part size).
+//   (s3rver accepts any part size), and InvalidPart unless every part but the last has one size and
+//   the last is no larger, as Cloudflare R2 requires;
+// - x-amz-copy-source-range on UploadPartCopy;
 // - atomic PUT: s3rver truncates and rewrites an object in place and answers before the bytes are
 //   flushed, so a reader can see an empty or torn object; S3 makes a PUT visible whole or not at all
 //   (read-after-write consistency). The shim writes a temp file and renames it, and serialises
@@ -328,8 +330,18 @@ export async function startS3(): Promise<S3Fixture> {
     if (ctx.method === "PUT" && uploadId && ctx.query.partNumber && ctx.get("x-amz-copy-source")) {
       const [sourceBucket = "", ...sourceKey] = decodeURIComponent(ctx.get("x-amz-copy-source"))
         .replace(/^\//, "").split("/");
-      const object = await server.store.getObject(sourceBucket, sourceKey.join("/"));
+      // x-amz-copy-source-range: bytes=first-last, both inclusive.
+      const range = /^bytes=(\d+)-(\d+)$/.exec(ctx.get("x-amz-copy-source-range"));
+      const object = await server.store.getObject(
+        sourceBucket,
+        sourceKey.join("/"),
+        range ? { start: Number(range[1]), end: Number(range[2]) } : undefined,
+      );
       if (!object) return s3Error(ctx, 404, "NoSuchKey", "The specified key does not exist.");
+      const length = Number(object.metadata["content-length"]);
+      if (range && !(Number(range[1]) <= Number(range[2]) && Number(range[2]) < length)) {
+        return s3Error(ctx, 416, "InvalidRange", "The requested range is not satisfiable");
+      }
       const { md5 } = await server.store.putPart(
         bucketName,
         uploadId,
@@ -338,7 +350,7 @@ export async function startS3(): Promise<S3Fixture> {
       );
       const sizes = partSizes.get(uploadId) ?? new Map<number, number>();
       partSizes.set(uploadId, sizes);
-      sizes.set(Number(ctx.query.partNumber), Number(object.metadata["content-length"]));
+      sizes.set(Number(ctx.query.partNumber), range ? Number(range[2]) - Number(range[1]) + 1 : length);
       copies.count++;
       ctx.status = 200;
       ctx.type = "application/xml";
@@ -357,6 +369,12 @@ export async function startS3(): Promise<S3Fixture> {
       const sizes = [...(partSizes.get(uploadId) ?? new Map<number, number>())].sort(([a], [b]) => a - b);
       if (sizes.slice(0, -1).some(([, size]) => size < MIN_PART)) {
         return s3Error(ctx, 400, "EntityTooSmall", "Your proposed upload is smaller than the minimum");
+      }
+      // Cloudflare R2's rule, stricter than AWS's: every part but the last of one size, and the last
+      // no larger.
+      const [, first = 0] = sizes[0] ?? [];
+      if (sizes.some(([, size], i) => i < sizes.length - 1 ? size !== first : size > first)) {
+        return s3Error(ctx, 400, "InvalidPart", "All non-trailing parts must have the same length");
       }
       await next();
       if (ctx.status === 200) open.delete(uploadId);

@@ -17,7 +17,8 @@ for (const runtime of ["bun", "node"] as const) {
       const sent = /sent ([0-9a-f]{64})/.exec(out)?.[1];
       assert.ok(sent, out);
       assert.match(out, new RegExp(`read ${sent}`));
-      assert.equal(s3.copies.count, 2, `${name} assembled by server-side copy`);
+      // Chunks of 5 MiB and 5 MiB + 12 345 bytes: the last is copied as two parts (see s3_test.ts).
+      assert.equal(s3.copies.count, 3, `${name} assembled by server-side copy`);
     } finally {
       await s3.close();
     }
