@@ -1,6 +1,5 @@
 // Deleting many objects: DeleteObjects requests of up to 1000 keys each, and one DELETE per key
-// where a store does not take those (Google Cloud Storage's XML API has none), or for the keys a
-// batch reports it could not delete.
+// where a store does not take those, or for the keys a batch reports it could not delete.
 import { contentMd5 } from "./_md5.ts";
 import { escapeXml, type S3Client, xmlValues } from "./_s3_client.ts";
 
@@ -12,9 +11,11 @@ const BATCH_CONCURRENCY = 2;
 const DELETE_CONCURRENCY = 8;
 /**
  * What a store that does not implement DeleteObjects answers it: 501 NotImplemented, 405
- * MethodNotAllowed, or 400 for a request it cannot make sense of.
+ * MethodNotAllowed, or 400 for a request it cannot make sense of. AWS also answers 400
+ * RequestTimeout to a body that came too slowly: that batch goes key by key, the next batches not.
  */
 const NOT_TAKEN = new Set([400, 405, 501]);
+const PASSING = new Set(["RequestTimeout"]);
 
 /** Runs `work` on every item, at most `limit` at a time; fails with the first failure. */
 async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -65,8 +66,8 @@ export class S3Deleter {
       idempotent: true,
     });
     if (!response.ok) {
-      await response.body?.cancel();
-      if (NOT_TAKEN.has(response.status)) this.#batches = false;
+      const code = xmlValues(await response.text().catch(() => ""), "Code")[0] ?? "";
+      if (NOT_TAKEN.has(response.status) && !PASSING.has(code)) this.#batches = false;
       return keys;
     }
     const xml = await response.text();

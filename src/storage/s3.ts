@@ -19,8 +19,9 @@
  * files/<id>/.file.json               its metadata
  * ```
  *
- * The store must support conditional writes (`If-None-Match: *` and `If-Match` on PUT): AWS S3
- * (since 2024), R2 and MinIO do. Claims expire by the claimant's clock, so keep server clocks in sync
+ * The store must enforce conditional writes (`If-None-Match: *` and `If-Match` on PUT): AWS S3
+ * (since 2024), R2 and MinIO do; Wasabi, Google Cloud Storage and Backblaze B2 are reported not to
+ * (docs/scaling.md). Claims expire by the claimant's clock, so keep server clocks in sync
  * to well within the lease (30 s by default).
  *
  * @example
@@ -148,8 +149,9 @@ const MIME_TYPE = new RegExp(`^${TOKEN}/${TOKEN}([ \\t]*;[\\x20-\\x7e]*)?$`);
 
 function isLost(status: number): boolean {
   // 412: the condition failed; 409: a concurrent conditional write won (AWS, R2); 404: If-Match on
-  // an object that is gone.
-  return status === 412 || status === 409 || status === 404;
+  // an object that is gone; 429: R2 takes one write of a key a second, and may refuse a racing one
+  // so (the caller reads what the other wrote, as after a 412).
+  return status === 412 || status === 409 || status === 404 || status === 429;
 }
 
 /**
@@ -277,8 +279,10 @@ export class S3Storage implements UploadStorage {
    */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const key = this.#upload(record.key, "upload.json");
-    // A 409 from a racing writer, then a GET that sees nothing yet, is rare but possible: retry.
+    // A 409 or 429 from a racing writer, then a GET that sees nothing yet, is rare but possible: both
+    // writers may have been refused. Retry, a little later each time, so they do not collide again.
     for (let attempt = 0; attempt < 5; attempt++) {
+      if (attempt > 1) await new Promise((resolve) => setTimeout(resolve, 100 * attempt * Math.random()));
       const existing = attempt === 0
         ? await this.#recordAfterCheck(record.key)
         : await this.#readRecord(record.key);

@@ -38,16 +38,21 @@ export interface S3Fixture {
   credentials: { accessKeyId: string; secretAccessKey: string };
   /** Multipart uploads started and neither completed nor aborted. */
   openMultipartUploads: Set<string>;
-  /** Answer this many of the next conditional PUTs with 409 ConditionalRequestConflict. */
-  conflicts: { next: number };
+  /**
+   * Answer this many of the next conditional PUTs with 409 ConditionalRequestConflict (AWS, R2), or
+   * with `status` 429 (R2's limit of one write of a key a second).
+   */
+  conflicts: { next: number; status?: 409 | 429 };
   /** How many UploadPartCopy requests the shim served. */
   copies: { count: number };
   /**
-   * DeleteObjects: `refuse` answers 501 NotImplemented, as a store without it does; `failNext` makes
-   * that many of the next requests report their first key as not deleted (InternalError);
+   * DeleteObjects: `refuse` answers 501 NotImplemented, as a store without it does; `timeoutNext`
+   * answers that many of the next requests 400 RequestTimeout, as AWS does to a body that came too
+   * slowly; `failNext` makes that many of the next requests report their first key as not deleted
+   * (InternalError);
    * `count` and `keys` count the requests served and the keys they named.
    */
-  batchDeletes: { refuse: boolean; failNext: number; count: number; keys: number };
+  batchDeletes: { refuse: boolean; timeoutNext: number; failNext: number; count: number; keys: number };
   /** Keys of the objects in the bucket under `prefix`, read from s3rver's store directly. */
   keys(prefix: string): Promise<string[]>;
   /** Requests seen, as "METHOD path?query". */
@@ -160,9 +165,9 @@ export async function startS3(): Promise<S3Fixture> {
   /** The key of each open multipart upload. */
   const openKeys = new Map<string, string>();
   const partSizes = new Map<string, Map<number, number>>();
-  const conflicts = { next: 0 };
+  const conflicts: { next: number; status?: 409 | 429 } = { next: 0 };
   const copies = { count: 0 };
-  const batchDeletes = { refuse: false, failNext: 0, count: 0, keys: 0 };
+  const batchDeletes = { refuse: false, timeoutNext: 0, failNext: 0, count: 0, keys: 0 };
   const log: string[] = [];
   const locks = new Map<string, Promise<unknown>>();
 
@@ -262,6 +267,15 @@ export async function startS3(): Promise<S3Fixture> {
           "The Content-MD5 you specified did not match what we received.",
         );
       }
+      if (batchDeletes.timeoutNext > 0) {
+        batchDeletes.timeoutNext--;
+        return s3Error(
+          ctx,
+          400,
+          "RequestTimeout",
+          "Your socket connection to the server was not read from or written to within the timeout period.",
+        );
+      }
       if (batchDeletes.refuse) {
         return s3Error(
           ctx,
@@ -305,6 +319,9 @@ export async function startS3(): Promise<S3Fixture> {
       return locked(ctx.path, async () => {
         if (conflicts.next > 0) {
           conflicts.next--;
+          if (conflicts.status === 429) {
+            return s3Error(ctx, 429, "TooManyRequests", "Reduce your request rate");
+          }
           return s3Error(ctx, 409, "ConditionalRequestConflict", "A conflicting operation occurred");
         }
         const etag = await server.store.getMetadata(bucketName, key).then(

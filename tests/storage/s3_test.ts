@@ -182,20 +182,31 @@ Deno.test("S3Storage expiry removal aborts a multipart upload a crashed assemble
   });
 });
 
-Deno.test("S3Storage treats 409 ConditionalRequestConflict as a lost race", async () => {
-  await withS3(async (s3) => {
-    const storage = storageOn(s3);
-    const rec = newRecord(6, 3);
-    s3.conflicts.next = 1;
-    assert.equal((await storage.createUpload(rec)).fileId, rec.fileId, "retries after 409 and creates it");
-    s3.conflicts.next = 1;
-    assert.equal(await storage.claim(rec.key, { owner: "a", ttlMs: 60_000 }), undefined);
-    const claim = await storage.claim(rec.key, { owner: "b", ttlMs: 60_000 });
-    assert.equal(claim?.generation, 1);
-    s3.conflicts.next = 1;
-    assert.equal(await storage.renewClaim(claim!, { owner: "b", ttlMs: 60_000 }), false);
+for (const status of [409, 429] as const) {
+  Deno.test(`S3Storage treats ${status} ${status === 409 ? "ConditionalRequestConflict" : "(R2's one write of a key a second)"} on a conditional write as a lost race`, async () => {
+    await withS3(async (s3) => {
+      const storage = storageOn(s3);
+      const rec = newRecord(6, 3);
+      s3.conflicts.status = status;
+      s3.conflicts.next = 1;
+      assert.equal(
+        (await storage.createUpload(rec)).fileId,
+        rec.fileId,
+        `retries after ${status} and creates it`,
+      );
+      s3.conflicts.next = 1;
+      assert.equal(await storage.claim(rec.key, { owner: "a", ttlMs: 60_000 }), undefined);
+      const claim = await storage.claim(rec.key, { owner: "b", ttlMs: 60_000 });
+      assert.equal(claim?.generation, 1);
+      s3.conflicts.next = 1;
+      assert.equal(await storage.renewClaim(claim!, { owner: "b", ttlMs: 60_000 }), false);
+      // Both racing creators refused, several times: the record is made all the same.
+      const again = newRecord(6, 3);
+      s3.conflicts.next = 3;
+      assert.equal((await storage.createUpload(again)).fileId, again.fileId);
+    });
   });
-});
+}
 
 Deno.test("S3Storage counts chunks without relisting the ones it has seen in order", async () => {
   await withS3(async (s3) => {
@@ -980,6 +991,19 @@ Deno.test("S3Storage deletes on its own each key a DeleteObjects request reports
     await completeThroughHandler(storage, 4);
     assert.equal(s3.batchDeletes.count, 1);
     assert.equal(singleDeletes(s3).length, 1, "the key reported as failed, deleted once more on its own");
+    assert.deepEqual(await chunkKeys(s3, "p/"), []);
+  });
+});
+
+Deno.test("S3Storage deletes one batch key by key when AWS answers it 400 RequestTimeout, and keeps batching", async () => {
+  await withS3(async (s3) => {
+    const storage = storageOn(s3, "p/");
+    s3.batchDeletes.timeoutNext = 1;
+    await completeThroughHandler(storage, 3);
+    await completeThroughHandler(storage, 3);
+    assert.equal(batchRequests(s3).length, 2, "the second upload's chunks went in a batch again");
+    assert.equal(s3.batchDeletes.count, 1);
+    assert.equal(new Set(singleDeletes(s3)).size, 3, "the first upload's chunks, one by one");
     assert.deepEqual(await chunkKeys(s3, "p/"), []);
   });
 });
