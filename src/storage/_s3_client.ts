@@ -190,9 +190,17 @@ export class S3Client {
       for (const common of xmlValues(xml, "CommonPrefixes")) {
         yield { key: xmlValues(common, "Prefix")[0]!, lastModified: 0, size: 0, isPrefix: true };
       }
-      token = xmlValues(xml, "IsTruncated")[0] === "true"
-        ? xmlValues(xml, "NextContinuationToken")[0]
-        : undefined;
+      const truncated = xmlValues(xml, "IsTruncated")[0] === "true";
+      token = truncated ? xmlValues(xml, "NextContinuationToken")[0] : undefined;
+      // Some gateways say a listing goes on without saying where: ending it there would take what
+      // was listed for all there is (a count, the chunks to assemble or remove).
+      if (truncated && !token) {
+        throw new S3RequestError(
+          `S3 listing of "${prefix}" is truncated without a continuation token`,
+          200,
+          "",
+        );
+      }
     } while (token);
   }
 }

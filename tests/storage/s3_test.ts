@@ -613,6 +613,27 @@ Deno.test("S3Storage sends list queries encoded as it signs them, so a prefix wi
   }
 });
 
+Deno.test("S3 listings that say they go on without a continuation token fail, rather than end early", async () => {
+  const client = new S3Client({
+    bucket: "bkt",
+    endpoint: "http://127.0.0.1:9",
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials: { accessKeyId: "a", secretAccessKey: "b" },
+    fetch: (() =>
+      Promise.resolve(
+        new Response(
+          "<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>p/1</Key><Size>1</Size></Contents></ListBucketResult>",
+        ),
+      )) as typeof fetch,
+  });
+  const keys: string[] = [];
+  await assert.rejects(async () => {
+    for await (const item of client.list("p/")) keys.push(item.key);
+  }, /truncated without a continuation token/);
+  assert.deepEqual(keys, ["p/1"]);
+});
+
 /**
  * A `fetch` that, once `hook.run` is set, runs it once before sending the next PUT whose URL ends
  * with `suffix`, then unsets it: a pause of the process at that point, or another request there.
