@@ -14,7 +14,7 @@
  *
  * Key layout under `prefix` (default `["resumable"]`):
  * ```
- * ["upload", key]                      upload record
+ * ["upload", key]                      upload record; while a removal deletes the upload, its tombstone
  * ["chunk", key, n]                    { size, writeId, fileId }: chunk n is visible
  * ["chunkpart", fileId, n, writeId, i] its bytes, 64 KiB per value, under the record's file id
  * ["count", key]                       Deno.KvU64 number of visible chunks
@@ -159,9 +159,32 @@ function writeId(): string {
   return crypto.randomUUID().replaceAll("-", "");
 }
 
-/** The upload record's entry, if there is a record. */
-function found(entry: Deno.KvEntryMaybe<UploadRecord>): Deno.KvEntry<UploadRecord> | undefined {
-  return entry.value === null ? undefined : entry as Deno.KvEntry<UploadRecord>;
+/**
+ * What the upload record's key holds while a removal deletes the upload's chunks, in place of the
+ * record: no new upload of the key can begin before the removal is done (its deletes would take
+ * the new upload's chunks and counter), and the removal's deletes stop if another takes it over.
+ * `until`: when a removal that died is to be taken over (a new upload of the key finishes it).
+ */
+interface Tombstone {
+  removing: string;
+  key: string;
+  fileIds: string[];
+  at: number;
+  until: number;
+}
+
+/** How long a removal may take before a new upload of its key takes it over. */
+const REMOVAL_LEASE_MS = 60_000;
+/** How long `createUpload` waits for a removal of its key under way, before failing (retryable). */
+const REMOVAL_WAIT_MS = 5_000;
+
+function isTombstone(value: unknown): value is Tombstone {
+  return typeof (value as Tombstone | null)?.removing === "string";
+}
+
+/** The upload record's entry, if there is a record (not nothing, nor a removal's tombstone). */
+function found(entry: Deno.KvEntryMaybe<UploadRecord | Tombstone>): Deno.KvEntry<UploadRecord> | undefined {
+  return entry.value === null || isTombstone(entry.value) ? undefined : entry as Deno.KvEntry<UploadRecord>;
 }
 
 /** `entry` if it is the claim `claim` took, still held: neither taken over nor released. */
@@ -404,11 +427,27 @@ export class DenoKvStorage implements UploadStorage {
    */
   async createUpload(record: UploadRecord): Promise<UploadRecord> {
     const key = this.#key("upload", record.key);
+    const waitUntil = Date.now() + REMOVAL_WAIT_MS;
     for (let attempt = 0;; attempt++) {
-      const existing = attempt === 0
-        ? await this.#recordAfterCheck(record.key)
-        : await this.#readRecord(record.key);
-      if (existing) return this.#noteRecord(record.key, existing);
+      if (attempt === 0) {
+        const existing = await this.#recordAfterCheck(record.key);
+        if (existing) return this.#noteRecord(record.key, existing);
+      } else {
+        const slot = await this.#get<UploadRecord | Tombstone>(key);
+        const existing = found(slot);
+        if (existing) return this.#noteRecord(record.key, existing);
+        if (isTombstone(slot.value)) {
+          // A removal of this key is under way: its deletes must end before this upload begins.
+          if (slot.value.until <= Date.now()) {
+            await this.#remove(record.key, {}, slot as Deno.KvEntry<Tombstone>);
+          } else if (Date.now() >= waitUntil) {
+            throw new Error(`Upload "${record.key}" is still being removed; try again`);
+          } else {
+            await new Promise((resolve) => setTimeout(resolve, 25 + 50 * Math.random()));
+          }
+          continue;
+        }
+      }
       const ok = await this.#commit((op) =>
         op.check({ key, versionstamp: null }).set(key, record).set(
           this.#key("activity", record.key),
@@ -465,10 +504,10 @@ export class DenoKvStorage implements UploadStorage {
     const noted = fileId === undefined ? undefined : this.#records.get(key);
     const upload = noted !== undefined && noted.value.fileId === fileId
       ? noted
-      : await this.#get<UploadRecord>(uploadKey);
+      : found(await this.#get<UploadRecord | Tombstone>(uploadKey));
     const missing = () => new Error(`Cannot store chunk ${index}: upload "${key}" does not exist`);
     // The commit below checks that the record is still this one.
-    if (!upload.value || (fileId !== undefined && upload.value.fileId !== fileId)) {
+    if (!upload || (fileId !== undefined && upload.value.fileId !== fileId)) {
       await data.cancel().catch(() => {});
       throw missing();
     }
@@ -800,19 +839,19 @@ export class DenoKvStorage implements UploadStorage {
    * those the chunks name, but not the parts a published file is made of; with `only`, while that
    * entry is unchanged. The chunk keys go first, so no chunk is visible without its parts.
    */
-  async #removeChunks(key: string, fileIds: string[], only?: Deno.AtomicCheck): Promise<void> {
+  async #removeChunks(key: string, fileIds: string[], only?: Deno.AtomicCheck): Promise<boolean> {
     const ids = new Set(fileIds);
     for await (const entry of this.#list<ChunkValue>({ prefix: this.#key("chunk", key) })) {
       if (entry.value.fileId) ids.add(entry.value.fileId);
     }
-    if (!await this.#deletePrefix(this.#key("chunk", key), only)) return;
+    if (!await this.#deletePrefix(this.#key("chunk", key), only)) return false;
     for (const fileId of ids) {
       if (await this.#madeOfChunks(fileId)) continue;
-      if (!await this.#deletePrefix(this.#key("chunkpart", fileId), only)) return;
+      if (!await this.#deletePrefix(this.#key("chunkpart", fileId), only)) return false;
       // A manifest an assembler wrote and never published (it lost, or died).
-      if (!await this.#deletePrefix(this.#key("manifest", fileId), only)) return;
+      if (!await this.#deletePrefix(this.#key("manifest", fileId), only)) return false;
     }
-    await this.#commit((op) => (only ? op.check(only) : op).delete(this.#key("count", key)));
+    return await this.#commit((op) => (only ? op.check(only) : op).delete(this.#key("count", key)));
   }
 
   /**
@@ -836,22 +875,53 @@ export class DenoKvStorage implements UploadStorage {
     await this.#commit((op) =>
       op.set(this.#key("removed", key), preciseNow(), { expireIn: REMOVAL_MEMORY_MS })
     );
+    return await this.#remove(key, options);
+  }
+
+  /**
+   * Replaces the record (or `stale`, the tombstone of a removal that died) with this removal's
+   * tombstone, in one commit with the deletion of the claim and the completion: with the claim and
+   * the record gone, no assembly can publish a file of this upload, so the parts a file is made of
+   * are known before any is deleted, and a chunk's commit, which checks the record, can no longer
+   * make a chunk visible. Then deletes the chunks, each batch only while the tombstone is this one,
+   * and last the tombstone.
+   */
+  async #remove(
+    key: string,
+    options: RemoveUploadOptions,
+    stale?: Deno.KvEntry<Tombstone>,
+  ): Promise<void | "completed"> {
+    const uploadKey = this.#key("upload", key);
     const completeKey = this.#key("complete", key);
-    const [record, completed] = await this.#retry(() =>
-      this.#kv.getMany<[UploadRecord, StoredFile]>([this.#key("upload", key), completeKey])
-    );
-    if (options.keepCompleted && completed.value) return "completed";
-    // The records go first: with the claim and the record gone, no assembly can publish a file of
-    // this upload, so the parts a file is made of are known before any is deleted. A chunk's
-    // commit checks the record too, so none can become visible after.
-    const removed = await this.#commit((op) => {
-      if (options.keepCompleted) op.check({ key: completeKey, versionstamp: null });
-      for (const kind of ["upload", "claim", "complete", "activity"]) op.delete(this.#key(kind, key));
-      return op;
-    });
-    if (!removed && options.keepCompleted) return "completed";
-    const fileIds = [record.value?.fileId, completed.value?.id].filter((id) => id !== undefined);
-    await this.#removeChunks(key, fileIds);
+    const owner = writeId();
+    let tombstone: Deno.KvEntry<Tombstone> | undefined;
+    for (let attempt = 0; !tombstone; attempt++) {
+      const [slot, completed] = await this.#retry(() =>
+        this.#kv.getMany<[UploadRecord | Tombstone, StoredFile]>([uploadKey, completeKey])
+      );
+      if (stale && slot.versionstamp !== stale.versionstamp) return; // taken over, or done, meanwhile
+      if (options.keepCompleted && completed.value) return "completed";
+      if (attempt === 5) throw new Error(`Upload "${key}" could not be marked as being removed`);
+      const fileIds = isTombstone(slot.value) ? [...slot.value.fileIds] : [];
+      for (const id of [(slot.value as UploadRecord | null)?.fileId, completed.value?.id]) {
+        if (id !== undefined && !fileIds.includes(id)) fileIds.push(id);
+      }
+      const now = Date.now();
+      const value: Tombstone = { removing: owner, key, fileIds, at: now, until: now + REMOVAL_LEASE_MS };
+      await this.#commit((op) => {
+        op.check(slot).check(completed).set(uploadKey, value);
+        for (const kind of ["claim", "complete", "activity"]) op.delete(this.#key(kind, key));
+        return op;
+      }).catch(() => false);
+      // Read back, since a commit can apply and lose its reply.
+      const mine = await this.#get<UploadRecord | Tombstone>(uploadKey);
+      if (isTombstone(mine.value) && mine.value.removing === owner) {
+        tombstone = mine as Deno.KvEntry<Tombstone>;
+      }
+    }
+    const only: Deno.AtomicCheck = { key: uploadKey, versionstamp: tombstone.versionstamp };
+    if (!await this.#removeChunks(key, tombstone.value.fileIds, only)) return;
+    await this.#commit((op) => op.check(only).delete(uploadKey));
   }
 
   /** When the upload was last removed, within the last ten minutes. */
@@ -875,8 +945,13 @@ export class DenoKvStorage implements UploadStorage {
 
   /** Lists uploads with their last write and whether they completed. */
   async *listUploads(): AsyncIterable<UploadActivity> {
-    for await (const entry of this.#list<UploadRecord>({ prefix: this.#key("upload") })) {
+    for await (const entry of this.#list<UploadRecord | Tombstone>({ prefix: this.#key("upload") })) {
       const key = entry.value.key;
+      // A removal that died: the sweep finishes it once it is as old as an abandoned upload.
+      if (isTombstone(entry.value)) {
+        yield { key, lastActivity: entry.value.at, completed: false };
+        continue;
+      }
       const [activity, done] = await this.#retry(() =>
         this.#kv.getMany<[number, StoredFile]>([this.#key("activity", key), this.#key("complete", key)])
       );

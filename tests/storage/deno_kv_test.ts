@@ -676,8 +676,9 @@ Deno.test("DenoKvStorage: a removal racing an assembly leaves no file, or a whol
         removal = storage.removeUpload(KEY);
         await go;
       }
-      // ...which waits for the publication to land first.
-      if (kinds.includes("delete upload") && assembly.published) {
+      // ...which waits for the publication to land first. (The removal's first commit replaces the
+      // record with its tombstone and deletes the claim.)
+      if (kinds.includes("set upload") && kinds.includes("delete claim") && assembly.published) {
         publish();
         await assembly.published;
       }
@@ -906,4 +907,83 @@ Deno.test("DenoKvStorage: an assembly that finds its chunks gone with a removal 
   assert.ok(removal, "the removal ran during the assembly");
   assert.deepEqual(await kvKeys(kv, "manifest"), []);
   assert.deepEqual(await kvKeys(kv, "file"), []);
+});
+
+/** Stores `text` as chunks of `size` bytes of a new record of `key`, assembles and publishes it. */
+async function uploadWhole(storage: DenoKvStorage, key: string, text: string, size: number) {
+  const rec = await storage.createUpload(recordOf(key, text.length, size));
+  const count = Math.max(Math.floor(text.length / size), 1);
+  for (let n = 1; n <= count; n++) {
+    const end = n === count ? text.length : n * size;
+    await storage.putChunk(key, n, new Blob([text.slice((n - 1) * size, end)]).stream(), {
+      fileId: rec.fileId,
+    });
+  }
+  assert.equal(await storage.countChunks(key), count);
+  const claim = await storage.claim(key, { owner: crypto.randomUUID(), ttlMs: 60_000 });
+  const stored = await storage.commitChunks(claim!, count, fileOf(rec));
+  assert.equal(stored?.id, rec.fileId);
+  return rec;
+}
+
+Deno.test("DenoKvStorage: an upload begun again while a removal of its key still deletes chunks waits for it, and loses nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let paused: (() => void) | undefined;
+  let reached!: () => void;
+  const atChunkDeletes = new Promise<void>((resolve) => reached = resolve);
+  // The removal stops at its first deletion of chunk keys, after the records' commit.
+  const storage = new DenoKvStorage({
+    kv: interceptedCommits(kv, async (kinds) => {
+      if (paused === undefined && kinds.includes("delete chunk")) {
+        await new Promise<void>((resolve) => {
+          paused = resolve;
+          reached();
+        });
+      }
+    }),
+  });
+  const old = await storage.createUpload(recordOf(KEY, 9, 3));
+  for (const n of [1, 2]) await storage.putChunk(KEY, n, new Blob(["old"]).stream(), { fileId: old.fileId });
+  const removal = storage.removeUpload(KEY);
+  await atChunkDeletes;
+  // The same file again, as a client that re-adds it right after a cancel: its record waits.
+  let created = false;
+  const again = storage.createUpload(recordOf(KEY, 9, 3)).then((rec) => (created = true, rec));
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  assert.equal(created, false, "no new record while the removal deletes the old chunks");
+  paused!();
+  await removal;
+  const rec = await again;
+  assert.notEqual(rec.fileId, old.fileId);
+  for (const [n, text] of [[1, "new"], [2, "NEW"], [3, "end"]] as const) {
+    await storage.putChunk(KEY, n, new Blob([text]).stream(), { fileId: rec.fileId });
+  }
+  assert.equal(await storage.countChunks(KEY), 3);
+  const claim = await storage.claim(KEY, { owner: "assembler", ttlMs: 60_000 });
+  assert.equal((await storage.commitChunks(claim!, 3, fileOf(rec)))?.id, rec.fileId);
+  assert.equal(await fileText(storage, rec.fileId), "newNEWend");
+});
+
+Deno.test("DenoKvStorage: a removal that died leaves its tombstone; the sweep lists it, and the next upload of the key finishes it first", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const storage = new DenoKvStorage({ kv });
+  const old = await storage.createUpload(recordOf(KEY, 9, 3));
+  for (const n of [1, 2]) await storage.putChunk(KEY, n, new Blob(["old"]).stream(), { fileId: old.fileId });
+  // What a removal leaves when its process dies right after its first commit.
+  const at = Date.now() - 120_000;
+  await kv.atomic().set(["resumable", "upload", KEY], {
+    removing: "dead",
+    key: KEY,
+    fileIds: [old.fileId],
+    at,
+    until: at + 60_000,
+  }).delete(["resumable", "activity", KEY]).commit();
+  const listed = await Array.fromAsync(storage.listUploads());
+  assert.deepEqual(listed, [{ key: KEY, lastActivity: at, completed: false }], "a sweep finds it");
+  assert.equal(await storage.getUpload(KEY), undefined);
+
+  const rec = await uploadWhole(storage, KEY, "abcdef", 3);
+  assert.equal(await fileText(storage, rec.fileId), "abcdef");
+  const oldParts = (await kvKeys(kv, "chunkpart")).filter((key) => key[2] === old.fileId);
+  assert.deepEqual(oldParts, [], "the dead removal's parts are gone");
 });
