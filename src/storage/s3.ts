@@ -100,7 +100,8 @@ export interface S3StorageOptions {
    */
   forcePathStyle?: boolean;
   /**
-   * Key prefix of everything this storage writes; share it between every process of one app.
+   * Key prefix of everything this storage writes; share it between every process of one app. No
+   * `.` or `..` segments, which URLs resolve away.
    * @default {"resumable/"}
    */
   prefix?: string;
@@ -195,6 +196,7 @@ export class S3Storage implements UploadStorage {
    *
    * @param options Bucket, endpoint and credentials.
    * @throws {RangeError} when `partSize` is under 5 MiB.
+   * @throws {TypeError} when `prefix` has a `.` or `..` segment.
    */
   constructor(options: S3StorageOptions) {
     const region = options.region ?? "us-east-1";
@@ -203,6 +205,16 @@ export class S3Storage implements UploadStorage {
       throw new RangeError(`Option partSize must be at least ${MIN_PART}: received ${options.partSize}`);
     }
     this.#prefix = options.prefix ?? "resumable/";
+    // A URL resolves "." and ".." path segments: objects would be written under other keys than the
+    // ones listed, or, path-style, in another bucket.
+    if (
+      typeof this.#prefix !== "string" ||
+      this.#prefix.split("/").some((part) => part === "." || part === "..")
+    ) {
+      throw new TypeError(
+        `Option prefix may not have "." or ".." segments: received ${String(options.prefix)}`,
+      );
+    }
     this.#client = new S3Client({
       endpoint: options.endpoint ?? `https://s3.${region}.amazonaws.com`,
       region,

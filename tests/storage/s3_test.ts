@@ -613,6 +613,16 @@ Deno.test("S3Storage sends list queries encoded as it signs them, so a prefix wi
   }
 });
 
+Deno.test("S3Storage refuses a prefix with . or .. segments, which URLs would resolve to other keys or another bucket", () => {
+  const options = { bucket: "bkt", credentials: { accessKeyId: "a", secretAccessKey: "b" } };
+  for (const prefix of ["./up/", "../other/", "a/./b/", "a/..", ".."]) {
+    assert.throws(() => new S3Storage({ ...options, prefix }), TypeError, prefix);
+  }
+  for (const prefix of ["", "up/", ".hidden/", "a..b/", "team uploads+old/"]) {
+    assert.ok(new S3Storage({ ...options, prefix }), prefix);
+  }
+});
+
 Deno.test("S3 listings that say they go on without a continuation token fail, rather than end early", async () => {
   const client = new S3Client({
     bucket: "bkt",
