@@ -689,6 +689,10 @@ export class S3Storage implements UploadStorage {
       this.#chunks.delete(key);
       if (await this.#waitOutAssembly(key) === "completed" && options.keepCompleted) return "completed";
       const keys = await this.#keysUnder(this.#upload(key));
+      // A file written for this upload and never published (its publication failed, or its process
+      // died before it) is under files/<file id>/ where nothing else would find it: it goes first,
+      // while the record and chunk folders still name it. A published file stays.
+      await this.#deleter.delete(await this.#unpublishedFiles(key, keys));
       const markers = this.#upload(key, "multipart/");
       const kept = new Set<string>();
       for (const marker of keys.filter((k) => k.startsWith(markers))) {
@@ -701,6 +705,20 @@ export class S3Storage implements UploadStorage {
       // deleted: no lookup after it may take that read.
       this.#recordReads.forget(key);
     }
+  }
+
+  /** The objects under `files/<id>/` of the file ids `key`'s record and chunk folders name, but the published one's. */
+  async #unpublishedFiles(key: string, keys: string[]): Promise<string[]> {
+    const [record, completed] = await Promise.all([this.#readRecord(key), this.#completion(key)]);
+    const chunks = this.#upload(key, "chunks/");
+    const ids = new Set(record ? [record.fileId] : []);
+    for (const objectKey of keys) {
+      if (objectKey.startsWith(chunks)) ids.add(objectKey.slice(chunks.length).split("/")[0]!);
+    }
+    if (completed) ids.delete(completed.id);
+    const files: string[] = [];
+    for (const id of ids) if (isFileId(id)) files.push(...await this.#keysUnder(this.#fileDir(id)));
+    return files;
   }
 
   /**

@@ -613,6 +613,34 @@ Deno.test("S3Storage sends list queries encoded as it signs them, so a prefix wi
   }
 });
 
+Deno.test("S3Storage: removing an upload deletes a file written for it whose publication failed, and keeps a published one", async () => {
+  await withS3(async (s3) => {
+    // Every write of a file's metadata fails: the file's bytes are stored, the file is never published.
+    const failing = storageOn(
+      s3,
+      "p/",
+      failingFetch((method, path) => method === "PUT" && path.endsWith("/.file.json") ? "before" : undefined),
+    );
+    const rec = await uploadChunks(failing, new TextEncoder().encode("abcdef"), 3);
+    const claim = await failing.claim(rec.key, { owner: "assembler", ttlMs: 60_000 });
+    await assert.rejects(failing.commitChunks(claim!, 2, fileOf(rec)), /connection refused/);
+    assert.equal((await s3.keys(`p/files/${rec.fileId}/`)).length, 1, "the file's bytes were written");
+    await failing.releaseClaim!(claim!);
+
+    const storage = storageOn(s3, "p/");
+    await storage.removeUpload(rec.key);
+    assert.deepEqual(await s3.keys(`p/files/${rec.fileId}/`), [], "and go with the upload");
+    assert.deepEqual(await s3.keys(`p/uploads/${rec.key}/`), []);
+
+    // A published file stays when its upload's records are removed (an expired completion record).
+    const done = await uploadChunks(storage, new TextEncoder().encode("ghijkl"), 3);
+    const own = await storage.claim(done.key, { owner: "assembler", ttlMs: 60_000 });
+    assert.ok(await storage.commitChunks(own!, 2, fileOf(done)));
+    await storage.removeUpload(done.key);
+    assert.equal(await new Response((await storage.openFile(done.fileId))!.body).text(), "ghijkl");
+  });
+});
+
 Deno.test("S3Storage refuses a prefix with . or .. segments, which URLs would resolve to other keys or another bucket", () => {
   const options = { bucket: "bkt", credentials: { accessKeyId: "a", secretAccessKey: "b" } };
   for (const prefix of ["./up/", "../other/", "a/./b/", "a/..", ".."]) {
