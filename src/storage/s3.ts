@@ -113,6 +113,14 @@ export interface S3StorageOptions {
   partSize?: number;
   /** The `fetch` to send requests with (for proxies, custom agents, or tests). */
   fetch?: typeof fetch;
+  /**
+   * How long a removal (a cancel, or a sweep's) waits for an assembly of its upload under way before
+   * it fails, in ms. A live assembler renews its claim for as long as it works, and one whose store
+   * connection hangs would otherwise keep the cancel, and a sweep that reached the upload, waiting
+   * without end. The cancel then answers 503 (retryable); the sweep goes on with the other uploads.
+   * @default {600000} (10 minutes)
+   */
+  removalWaitMs?: number;
 }
 
 interface ClaimBody {
@@ -185,6 +193,7 @@ export class S3Storage implements UploadStorage {
   #deleter: S3Deleter;
   #prefix: string;
   #partSize: number;
+  #removalWaitMs: number;
   #chunks = new Map<string, ChunkCache>();
   /** Record reads begun alongside a completion check (see `getCompleted`). */
   #recordReads = new ReadsAfterCheck<UploadRecord>();
@@ -201,6 +210,10 @@ export class S3Storage implements UploadStorage {
   constructor(options: S3StorageOptions) {
     const region = options.region ?? "us-east-1";
     this.#partSize = options.partSize ?? 8 * 1024 * 1024;
+    this.#removalWaitMs = options.removalWaitMs ?? 10 * 60_000;
+    if (!(this.#removalWaitMs >= 0)) {
+      throw new RangeError(`Option removalWaitMs must be 0 or more: received ${options.removalWaitMs}`);
+    }
     if (!(this.#partSize >= MIN_PART)) {
       throw new RangeError(`Option partSize must be at least ${MIN_PART}: received ${options.partSize}`);
     }
@@ -730,6 +743,7 @@ export class S3Storage implements UploadStorage {
    */
   async #waitOutAssembly(key: string): Promise<"completed" | "claimed"> {
     const lease: Lease = { owner: `removal-${crypto.randomUUID()}`, ttlMs: REMOVAL_CLAIM_MS };
+    const giveUpAt = Date.now() + this.#removalWaitMs;
     for (let failures = 0;;) {
       try {
         if (await this.#completion(key)) return "completed";
@@ -739,6 +753,11 @@ export class S3Storage implements UploadStorage {
         // A claim whose PUT failed on its way (conditional PUTs are not sent again): asked again,
         // like a claim held by another. A store that keeps failing fails the removal.
         if (++failures >= REMOVAL_ATTEMPTS) throw error;
+      }
+      if (Date.now() >= giveUpAt) {
+        throw new Error(
+          `Upload "${key}" is still being assembled after ${this.#removalWaitMs} ms; its removal gives up for now`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
     }

@@ -641,6 +641,34 @@ Deno.test("S3Storage: removing an upload deletes a file written for it whose pub
   });
 });
 
+Deno.test("S3Storage: a removal gives up after removalWaitMs behind an assembly that holds its claim, and a cancel answers 503", async () => {
+  await withS3(async (s3) => {
+    const storage = new S3Storage({
+      endpoint: s3.endpoint,
+      bucket: s3.bucket,
+      credentials: s3.credentials,
+      forcePathStyle: true,
+      prefix: "p/",
+      removalWaitMs: 300,
+    });
+    const handler = createResumableHandler({ storage, onError: () => {} });
+    const [first] = clientChunks(new Uint8Array(6), { identifier: "stuck", chunkSize: 3 });
+    await (await handler(chunkRequest("http://x/upload", first!, "octet"))).body?.cancel();
+    const key = uploadKey("", "stuck");
+    // An assembler that holds the claim and renews it, but whose store connection hangs.
+    assert.ok(await storage.claim(key, { owner: "hung assembler", ttlMs: 60_000 }));
+    const started = Date.now();
+    await assert.rejects(storage.removeUpload(key), /still being assembled after 300 ms/);
+    assert.ok(Date.now() - started < 5_000);
+    const cancel = await handler(
+      new Request("http://x/upload?resumableIdentifier=stuck", { method: "DELETE" }),
+    );
+    assert.equal(cancel.status, 503);
+    assert.equal((await cancel.json()).error.code, "storage_unavailable");
+    assert.ok(await storage.getUpload(key), "the upload is left as it was");
+  });
+});
+
 Deno.test("S3Storage refuses a prefix with . or .. segments, which URLs would resolve to other keys or another bucket", () => {
   const options = { bucket: "bkt", credentials: { accessKeyId: "a", secretAccessKey: "b" } };
   for (const prefix of ["./up/", "../other/", "a/./b/", "a/..", ".."]) {
