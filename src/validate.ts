@@ -195,7 +195,7 @@ export function validateChunkRequest(
     );
   }
   // resumable.js 1.1.0 may under-report the count while it is still building its chunk list
-  // (docs/protocol.md §5), so only a count neither layout can produce is an error.
+  // (docs/protocol.md §5), so only a count above what either layout makes is an error.
   if (
     declaredTotalChunks !== undefined && declaredTotalChunks > layout.ceilCount
   ) {
