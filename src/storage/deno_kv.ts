@@ -908,12 +908,16 @@ export class DenoKvStorage implements UploadStorage {
       }
       const now = Date.now();
       const value: Tombstone = { removing: owner, key, fileIds, at: now, until: now + REMOVAL_LEASE_MS };
-      await this.#commit((op) => {
-        op.check(slot).check(completed).set(uploadKey, value);
+      const result = await this.#retry(() => {
+        const op = this.#kv.atomic().check(slot).check(completed).set(uploadKey, value);
         for (const kind of ["claim", "complete", "activity"]) op.delete(this.#key(kind, key));
-        return op;
-      }).catch(() => false);
-      // Read back, since a commit can apply and lose its reply.
+        return op.commit();
+      }).catch(() => undefined);
+      if (result?.ok) {
+        tombstone = { key: uploadKey, value, versionstamp: result.versionstamp };
+        continue;
+      }
+      // Refused, or failed: read back, since a commit can apply and lose its reply.
       const mine = await this.#get<UploadRecord | Tombstone>(uploadKey);
       if (isTombstone(mine.value) && mine.value.removing === owner) {
         tombstone = mine as Deno.KvEntry<Tombstone>;

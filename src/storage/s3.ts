@@ -700,12 +700,13 @@ export class S3Storage implements UploadStorage {
     try {
       await this.#noteRemoval(key);
       this.#chunks.delete(key);
-      if (await this.#waitOutAssembly(key) === "completed" && options.keepCompleted) return "completed";
+      const completed = await this.#waitOutAssembly(key);
+      if (completed && options.keepCompleted) return "completed";
       const keys = await this.#keysUnder(this.#upload(key));
       // A file written for this upload and never published (its publication failed, or its process
       // died before it) is under files/<file id>/ where nothing else would find it: it goes first,
       // while the record and chunk folders still name it. A published file stays.
-      await this.#deleter.delete(await this.#unpublishedFiles(key, keys));
+      await this.#deleter.delete(await this.#unpublishedFiles(key, keys, completed));
       const markers = this.#upload(key, "multipart/");
       const kept = new Set<string>();
       for (const marker of keys.filter((k) => k.startsWith(markers))) {
@@ -720,9 +721,12 @@ export class S3Storage implements UploadStorage {
     }
   }
 
-  /** The objects under `files/<id>/` of the file ids `key`'s record and chunk folders name, but the published one's. */
-  async #unpublishedFiles(key: string, keys: string[]): Promise<string[]> {
-    const [record, completed] = await Promise.all([this.#readRecord(key), this.#completion(key)]);
+  /**
+   * The objects under `files/<id>/` of the file ids `key`'s record and chunk folders (`keys`) name,
+   * but `completed`'s, the published one.
+   */
+  async #unpublishedFiles(key: string, keys: string[], completed: StoredFile | undefined): Promise<string[]> {
+    const record = await this.#readRecord(key);
     const chunks = this.#upload(key, "chunks/");
     const ids = new Set(record ? [record.fileId] : []);
     for (const objectKey of keys) {
@@ -739,15 +743,17 @@ export class S3Storage implements UploadStorage {
    * past its last check writes the completion record under the upload's key; were the upload removed
    * and begun again meanwhile, that record would complete the new upload with the old file. So the
    * removal takes the claim itself, once the assembler's is released or has expired (a live
-   * assembler renews its own), unless the completion is already recorded. Tells which it found.
+   * assembler renews its own), unless the completion is already recorded. Resolves the completion
+   * record if there is one, else `undefined` once the claim is the removal's.
    */
-  async #waitOutAssembly(key: string): Promise<"completed" | "claimed"> {
+  async #waitOutAssembly(key: string): Promise<StoredFile | undefined> {
     const lease: Lease = { owner: `removal-${crypto.randomUUID()}`, ttlMs: REMOVAL_CLAIM_MS };
     const giveUpAt = Date.now() + this.#removalWaitMs;
     for (let failures = 0;;) {
       try {
-        if (await this.#completion(key)) return "completed";
-        if (await this.claim(key, lease)) return "claimed";
+        const completed = await this.#completion(key);
+        if (completed) return completed;
+        if (await this.claim(key, lease)) return undefined;
         failures = 0;
       } catch (error) {
         // A claim whose PUT failed on its way (conditional PUTs are not sent again): asked again,
