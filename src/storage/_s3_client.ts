@@ -65,6 +65,22 @@ export function xmlValues(xml: string, tag: string): string[] {
   return [...xml.matchAll(pattern)].map((m) => unescapeXml(m[1]!));
 }
 
+/** Runs `work` on every item (and its index), at most `limit` at a time; fails with the first failure. */
+export async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T, index: number) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      await work(items[index]!, index);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
 /** Escapes text for an XML element. */
 export function escapeXml(text: string): string {
   return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -1,7 +1,7 @@
 // Deleting many objects: DeleteObjects requests of up to 1000 keys each, and one DELETE per key
 // where a store does not take those, or for the keys a batch reports it could not delete.
 import { contentMd5 } from "./_md5.ts";
-import { escapeXml, type S3Client, xmlValues } from "./_s3_client.ts";
+import { eachLimited, escapeXml, type S3Client, xmlValues } from "./_s3_client.ts";
 
 /** The most keys S3 takes in one DeleteObjects request. */
 const DELETE_BATCH = 1000;
@@ -16,15 +16,6 @@ const DELETE_CONCURRENCY = 8;
  */
 const NOT_TAKEN = new Set([400, 405, 501]);
 const PASSING = new Set(["RequestTimeout"]);
-
-/** Runs `work` on every item, at most `limit` at a time; fails with the first failure. */
-async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await work(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
 
 /** Deletes objects of one bucket, a missing one counting as deleted. */
 export class S3Deleter {

@@ -2,7 +2,7 @@
 // longer ones through a multipart upload whose parts are all `partSize` bytes except the last (S3
 // refuses parts under 5 MiB but the last, and R2 wants equal parts). The object appears only when
 // the PUT or CompleteMultipartUpload succeeds, and only if `mayPublish` still agrees.
-import { escapeXml, type S3Client, S3RequestError, xmlValues } from "./_s3_client.ts";
+import { eachLimited, escapeXml, type S3Client, S3RequestError, xmlValues } from "./_s3_client.ts";
 import { uriEncode } from "./_sigv4.ts";
 
 /** Hooks and settings of {@linkcode putStream}. */
@@ -185,26 +185,20 @@ export async function copyParts(
   try {
     await options.started(uploadId);
     const etags: string[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < sources.length) {
-        const index = next++;
-        const source = sources[index]!;
-        const headers: Record<string, string> = {
-          "x-amz-copy-source": `/${bucket}/${uriEncode(source.key, true)}`,
-        };
-        if (source.range) headers["x-amz-copy-source-range"] = `bytes=${source.range[0]}-${source.range[1]}`;
-        const result = await client.text("PUT", key, {
-          query: { partNumber: String(index + 1), uploadId },
-          headers,
-        });
-        // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body.
-        const etag = xmlValues(result, "ETag")[0];
-        if (!etag) await client.fail("PUT", key, new Response(result, { status: 500 }));
-        etags[index] = etag!;
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(COPY_CONCURRENCY, sources.length) }, worker));
+    await eachLimited(sources, COPY_CONCURRENCY, async (source, index) => {
+      const headers: Record<string, string> = {
+        "x-amz-copy-source": `/${bucket}/${uriEncode(source.key, true)}`,
+      };
+      if (source.range) headers["x-amz-copy-source-range"] = `bytes=${source.range[0]}-${source.range[1]}`;
+      const result = await client.text("PUT", key, {
+        query: { partNumber: String(index + 1), uploadId },
+        headers,
+      });
+      // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body.
+      const etag = xmlValues(result, "ETag")[0];
+      if (!etag) await client.fail("PUT", key, new Response(result, { status: 500 }));
+      etags[index] = etag!;
+    });
     if (!await options.mayPublish()) return false;
     await completeMultipart(client, key, uploadId, etags);
     finished = true;
