@@ -10,6 +10,8 @@ export interface S3ClientOptions {
   credentials: S3Credentials | S3CredentialProvider;
   forcePathStyle: boolean;
   fetch: typeof fetch;
+  /** How long an attempt may wait for its answer, plus a second per MiB it sends; 0 or none: for ever. */
+  requestTimeoutMs?: number;
 }
 
 /** One request to an object (or the bucket when `key` is empty). */
@@ -37,6 +39,18 @@ export class S3RequestError extends Error {
 }
 
 const RETRIES = 3;
+const MiB = 1024 * 1024;
+
+/**
+ * How long one attempt may take to get its status and headers: `timeoutMs`, and a second more per MiB
+ * of body, to send it over a slow link. Not the body of the answer: a download streams for as long as
+ * it takes, and S3 answers a long copy with its headers first.
+ */
+export function answerDeadlineMs(timeoutMs: number, body: Uint8Array | string | undefined): number {
+  if (timeoutMs === 0) return 0;
+  const bytes = typeof body === "string" ? body.length * 3 : body?.byteLength ?? 0;
+  return timeoutMs + Math.ceil(bytes * 1000 / MiB);
+}
 
 /** Waits before retry `attempt + 1`: about 50, 200 and 800 ms, jittered. */
 function backOff(attempt: number): Promise<void> {
@@ -125,7 +139,8 @@ export class S3Client {
    * but 501, which S3 documents as transient, and when `fetch` fails (a connection reset or refused,
    * its reply lost): sent again, they do what they did. Conditional PUTs are not, since a retry of one
    * that did succeed would read as lost; nor POSTs but those marked `idempotent`, nor a request whose
-   * signal was aborted. A credential provider that fails counts as a failed connection.
+   * signal was aborted. A credential provider that fails, or an attempt that gets no answer in time
+   * (see {@linkcode answerDeadlineMs}), counts as a failed connection.
    */
   async send(method: string, key: string, request: S3Request = {}): Promise<Response> {
     const conditional = Object.keys(request.headers ?? {}).some((name) => name.startsWith("if-"));
@@ -156,12 +171,31 @@ export class S3Client {
       region: this.#options.region,
       credentials: await this.#credentials(),
     });
-    return await this.#options.fetch(url, {
-      method,
-      headers,
-      body: request.body as BodyInit | undefined,
-      signal: request.signal,
-    });
+    const deadline = answerDeadlineMs(this.#options.requestTimeoutMs ?? 0, request.body);
+    // A connection that went quiet (a half-open socket, a stalled proxy) would otherwise hold the
+    // request, and the client's, for ever: most browsers' uploads set no timeout of their own.
+    const timer = deadline > 0 ? new AbortController() : undefined;
+    const signal = !timer
+      ? request.signal
+      : request.signal
+      ? AbortSignal.any([request.signal, timer.signal])
+      : timer.signal;
+    const timeout = timer &&
+      setTimeout(() => {
+        timer.abort(
+          new S3RequestError(`S3 ${method} "${key}" got no answer within ${deadline} ms`, 0, "NoAnswer"),
+        );
+      }, deadline);
+    try {
+      return await this.#options.fetch(url, {
+        method,
+        headers,
+        body: request.body as BodyInit | undefined,
+        signal,
+      });
+    } finally {
+      clearTimeout(timeout);
+    }
   }
 
   /** Throws an {@linkcode S3RequestError} describing `response`, consuming its body. */

@@ -115,12 +115,20 @@ export interface S3StorageOptions {
   fetch?: typeof fetch;
   /**
    * How long a removal (a cancel, or a sweep's) waits for an assembly of its upload under way before
-   * it fails, in ms. A live assembler renews its claim for as long as it works, and one whose store
-   * connection hangs would otherwise keep the cancel, and a sweep that reached the upload, waiting
-   * without end. The cancel then answers 503 (retryable); the sweep goes on with the other uploads.
+   * it fails, in ms. A live assembler renews its claim for as long as it works, and one that the store
+   * answers slowly would otherwise keep the cancel, and a sweep that reached the upload, waiting long. The cancel then answers 503 (retryable); the sweep goes on with the other uploads.
    * @default {600000} (10 minutes)
    */
   removalWaitMs?: number;
+  /**
+   * How long one request to the store may wait for its answer (status and headers) before it is
+   * given up, in ms, plus a second per MiB it sends. One that can be sent again is, as after a reset
+   * connection; otherwise the operation fails and the client gets a retryable 503. Without it, a
+   * connection that went quiet would hold the request, and the upload's assembly, without end.
+   * Downloads stream for as long as they take. 0 waits for ever.
+   * @default {60000} (1 minute)
+   */
+  requestTimeoutMs?: number;
 }
 
 interface ClaimBody {
@@ -204,7 +212,8 @@ export class S3Storage implements UploadStorage {
    * Creates a storage for `options.bucket`. Nothing is sent until first use.
    *
    * @param options Bucket, endpoint and credentials.
-   * @throws {RangeError} when `partSize` is under 5 MiB.
+   * @throws {RangeError} when `partSize` is under 5 MiB, or `removalWaitMs` or `requestTimeoutMs` is
+   * out of range.
    * @throws {TypeError} when `prefix` has a `.` or `..` segment.
    */
   constructor(options: S3StorageOptions) {
@@ -213,6 +222,12 @@ export class S3Storage implements UploadStorage {
     this.#removalWaitMs = options.removalWaitMs ?? 10 * 60_000;
     if (!(this.#removalWaitMs >= 0)) {
       throw new RangeError(`Option removalWaitMs must be 0 or more: received ${options.removalWaitMs}`);
+    }
+    const requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+    if (!(requestTimeoutMs >= 0) || requestTimeoutMs > 2 ** 31 - 1) {
+      throw new RangeError(
+        `Option requestTimeoutMs must be 0 to ${2 ** 31 - 1}: received ${options.requestTimeoutMs}`,
+      );
     }
     if (!(this.#partSize >= MIN_PART)) {
       throw new RangeError(`Option partSize must be at least ${MIN_PART}: received ${options.partSize}`);
@@ -235,6 +250,7 @@ export class S3Storage implements UploadStorage {
       credentials: options.credentials,
       forcePathStyle: options.forcePathStyle ?? false,
       fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+      requestTimeoutMs,
     });
     this.#deleter = new S3Deleter(this.#client);
   }

@@ -53,6 +53,11 @@ export interface S3Fixture {
    * `count` and `keys` count the requests served and the keys they named.
    */
   batchDeletes: { refuse: boolean; timeoutNext: number; failNext: number; count: number; keys: number };
+  /**
+   * Leave the next `next` requests (of `method` only, when set) without an answer, as a connection
+   * that went quiet does, until their client gives up; `count` counts those held.
+   */
+  stalls: { next: number; method?: string; count: number };
   /** Keys of the objects in the bucket under `prefix`, read from s3rver's store directly. */
   keys(prefix: string): Promise<string[]>;
   /** Requests seen, as "METHOD path?query". */
@@ -73,6 +78,8 @@ interface KoaContext {
   body: unknown;
   type: string;
   req: AsyncIterable<Uint8Array>;
+  res: { once(event: "close", listener: () => void): void };
+  respond: boolean;
   get(name: string): string;
 }
 
@@ -168,6 +175,8 @@ export async function startS3(): Promise<S3Fixture> {
   const conflicts: { next: number; status?: 409 | 429 } = { next: 0 };
   const copies = { count: 0 };
   const batchDeletes = { refuse: false, timeoutNext: 0, failNext: 0, count: 0, keys: 0 };
+  const stalls: S3Fixture["stalls"] = { next: 0, count: 0 };
+  const held = new Set<() => void>();
   const log: string[] = [];
   const locks = new Map<string, Promise<unknown>>();
 
@@ -188,6 +197,16 @@ export async function startS3(): Promise<S3Fixture> {
     if (ctx.get("authorization")) {
       const problem = signatureProblem(ctx);
       if (problem) return s3Error(ctx, 403, "SignatureDoesNotMatch", escapeXml(problem));
+    }
+    if (stalls.next > 0 && (stalls.method === undefined || stalls.method === ctx.method)) {
+      stalls.next--;
+      stalls.count++;
+      await new Promise<void>((resolve) => {
+        held.add(resolve);
+        ctx.res.once("close", resolve);
+      });
+      ctx.respond = false;
+      return;
     }
     const [, bucketName = "", ...rest] = ctx.path.split("/");
     const key = decodeURIComponent(rest.join("/"));
@@ -443,6 +462,7 @@ export async function startS3(): Promise<S3Fixture> {
     conflicts,
     copies,
     batchDeletes,
+    stalls,
     log,
     directory,
     async keys(prefix: string) {
@@ -450,6 +470,7 @@ export async function startS3(): Promise<S3Fixture> {
       return result.objects.map((object: { key: string }) => object.key);
     },
     async close() {
+      for (const release of held) release();
       // Idle keep-alive connections from fetch's pool would hold close() open for minutes.
       server.httpServer.closeAllConnections?.();
       await server.close();

@@ -669,6 +669,67 @@ Deno.test("S3Storage: a removal gives up after removalWaitMs behind an assembly 
   });
 });
 
+Deno.test("S3Storage gives up on a request that gets no answer within requestTimeoutMs, and sends a read again", async () => {
+  await withS3(async (s3) => {
+    const storage = new S3Storage({
+      endpoint: s3.endpoint,
+      bucket: s3.bucket,
+      credentials: s3.credentials,
+      forcePathStyle: true,
+      prefix: "p/",
+      requestTimeoutMs: 300,
+    });
+    const record = newRecord(6, 3);
+    await storage.createUpload(record);
+    await storage.putChunk(record.key, 1, new Response("abc").body!, { fileId: record.fileId });
+    // The listing behind the count goes unanswered once, as on a connection that went quiet.
+    s3.stalls.next = 1;
+    s3.stalls.method = "GET";
+    const started = Date.now();
+    assert.equal(await storage.countChunks(record.key), 1);
+    const took = Date.now() - started;
+    assert.equal(s3.stalls.count, 1);
+    assert.ok(took >= 300 && took < 5_000, `took ${took} ms`);
+  });
+  const options = { bucket: "bkt", credentials: { accessKeyId: "a", secretAccessKey: "b" } };
+  for (const requestTimeoutMs of [-1, Number.NaN, 2 ** 31]) {
+    assert.throws(() => new S3Storage({ ...options, requestTimeoutMs }), RangeError);
+  }
+});
+
+Deno.test("S3Storage: a chunk whose store connection goes quiet answers a retryable 503 in time, and the client's retry completes the upload", async () => {
+  await withS3(async (s3) => {
+    const storage = new S3Storage({
+      endpoint: s3.endpoint,
+      bucket: s3.bucket,
+      credentials: s3.credentials,
+      forcePathStyle: true,
+      prefix: "p/",
+      requestTimeoutMs: 300,
+    });
+    const handler = createResumableHandler({ storage, onError: () => {} });
+    const file = new TextEncoder().encode("abcdef");
+    const [first, second] = clientChunks(file, { identifier: "quiet", chunkSize: 3 });
+    assert.equal((await handler(chunkRequest("http://x/upload", first!, "octet"))).status, 200);
+    // Every attempt at storing the second chunk goes unanswered: the first and its three retries.
+    s3.stalls.next = 4;
+    s3.stalls.method = "PUT";
+    const started = Date.now();
+    const stalled = await handler(chunkRequest("http://x/upload", second!, "octet"));
+    const took = Date.now() - started;
+    assert.equal(stalled.status, 503);
+    assert.equal((await stalled.json()).error.code, "storage_unavailable");
+    assert.equal(s3.stalls.count, 4);
+    assert.ok(took < 10_000, `took ${took} ms`);
+    const retried = await handler(chunkRequest("http://x/upload", second!, "octet"));
+    assert.equal(retried.status, 200);
+    assert.equal((await retried.json()).status, "complete");
+    const done = await storage.getCompleted(uploadKey("", "quiet"));
+    assert.ok(done);
+    assert.equal(await new Response((await storage.openFile(done.id))!.body).text(), "abcdef");
+  });
+});
+
 Deno.test("S3Storage refuses a prefix with . or .. segments, which URLs would resolve to other keys or another bucket", () => {
   const options = { bucket: "bkt", credentials: { accessKeyId: "a", secretAccessKey: "b" } };
   for (const prefix of ["./up/", "../other/", "a/./b/", "a/..", ".."]) {
