@@ -131,6 +131,9 @@ export class ChunkService {
     const storage = this.#storage;
     const completed = await viaStorage(() => storage.getCompleted(key));
     if (completed) {
+      // Another file under a finished upload's identifier is not that file: "complete" would have
+      // the client skip every chunk and report it stored. Its chunks are then refused (see #store).
+      if (fileDisagreement(completed, chunk)) return { present: false };
       return {
         present: true,
         status: this.#completed(completed, chunk.layout.floorCount),
@@ -183,6 +186,14 @@ export class ChunkService {
     if (completed) {
       // A duplicate or late chunk of a finished upload: nothing to store.
       await body.cancel().catch(() => {});
+      const conflict = fileDisagreement(completed, chunk);
+      if (conflict) {
+        throw new ResumableError(
+          "upload_mismatch",
+          `Chunk ${chunk.chunkNumber} does not match the completed upload "${clip(chunk.identifier)}": ${conflict}; ` +
+            "send this file under another identifier",
+        );
+      }
       return this.#completed(completed, chunk.layout.floorCount);
     }
     const tag = uploadKey(scope, "");
@@ -374,6 +385,15 @@ function disagreement(
   }
   if (record.fileName !== chunk.fileName) {
     return `file name "${clip(chunk.fileName)}" differs from "${clip(record.fileName)}"`;
+  }
+  return undefined;
+}
+
+/** Why a chunk cannot belong to the file an upload completed with, or `undefined` when it agrees. */
+function fileDisagreement(file: StoredFile, chunk: ChunkRequest): string | undefined {
+  if (file.size !== chunk.totalSize) return `total size ${chunk.totalSize} differs from ${file.size}`;
+  if (file.name !== chunk.fileName) {
+    return `file name "${clip(chunk.fileName)}" differs from "${clip(file.name)}"`;
   }
   return undefined;
 }
