@@ -188,9 +188,10 @@ export class ChunkService {
       await body.cancel().catch(() => {});
       const conflict = fileDisagreement(completed, chunk);
       if (conflict) {
+        const name = clip(chunk.identifier);
         throw new ResumableError(
           "upload_mismatch",
-          `Chunk ${chunk.chunkNumber} does not match the completed upload "${clip(chunk.identifier)}": ${conflict}; ` +
+          `Chunk ${chunk.chunkNumber} does not match the completed upload "${name}": ${conflict}; ` +
             "send this file under another identifier",
         );
       }

@@ -185,8 +185,9 @@ export interface ResumableHandlerOptions {
   maxUploadsPerScope?: number;
   /**
    * Most bytes all uploads in progress may reserve (each reserves its declared size when its first
-   * chunk arrives); a new upload past it answers 507 (retryable).
-   * @default {10737418240} (10 GiB)
+   * chunk arrives); a new upload past it answers 507 (retryable). A file larger than this alone is
+   * refused for good (`file_too_large`).
+   * @default {10737418240} (10 GiB, or `maxFileSize` when that is larger)
    */
   maxPendingBytes?: number;
   /**
@@ -429,7 +430,12 @@ export function resolveOptions(
       7 * 24 * 3600_000,
     ),
     maxUploadsPerScope: limit(options.maxUploadsPerScope, "maxUploadsPerScope", 1000),
-    maxPendingBytes: limit(options.maxPendingBytes, "maxPendingBytes", 10 * 1024 ** 3),
+    // At least one file of the largest size allowed fits.
+    maxPendingBytes: limit(
+      options.maxPendingBytes,
+      "maxPendingBytes",
+      Math.max(10 * 1024 ** 3, limits.maxFileSize),
+    ),
     multipartParser,
     detachBodyBuffers,
   };

@@ -67,9 +67,17 @@ export class Quota {
   /**
    * Reserves room for a new upload, or throws when a limit would be exceeded. Idempotent per key.
    *
-   * @throws {ResumableError} `too_many_uploads` or `storage_full`.
+   * @throws {ResumableError} `too_many_uploads` or `storage_full`, or `file_too_large` for a file
+   * larger than all uploads in progress may be.
    */
   async reserve(key: string, scope: string, bytes: number): Promise<void> {
+    // Never room for it, however many uploads finish: a permanent refusal, not "try again later".
+    if (bytes > this.#limits.maxPendingBytes) {
+      throw new ResumableError(
+        "file_too_large",
+        `File is ${bytes} bytes, more than all uploads in progress may hold (maxPendingBytes ${this.#limits.maxPendingBytes})`,
+      );
+    }
     await (this.#seeded ??= this.reseed().catch(() => {}));
     // No await from here on: check and reservation are one step for this process.
     const held = this.#reserved.get(key);

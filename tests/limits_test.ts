@@ -56,6 +56,32 @@ Deno.test("maxPendingBytes: a new upload that does not fit answers 507 (retryabl
   assert.equal((await post(handler, other[0]!)).status, 200, "room again once the big upload completed");
 });
 
+Deno.test("maxPendingBytes: a file larger than all uploads in progress may hold is refused for good, not told to retry", async () => {
+  // Configured for large files without a word about maxPendingBytes: its default makes room for one.
+  const roomy = createResumableHandler({ storage: new MemoryStorage(), maxFileSize: 16 * 1024 ** 3 });
+  const twelve = 12 * 1024 ** 3, chunkSize = 8 * 1024 ** 2;
+  const [first] = upload("12GiB-big", 1000);
+  first!.bytes = new Uint8Array(chunkSize);
+  Object.assign(first!.params, {
+    resumableChunkSize: String(chunkSize),
+    resumableCurrentChunkSize: String(chunkSize),
+    resumableTotalSize: String(twelve),
+    resumableTotalChunks: String(twelve / chunkSize),
+  });
+  const begun = await post(roomy, first!);
+  assert.equal(begun.status, 200, "a 12 GiB file begins under the 10 GiB default");
+  assert.equal(begun.body.chunksReceived, 1);
+
+  const tight = createResumableHandler({ storage: new MemoryStorage(), maxPendingBytes: 5000 });
+  for (const dialect of ["resumable", "flow"] as const) {
+    const refused = await post(tight, upload(`6000-${dialect}`, 6000, dialect)[0]!);
+    assert.equal(refused.status, dialect === "flow" ? 413 : 400);
+    assert.equal(refused.body.error.code, "file_too_large");
+    assert.match(refused.body.error.message, /maxPendingBytes 5000/);
+  }
+  assert.equal((await post(tight, upload("5000-fits", 5000)[0]!)).status, 200);
+});
+
 Deno.test("limits count uploads already in storage when the process starts", async () => {
   const storage = new MemoryStorage();
   const first = createResumableHandler({ storage, maxUploadsPerScope: 1 });
