@@ -48,9 +48,11 @@ export interface MultipartOptions {
   maxFieldBytes: number;
   /**
    * Most bytes of a text value of `fileField` (a base64 `data:` URL chunk), counted apart: it is the
-   * chunk itself, far larger than the other fields may be. Defaults to `maxFieldBytes`.
+   * chunk itself, far larger than the other fields may be. Defaults to `maxFieldBytes`. A function
+   * is asked when that value begins, with the fields before it, which say how large the chunk may
+   * be; what it throws fails the body before the value is read.
    */
-  maxFileFieldBytes?: number;
+  maxFileFieldBytes?: number | ((fields: ReadonlyMap<string, string>) => number);
   /** Receives the first error of the file stream, since layers that read it may rewrap it. */
   failure?: { error?: ResumableError };
 }
@@ -419,7 +421,7 @@ export async function readMultipartStream(
   const delimiter = needleOf(`\r\n--${boundary}`);
   const fields = new Map<string, string>();
   let fieldBytes = 0;
-  const maxChunkText = options.maxFileFieldBytes ?? options.maxFieldBytes;
+  let maxChunkText = 0;
   let fileSeen = false;
 
   /**
@@ -522,6 +524,10 @@ export async function readMultipartStream(
         }
         part = headers;
         keep = headers.filename === undefined;
+        if (isChunk && keep) {
+          const limit = options.maxFileFieldBytes ?? options.maxFieldBytes;
+          maxChunkText = typeof limit === "function" ? limit(fields) : limit;
+        }
         kept = [];
         size = 0;
         state = PART_BODY;

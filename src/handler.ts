@@ -383,6 +383,21 @@ async function upload(
   );
 }
 
+/**
+ * Runs a check of the fields before the chunk, saying so when one is missing: the streaming reader
+ * does not buffer the chunk, so it cannot wait for fields sent after it.
+ */
+function fieldsFirst<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof ResumableError && error.message.startsWith("Missing parameter")) {
+      throw new ResumableError(error.code, `${error.message} (form fields must precede the file part)`);
+    }
+    throw error;
+  }
+}
+
 /** The multipart branch with the streaming reader: the file part goes straight to storage. */
 async function uploadStreamed(
   request: Request,
@@ -395,11 +410,17 @@ async function uploadStreamed(
   { limit, chunkText }: { limit: number; chunkText: number },
 ): Promise<Response> {
   const fileField = options.parameterNamespace + options.fileParameterName;
-  // Only the chunk itself, as a data: URL, may take more than the overhead's room.
+  // Only the chunk itself, as a data: URL, may take more than the overhead's room, and only as
+  // much as the fields before it allow: it is buffered whole before anything else checks it.
   const body = await readMultipartStreamed(request, requestBody, limit, {
     fileField,
     maxFieldBytes: multipartOverhead(options),
-    maxFileFieldBytes: chunkText,
+    maxFileFieldBytes: (fields) => {
+      const chunk = fieldsFirst(() =>
+        validateChunkRequest(readRequestParams(recordSource(url, fields), options, context), options.limits)
+      );
+      return Math.min(chunkText, dataUrlBytes(maxChunkBytes(chunk)));
+    },
   });
   const source = recordSource(url, body.fields);
   let stream = body.file?.stream;
@@ -419,16 +440,9 @@ async function uploadStreamed(
       ({ stream, size } = chunkFromDataUrl(value, fileField));
     }
     const raw = readRequestParams(source, options, context);
-    let chunk;
-    try {
-      chunk = validateChunkRequest(raw, options.limits);
-    } catch (error) {
-      if (error instanceof ResumableError && body.file && error.message.startsWith("Missing parameter")) {
-        // The reader does not buffer the file part, so it cannot wait for fields sent after it.
-        throw new ResumableError(error.code, `${error.message} (form fields must precede the file part)`);
-      }
-      throw error;
-    }
+    const chunk = body.file
+      ? fieldsFirst(() => validateChunkRequest(raw, options.limits))
+      : validateChunkRequest(raw, options.limits);
     if (size !== undefined && !chunk.allowedSizes.includes(size)) {
       throw new ResumableError(
         "chunk_size_mismatch",

@@ -216,6 +216,54 @@ Deno.test("both parsers accept a resumable.js base64 chunk as large as the defau
   }
 });
 
+Deno.test("the stream parser reads a base64 chunk only as far as the fields before it allow, unauthorized or not", async () => {
+  let authorized = 0;
+  const handler = createResumableHandler({
+    storage: new MemoryStorage(),
+    authorize: () => (authorized++, "unauthorized"),
+  });
+  // flow.js style (no query string): ten bytes declared, then 60 MiB of data: URL.
+  const [chunk] = clientChunks(seededBytes(10, 1), { identifier: "10-b64", chunkSize: 10, dialect: "flow" });
+  const head = new TextEncoder().encode(
+    fieldsOf(chunk!.params) + `--b\r\nContent-Disposition: form-data; name="file"\r\n\r\ndata:x;base64,`,
+  );
+  const filler = new Uint8Array(64 * 1024).fill(65); // "AAAA…"
+  let pulled = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      const piece = pulled === 0 ? head : filler;
+      pulled += piece.byteLength;
+      controller.enqueue(piece.slice());
+      if (pulled > 60 * 1024 * 1024) controller.close();
+    },
+  });
+  const response = await handler(
+    new Request(BASE, {
+      method: "POST",
+      headers: { "content-type": "multipart/form-data; boundary=b" },
+      body,
+    }),
+  );
+  assert.equal(response.status, 413);
+  const { error } = await response.json();
+  assert.equal(error.code, "body_too_large");
+  assert.match(error.message, /"file" is larger than \d+ bytes/);
+  assert.ok(pulled < 1024 * 1024, `read ${pulled} bytes of the body`);
+  assert.equal(authorized, 0);
+
+  // Fields that are themselves wrong are refused in their own terms, before the value is read.
+  const wrong = { ...chunk!.params, flowCurrentChunkSize: "11" };
+  const refused = await handler(rawMultipart(
+    BASE,
+    fieldsOf(wrong) +
+      `--b\r\nContent-Disposition: form-data; name="file"\r\n\r\ndata:x;base64,${
+        "A".repeat(4096)
+      }\r\n--b--\r\n`,
+  ));
+  assert.equal(refused.status, 415);
+  assert.equal((await refused.json()).error.code, "chunk_size_mismatch");
+});
+
 Deno.test("the stream parser refuses megabytes of text fields before a small file part", async () => {
   const handler = createResumableHandler({ storage: new MemoryStorage(), maxChunkSize: 1 << 20 });
   const [chunk] = clientChunks(seededBytes(10, 1), {
