@@ -109,6 +109,8 @@ export async function readMultipartStreamed(
 export interface FormChunk {
   stream: ReadableStream<Uint8Array>;
   size: number;
+  /** The file part's `Content-Type`, when it is a file part. */
+  type?: string;
 }
 
 /**
@@ -129,7 +131,7 @@ export function chunkFromForm(
   }
   const value = values[0]!;
   if (typeof value !== "string") {
-    return { stream: value.stream(), size: value.size };
+    return { stream: value.stream(), size: value.size, type: value.type };
   }
   return chunkFromDataUrl(value, name);
 }

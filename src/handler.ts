@@ -343,7 +343,7 @@ async function upload(
         `Multipart body has no file field "${options.parameterNamespace + options.fileParameterName}"`,
       );
     }
-    const raw = readRequestParams(paramSource(url, form), options, context);
+    const raw = withReportedType(readRequestParams(paramSource(url, form), options, context), part.type);
     const chunk = validateChunkRequest(raw, options.limits);
     if (!chunk.allowedSizes.includes(part.size)) {
       throw new ResumableError(
@@ -359,7 +359,10 @@ async function upload(
     });
     return jsonResponse(200, await service.store(request, chunk, part.stream, digest, context.arrived));
   }
-  const chunk = validateChunkRequest(readFromQuery(url, options, context), options.limits);
+  const chunk = validateChunkRequest(
+    withReportedType(readFromQuery(url, options, context), request.headers.get("content-type")),
+    options.limits,
+  );
   const length = contentLength(request);
   const empty = length === 0 || !body.present;
   // A test sent with the upload method carries no body (resumable.js/flow.js `testMethod`).
@@ -381,6 +384,16 @@ async function upload(
     200,
     await service.store(request, chunk, body.stream() ?? new Blob([]).stream(), digest, context.arrived),
   );
+}
+
+/**
+ * flow.js sends no type parameter, but it sends the chunk with the file's type: the file part's
+ * `Content-Type`, or the request's in octet mode. That then stands for the file's type.
+ */
+function withReportedType(raw: RawParams, contentType: string | null | undefined): RawParams {
+  if (raw.type !== undefined || !contentType) return raw;
+  const type = contentType.split(";")[0]!.trim();
+  return type && type.length <= 255 ? { ...raw, type } : raw;
 }
 
 /**
@@ -439,7 +452,7 @@ async function uploadStreamed(
       }
       ({ stream, size } = chunkFromDataUrl(value, fileField));
     }
-    const raw = readRequestParams(source, options, context);
+    const raw = withReportedType(readRequestParams(source, options, context), body.file?.type);
     const chunk = body.file
       ? fieldsFirst(() => validateChunkRequest(raw, options.limits))
       : validateChunkRequest(raw, options.limits);

@@ -17,7 +17,10 @@ export interface UploadRecord {
   fileName: string;
   /** The client's relative path (folder uploads), kept as metadata only. */
   relativePath: string;
-  /** MIME type the client reported, possibly empty. */
+  /**
+   * MIME type the client reported (`resumableType`; for flow.js, which sends none, the chunks'
+   * `Content-Type`), possibly empty.
+   */
   type: string;
   /** File size in bytes. */
   totalSize: number;
@@ -80,7 +83,10 @@ export interface StoredFile {
   name: string;
   /** Size in bytes. */
   size: number;
-  /** MIME type the client reported, possibly empty. */
+  /**
+   * MIME type the client reported (`resumableType`; for flow.js, which sends none, the chunks'
+   * `Content-Type`), possibly empty.
+   */
   type: string;
   /** The client's upload identifier. */
   identifier: string;
