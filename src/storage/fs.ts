@@ -102,7 +102,8 @@ const REMOVALS_DIR = ".removals";
 const TRASH_GRACE_MS = 60_000;
 const DATA_NAME = "data";
 const MAX_CACHED = 10_000;
-const LINKS_PER_SOURCE = 32_768;
+// Names per file: NTFS allows 1024 (ext4 65 000), and a new source every 1000 chunks costs nothing.
+const LINKS_PER_SOURCE = 1000;
 // A removal's own claim (see `#waitOutAssembly`): it is held for a rename, and blocks assemblies
 // for this long only if the removal dies holding it.
 const REMOVAL_CLAIM_MS = 10_000;
@@ -381,7 +382,7 @@ export class FileSystemStorage implements UploadStorage {
   async #publishMarker(key: string, index: number, size: number, fileId: string): Promise<void> {
     const { chunks } = this.#pathsOf(key);
     // A few sizes per upload (full chunks, a short or stretched last one); a new source file every
-    // LINKS_PER_SOURCE chunks stays below per-inode link limits (65 000 on ext4).
+    // LINKS_PER_SOURCE chunks stays below per-file link limits (1024 on NTFS).
     const group = Math.floor(index / LINKS_PER_SOURCE);
     const source = joinPath(chunks, `.size-${size}-${group}-${fileId}`);
     const marker = joinPath(chunks, String(index));
