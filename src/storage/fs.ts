@@ -804,15 +804,26 @@ export class FileSystemStorage implements UploadStorage {
         return undefined;
       }
     }
-    return await readJson<StoredFile>(paths.complete);
+    return this.#located(await readJson<StoredFile>(paths.complete));
+  }
+
+  /**
+   * `file` with its location under this storage's root as it is now: the metadata keeps the path of
+   * when the file was written, which a root moved, mounted elsewhere, or given relative to another
+   * working directory no longer reaches.
+   */
+  #located(file: StoredFile | undefined): StoredFile | undefined {
+    if (!file?.location || !isFileId(file.id)) return file;
+    const name = file.location.slice(
+      Math.max(file.location.lastIndexOf("/"), file.location.lastIndexOf("\\")) + 1,
+    );
+    return { ...file, location: joinPath(this.#fileDir(file.id), name) };
   }
 
   /** Opens a completed file by id. */
   async openFile(fileId: string): Promise<OpenedFile | undefined> {
     if (!isFileId(fileId)) return undefined;
-    const file = await readJson<StoredFile>(
-      joinPath(this.#fileDir(fileId), ".file.json"),
-    );
+    const file = this.#located(await readJson<StoredFile>(joinPath(this.#fileDir(fileId), ".file.json")));
     if (!file?.location) return undefined;
     try {
       return { file, body: readableFromFile(await openReader(file.location)) };
