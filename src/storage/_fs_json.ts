@@ -1,6 +1,6 @@
 // Small JSON files of the file-system storage (records, metadata), written so that a reader sees a
 // whole file or none, and the error helpers the storage's modules share.
-import { link, readText, rename, stat, unlink, writeText } from "./_fs_ops.ts";
+import { link, readText, rename, stat, syncFile, unlink, writeText } from "./_fs_ops.ts";
 
 /** The `code` of a file-system error (ENOENT, EEXIST, ...). */
 export function errorCode(error: unknown): string | undefined {
@@ -38,11 +38,16 @@ export async function readJson<T>(path: string): Promise<T | undefined> {
   }
 }
 
-/** Writes JSON under `path` only if nothing is there; returns whether this call created it. */
-export async function createJson(path: string, value: unknown): Promise<boolean> {
+/**
+ * Writes JSON under `path` only if nothing is there; returns whether this call created it. With
+ * `durable`, its content reaches the disk before its name: after a power loss the file is whole or
+ * absent, never the empty file a name published first can leave.
+ */
+export async function createJson(path: string, value: unknown, durable = false): Promise<boolean> {
   const temp = `${path}.${randomSuffix()}.tmp`;
   await writeText(temp, JSON.stringify(value), true);
   try {
+    if (durable) await syncFile(temp);
     // A hard link publishes complete content atomically and fails if the name exists.
     await link(temp, path);
     return true;
@@ -54,11 +59,15 @@ export async function createJson(path: string, value: unknown): Promise<boolean>
   }
 }
 
-/** Replaces `path` with JSON so that readers see the old or the new content, never a torn one. */
-export async function replaceJson(path: string, value: unknown): Promise<void> {
+/**
+ * Replaces `path` with JSON so that readers see the old or the new content, never a torn one; with
+ * `durable`, after a power loss too (see {@linkcode createJson}).
+ */
+export async function replaceJson(path: string, value: unknown, durable = false): Promise<void> {
   const temp = `${path}.${randomSuffix()}.tmp`;
   await writeText(temp, JSON.stringify(value));
   try {
+    if (durable) await syncFile(temp);
     await rename(temp, path);
   } catch (error) {
     await unlink(temp).catch(() => {});

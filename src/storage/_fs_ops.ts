@@ -27,6 +27,29 @@ export async function readText(path: string): Promise<string> {
   return (await loadNodeFsSync()).readFileSync(path, "utf8");
 }
 
+/**
+ * Flushes a file's data to its disk (`fsync`). Opened for writing: Windows flushes only handles
+ * that may write.
+ */
+export async function syncFile(path: string): Promise<void> {
+  if (denoFs) {
+    const file = denoFs.openSync(path, { read: true, write: true });
+    try {
+      file.syncSync();
+    } finally {
+      file.close();
+    }
+    return;
+  }
+  const fs = await loadNodeFsSync();
+  const fd = fs.openSync(path, "r+");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Writes `text` to `path`, replacing it; with `exclusive`, fails with EEXIST if `path` exists. */
 export async function writeText(path: string, text: string, exclusive = false): Promise<void> {
   if (denoFs) return denoFs.writeTextFileSync(path, text, exclusive ? { createNew: true } : {});

@@ -85,9 +85,9 @@ export interface FileSystemStorageOptions {
    */
   directory?: string;
   /**
-   * `fsync` every chunk and completed file before it becomes visible. Survives power loss, at a
-   * large cost in throughput; without it a crash of the process is still safe, a crash of the
-   * machine may lose the last seconds of writes.
+   * `fsync` every chunk, completed file, upload record and file metadata before it becomes
+   * visible. Survives power loss, at a large cost in throughput; without it a crash of the process
+   * is still safe, a crash of the machine may lose the last seconds of writes.
    * @default {false}
    */
   durable?: boolean;
@@ -244,7 +244,7 @@ export class FileSystemStorage implements UploadStorage {
 
   async #createRecord(paths: UploadPaths, record: UploadRecord): Promise<UploadRecord> {
     await mkdirs(paths.chunks);
-    if (await createJson(paths.record, record)) return this.#remember(record);
+    if (await createJson(paths.record, record, this.#durable)) return this.#remember(record);
     const existing = await readJson<UploadRecord>(paths.record);
     if (!existing) {
       throw new Error(
@@ -769,7 +769,7 @@ export class FileSystemStorage implements UploadStorage {
     const fileDir = this.#fileDir(stored.id);
     await mkdirs(fileDir);
     const meta = joinPath(fileDir, ".file.json");
-    await replaceJson(meta, stored);
+    await replaceJson(meta, stored, this.#durable);
     return meta;
   }
 
