@@ -28,13 +28,34 @@ export async function sizeOf(path: string): Promise<number | undefined> {
   }
 }
 
-/** The JSON in `path`, or `undefined` when there is no such file. */
+/**
+ * A JSON file that does not parse. The storage writes each whole before publishing its name, so
+ * only a crash of the machine leaves one (without `durable`, a name can reach the disk first).
+ */
+export class TornJsonError extends Error {
+  constructor(path: string, options: ErrorOptions) {
+    super(`${path} does not hold whole JSON; a crash of the machine can leave that`, options);
+    this.name = "TornJsonError";
+  }
+}
+
+/**
+ * The JSON in `path`, or `undefined` when there is no such file.
+ *
+ * @throws {TornJsonError} when the file does not parse.
+ */
 export async function readJson<T>(path: string): Promise<T | undefined> {
+  let text;
   try {
-    return JSON.parse(await readText(path)) as T;
+    text = await readText(path);
   } catch (error) {
     if (isMissing(error)) return undefined;
     throw error;
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw new TornJsonError(path, { cause: error });
   }
 }
 

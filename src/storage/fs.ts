@@ -60,7 +60,16 @@ import {
 } from "./_fs_ops.ts";
 import { forgotten, preciseNow, PRUNE_EVERY_MS, recentRemoval } from "./_removals.ts";
 import { newestClaim, takeClaim, touchClaim } from "./_fs_claims.ts";
-import { createJson, errorCode, isMissing, randomSuffix, readJson, replaceJson, sizeOf } from "./_fs_json.ts";
+import {
+  createJson,
+  errorCode,
+  isMissing,
+  randomSuffix,
+  readJson,
+  replaceJson,
+  sizeOf,
+  TornJsonError,
+} from "./_fs_json.ts";
 import { readableFromFile, writeStreamToFile } from "./_fs_streams.ts";
 import type {
   Claim,
@@ -236,16 +245,24 @@ export class FileSystemStorage implements UploadStorage {
     if (known?.record && await this.#stillRegistered(record.key)) {
       return this.#remember(known.record);
     }
-    const found = await readJson<UploadRecord>(paths.record);
+    const found = await readJson<UploadRecord>(paths.record).catch(unlessTorn);
     if (found) return this.#remember(found);
     // The first chunks of an upload often arrive together: one of them creates, the rest wait.
     return await this.#once(`upload:${record.key}`, () => this.#createRecord(paths, record));
   }
 
-  async #createRecord(paths: UploadPaths, record: UploadRecord): Promise<UploadRecord> {
+  async #createRecord(paths: UploadPaths, record: UploadRecord, again = false): Promise<UploadRecord> {
     await mkdirs(paths.chunks);
     if (await createJson(paths.record, record, this.#durable)) return this.#remember(record);
-    const existing = await readJson<UploadRecord>(paths.record);
+    const existing = await readJson<UploadRecord>(paths.record).catch(unlessTorn);
+    if (existing === null && !again) {
+      // The machine crashed as the record was written: which file the upload's chunks belong to is
+      // lost with it. The upload is removed and begun again; its client sends the chunks anew.
+      if (await this.removeUpload(record.key, { keepCompleted: true }) === "completed") {
+        throw new Error(`Upload "${record.key}" completed; its record does not parse`);
+      }
+      return await this.#createRecord(paths, record, true);
+    }
     if (!existing) {
       throw new Error(
         `Upload record "${record.key}" vanished while being created`,
@@ -263,9 +280,9 @@ export class FileSystemStorage implements UploadStorage {
     return started;
   }
 
-  /** The upload record, or `undefined`. */
+  /** The upload record, or `undefined` (also when a crash of the machine left it torn: see createUpload). */
   async getUpload(key: string): Promise<UploadRecord | undefined> {
-    const found = await readJson<UploadRecord>(this.#pathsOf(key).record);
+    const found = await readJson<UploadRecord>(this.#pathsOf(key).record).catch(unlessTorn);
     return found ? this.#remember(found) : undefined;
   }
 
@@ -347,7 +364,7 @@ export class FileSystemStorage implements UploadStorage {
 
   /** Whether the upload's record, read now, is the one with `fileId` (not removed and begun again). */
   async #recordIs(key: string, fileId: string): Promise<boolean> {
-    return (await readJson<UploadRecord>(this.#pathsOf(key).record))?.fileId === fileId;
+    return (await readJson<UploadRecord>(this.#pathsOf(key).record).catch(unlessTorn))?.fileId === fileId;
   }
 
   /**
@@ -494,7 +511,9 @@ export class FileSystemStorage implements UploadStorage {
     // Listed after registering: markers published before are in the listing, and those published
     // after come from writers whose folders show in the link count.
     const listed = (await readdir(chunks)).filter((name) => CHUNK_NAME.test(name)).map(Number);
-    const record = register ? await readJson<UploadRecord>(this.#pathsOf(key).record) : undefined;
+    const record = register
+      ? await readJson<UploadRecord>(this.#pathsOf(key).record).catch(unlessTorn) ?? undefined
+      : undefined;
     if (known?.identity === identity) {
       for (const index of listed) known.chunks.add(index);
       known.registered ||= register;
@@ -959,6 +978,12 @@ export class FileSystemStorage implements UploadStorage {
     if (!isFileId(fileId)) return;
     await removeAll(this.#fileDir(fileId));
   }
+}
+
+/** A `readJson` failure as `null` when the file is torn (see {@linkcode TornJsonError}), else rethrown. */
+function unlessTorn(error: unknown): null {
+  if (error instanceof TornJsonError) return null;
+  throw error;
 }
 
 /** Names in `dir`, or none when it is gone. */
