@@ -514,12 +514,10 @@ export class FileSystemStorage implements UploadStorage {
     const record = register
       ? await readJson<UploadRecord>(this.#pathsOf(key).record).catch(unlessTorn) ?? undefined
       : undefined;
-    if (known?.identity === identity) {
-      for (const index of listed) known.chunks.add(index);
-      known.registered ||= register;
-      known.record ??= record;
-      return known;
-    }
+    // Here the folder is new to this instance, or it registers in it for the first time. Then what it
+    // saw before is dropped, not merged: without birth times (NFS v3, ext3) a removed upload's folder
+    // and the next one's can share an inode number, and the listing just made holds every marker
+    // that was there anyway.
     known = { identity, chunks: new Set(listed), next: 1, registered: register, record };
     if (this.#known.size >= MAX_CACHED) this.#known.clear();
     this.#known.set(key, known);

@@ -355,3 +355,36 @@ Deno.test("a completion removes the file metadata a crashed attempt left half wr
   const names = (await Array.fromAsync(Deno.readDir(fileDir), (entry) => entry.name)).sort();
   assert.deepEqual(names, [".file.json", basename(stored!.location!)]);
 });
+
+Deno.test("on a file system without birth times, a chunk folder whose inode number comes back for the next upload is not taken for the old one", async () => {
+  // NFS v3 and ext3 tell no birth time, and a removed folder's inode number can be the next one's:
+  // here every chunk folder reports the same number and no birth time.
+  const statSync = Deno.statSync;
+  Deno.statSync = (path) => {
+    const info = statSync(path);
+    return /\/chunks(\/[^/]+\/\.\.)?$/.test(String(path)) ? { ...info, ino: 42, birthtime: null } : info;
+  };
+  try {
+    await using fx = await fixture(12, 4);
+    const other = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+    for (const index of [1, 2]) await other.putChunk(fx.record.key, index, text("abcd"));
+    // This process has seen chunks 1 and 2 of the first upload.
+    assert.equal(await fx.storage.countChunks(fx.record.key), 2);
+    // Another process cancels it, and the file is sent again: a new upload under the same key.
+    await other.removeUpload(fx.record.key);
+    const again = { ...fx.record, fileId: newFileId() };
+    await other.createUpload(again);
+    const record = await fx.storage.createUpload(again);
+    assert.equal(record.fileId, again.fileId);
+    for (const index of [1, 2, 3]) {
+      await fx.storage.putChunk(fx.record.key, index, text(`${index}${index}${index}${index}`), {
+        fileId: again.fileId,
+      });
+    }
+    const fresh = new FileSystemStorage({ directory: join(fx.dir, "..", "..") });
+    assert.equal(await fresh.countChunks(fx.record.key), 3, "every chunk of the new upload is stored");
+    assert.equal(await new Response(await fresh.openChunk(fx.record.key, 2)).text(), "2222");
+  } finally {
+    Deno.statSync = statSync;
+  }
+});
