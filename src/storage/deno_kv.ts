@@ -939,7 +939,8 @@ export class DenoKvStorage implements UploadStorage {
     const entry = await this.#get<FileValue>(this.#key("file", fileId));
     if (entry.value?.external) await this.#files?.remove(entry.value.file);
     await this.#commit((op) => op.delete(this.#key("file", fileId)));
-    if (!entry.value) return;
+    // The parts are deleted even when the entry is gone: a call that failed among them, or whose
+    // isolate died, deleted the entry first, and its retry must finish what it began.
     await this.#deletePrefix(this.#key("filepart", fileId));
     // The parts of the chunks it was made of, and any stray copy among them: its upload completed, so
     // no chunk of it is still to come.

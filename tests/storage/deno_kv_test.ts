@@ -603,6 +603,29 @@ Deno.test("DenoKvStorage keeps a file's bytes through its upload's removal and t
   }
 });
 
+Deno.test("DenoKvStorage removeFile called again after it failed among the parts deletes them all", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let failNext = false;
+  const failing = interceptedCommits(kv, (kinds) => {
+    if (failNext && kinds.some((kind) => kind === "delete chunkpart")) {
+      failNext = false;
+      return Promise.reject(new Error("the isolate was stopped"));
+    }
+    return Promise.resolve();
+  });
+  const storage = new DenoKvStorage({ kv: failing, retries: 0 });
+  const handler = createResumableHandler({ storage });
+  const id = await uploadThrough(handler, "gone", new Uint8Array(randomBytes(300_000)), 100_000);
+  await storage.removeUpload(uploadKey("", "gone"));
+  failNext = true;
+  await assert.rejects(storage.removeFile(id), /isolate was stopped/);
+  assert.equal(await storage.openFile(id), undefined);
+  await storage.removeFile(id);
+  for (const kind of ["chunk", "chunkpart", "manifest", "file", "filepart"]) {
+    assert.deepEqual(await kvKeys(kv, kind), [], `no ${kind} left`);
+  }
+});
+
 /**
  * `kv` whose commits wait for `before(kinds)` first, where `kinds` lists what the commit sets and
  * deletes (`set file`, `delete upload`: the key's first part after the prefix), and for
