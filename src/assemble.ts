@@ -29,10 +29,17 @@ export async function assembleOnce(
   const claim = await storage.claim(record.key, lease);
   if (!claim) return { kind: "busy" };
   const period = Math.max(1, Math.floor(leaseMs / 3));
+  /** The renewal on its way, if any: one that lands after a release would revive the claim. */
+  let renewing: Promise<unknown> = Promise.resolve();
   let stopRenewal = after(period, function renew() {
-    storage.renewClaim(claim, lease).catch(() => {});
+    renewing = storage.renewClaim(claim, lease).catch(() => {});
     stopRenewal = after(period, renew);
   });
+  const release = async () => {
+    stopRenewal();
+    await renewing;
+    await storage.releaseClaim?.(claim).catch(() => {});
+  };
   try {
     const file: StoredFile = {
       id: record.fileId,
@@ -58,13 +65,13 @@ export async function assembleOnce(
       // Not published: another claimant won, the upload was completed, or its record is no longer
       // the one asked for (a request of a cancelled upload counted the chunks of the one begun
       // again). Whoever assembles next must not wait out this claim's lease.
-      await storage.releaseClaim?.(claim).catch(() => {});
+      await release();
       return { kind: "busy" };
     }
     return { kind: "completed", file: stored };
   } catch (error) {
     // Let the client's retry (or any later request) assemble at once rather than after the lease.
-    await storage.releaseClaim?.(claim).catch(() => {});
+    await release();
     throw error;
   } finally {
     stopRenewal();
