@@ -43,8 +43,9 @@ const MiB = 1024 * 1024;
 
 /**
  * How long one attempt may take to get its status and headers: `timeoutMs`, and a second more per MiB
- * of body, to send it over a slow link. Not the body of the answer: a download streams for as long as
- * it takes, and S3 answers a long copy with its headers first.
+ * of body, to send it over a slow link. The body of the answer is limited apart, by how long each
+ * read of it waits (see `quietLimited`): a download streams for as long as it takes, and S3 answers
+ * a long copy with its headers first and keeps the connection busy with spaces.
  */
 export function answerDeadlineMs(timeoutMs: number, body: Uint8Array | string | undefined): number {
   if (timeoutMs === 0) return 0;
@@ -98,6 +99,36 @@ export async function eachLimited<T>(
 /** Escapes text for an XML element. */
 export function escapeXml(text: string): string {
   return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+
+/**
+ * `response` whose body fails (by `abort`, which aborts its fetch) when a read of it waits more than
+ * `quietMs` for the store: after its headers, a connection can go quiet too, and an assembly
+ * reading a chunk from it would wait for ever while renewing its claim. Only waits on the store
+ * count: a download its reader pulls slowly is not cut short.
+ */
+function quietLimited(response: Response, quietMs: number, abort: () => void): Response {
+  const reader = response.body!.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const timeout = setTimeout(abort, quietMs);
+      try {
+        const { done, value } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      } finally {
+        clearTimeout(timeout);
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+  return new Response(body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
 }
 
 /** Signs and sends S3 requests for one bucket. */
@@ -186,8 +217,9 @@ export class S3Client {
           new S3RequestError(`S3 ${method} "${key}" got no answer within ${deadline} ms`, 0, "NoAnswer"),
         );
       }, deadline);
+    let response: Response;
     try {
-      return await this.#options.fetch(url, {
+      response = await this.#options.fetch(url, {
         method,
         headers,
         body: request.body as BodyInit | undefined,
@@ -196,6 +228,17 @@ export class S3Client {
     } finally {
       clearTimeout(timeout);
     }
+    if (!timer || !response.body || NULL_BODY_STATUSES.has(response.status)) return response;
+    const quietMs = this.#options.requestTimeoutMs!;
+    return quietLimited(response, quietMs, () => {
+      timer.abort(
+        new S3RequestError(
+          `S3 ${method} "${key}" sent nothing of its answer for ${quietMs} ms`,
+          0,
+          "NoAnswer",
+        ),
+      );
+    });
   }
 
   /** Throws an {@linkcode S3RequestError} describing `response`, consuming its body. */

@@ -122,10 +122,11 @@ export interface S3StorageOptions {
   removalWaitMs?: number;
   /**
    * How long one request to the store may wait for its answer (status and headers) before it is
-   * given up, in ms, plus a second per MiB it sends. One that can be sent again is, as after a reset
+   * given up, in ms, plus a second per MiB it sends; and how long each read of the answer's body may
+   * wait for the store. One given up before its answer is sent again if it can be, as after a reset
    * connection; otherwise the operation fails and the client gets a retryable 503. Without it, a
    * connection that went quiet would hold the request, and the upload's assembly, without end.
-   * Downloads stream for as long as they take. 0 waits for ever.
+   * Downloads stream for as long as their reader takes. 0 waits for ever.
    * @default {60000} (1 minute)
    */
   requestTimeoutMs?: number;

@@ -29,6 +29,7 @@ import S3rver from "s3rver";
 import { dirname, join } from "node:path";
 import { createHash, createHmac } from "node:crypto";
 import { Buffer } from "node:buffer";
+import { PassThrough } from "node:stream";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 
 /** A running s3rver with one bucket, and switches for tests. */
@@ -54,10 +55,12 @@ export interface S3Fixture {
    */
   batchDeletes: { refuse: boolean; timeoutNext: number; failNext: number; count: number; keys: number };
   /**
-   * Leave the next `next` requests (of `method` only, when set) without an answer, as a connection
-   * that went quiet does, until their client gives up; `count` counts those held.
+   * Leave the next `next` requests (of `method` and with a path `path` matches only, when set)
+   * without an answer, as a connection that went quiet does, until their client gives up; with
+   * `afterHeaders`, send the status, headers and one byte of the body first. `count` counts those
+   * held.
    */
-  stalls: { next: number; method?: string; count: number };
+  stalls: { next: number; method?: string; path?: RegExp; afterHeaders?: boolean; count: number };
   /** Keys of the objects in the bucket under `prefix`, read from s3rver's store directly. */
   keys(prefix: string): Promise<string[]>;
   /** Requests seen, as "METHOD path?query". */
@@ -198,9 +201,13 @@ export async function startS3(): Promise<S3Fixture> {
       const problem = signatureProblem(ctx);
       if (problem) return s3Error(ctx, 403, "SignatureDoesNotMatch", escapeXml(problem));
     }
-    if (stalls.next > 0 && (stalls.method === undefined || stalls.method === ctx.method)) {
+    const stall = stalls.next > 0 && (stalls.method === undefined || stalls.method === ctx.method) &&
+      (stalls.path === undefined || stalls.path.test(ctx.path));
+    if (stall) {
       stalls.next--;
       stalls.count++;
+    }
+    if (stall && !stalls.afterHeaders) {
       await new Promise<void>((resolve) => {
         held.add(resolve);
         ctx.res.once("close", resolve);
@@ -208,6 +215,19 @@ export async function startS3(): Promise<S3Fixture> {
       ctx.respond = false;
       return;
     }
+    await answer(ctx, next);
+    if (stall) {
+      // The answer's first byte, then nothing, until the client goes away.
+      const quiet = new PassThrough();
+      quiet.write(Buffer.from(" "));
+      const end = () => quiet.destroy();
+      held.add(end);
+      ctx.res.once("close", end);
+      ctx.body = quiet;
+    }
+  }
+
+  async function answer(ctx: KoaContext, next: () => Promise<void>): Promise<void> {
     const [, bucketName = "", ...rest] = ctx.path.split("/");
     const key = decodeURIComponent(rest.join("/"));
     const uploadId = ctx.query.uploadId;

@@ -730,6 +730,43 @@ Deno.test("S3Storage: a chunk whose store connection goes quiet answers a retrya
   });
 });
 
+Deno.test("S3Storage: an assembly reading a chunk whose answer goes quiet after its headers fails in time, and the retry completes", async () => {
+  await withS3(async (s3) => {
+    const storage = new S3Storage({
+      endpoint: s3.endpoint,
+      bucket: s3.bucket,
+      credentials: s3.credentials,
+      forcePathStyle: true,
+      prefix: "p/",
+      requestTimeoutMs: 300,
+    });
+    const handler = createResumableHandler({ storage, onError: () => {} });
+    // Chunks under 5 MiB: the file is assembled by reading them back.
+    const [first, second] = clientChunks(new TextEncoder().encode("abcdef"), {
+      identifier: "mute",
+      chunkSize: 3,
+    });
+    assert.equal((await handler(chunkRequest("http://x/upload", first!, "octet"))).status, 200);
+    s3.stalls.next = 1;
+    s3.stalls.method = "GET";
+    s3.stalls.path = /\/chunks\/[0-9a-f]+\/0000000001$/;
+    s3.stalls.afterHeaders = true;
+    const started = Date.now();
+    const stalled = await handler(chunkRequest("http://x/upload", second!, "octet"));
+    const took = Date.now() - started;
+    assert.equal(s3.stalls.count, 1);
+    assert.equal(stalled.status, 503);
+    assert.equal((await stalled.json()).error.code, "storage_unavailable");
+    assert.ok(took < 10_000, `took ${took} ms`);
+    // The claim was released: the client's retry assembles at once.
+    const retried = await handler(chunkRequest("http://x/upload", second!, "octet"));
+    assert.equal(retried.status, 200);
+    const status = await retried.json();
+    assert.equal(status.complete, true);
+    assert.equal(await new Response((await storage.openFile(status.file.id))!.body).text(), "abcdef");
+  });
+});
+
 Deno.test("S3Storage refuses a prefix with . or .. segments, which URLs would resolve to other keys or another bucket", () => {
   const options = { bucket: "bkt", credentials: { accessKeyId: "a", secretAccessKey: "b" } };
   for (const prefix of ["./up/", "../other/", "a/./b/", "a/..", ".."]) {
