@@ -38,7 +38,8 @@ export class S3RequestError extends Error {
   }
 }
 
-const RETRIES = 3;
+/** How many times a failed request is sent again. */
+export const RETRIES = 3;
 const MiB = 1024 * 1024;
 
 /**
@@ -54,7 +55,7 @@ export function answerDeadlineMs(timeoutMs: number, body: Uint8Array | string | 
 }
 
 /** Waits before retry `attempt + 1`: about 50, 200 and 800 ms, jittered. */
-function backOff(attempt: number): Promise<void> {
+export function backOff(attempt: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 50 * 4 ** attempt * (0.5 + Math.random())));
 }
 

@@ -2,7 +2,15 @@
 // longer ones through a multipart upload whose parts are all `partSize` bytes except the last (S3
 // refuses parts under 5 MiB but the last, and R2 wants equal parts). The object appears only when
 // the PUT or CompleteMultipartUpload succeeds, and only if `mayPublish` still agrees.
-import { eachLimited, escapeXml, type S3Client, S3RequestError, xmlValues } from "./_s3_client.ts";
+import {
+  backOff,
+  eachLimited,
+  escapeXml,
+  RETRIES,
+  type S3Client,
+  S3RequestError,
+  xmlValues,
+} from "./_s3_client.ts";
 import { uriEncode } from "./_sigv4.ts";
 
 /** Hooks and settings of {@linkcode putStream}. */
@@ -27,10 +35,22 @@ async function completeMultipart(
     etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${escapeXml(etag)}</ETag></Part>`)
       .join("")
   }</CompleteMultipartUpload>`;
-  // CompleteMultipartUpload may answer 200 and still fail in the body (AWS docs).
-  const xml = await client.text("POST", key, { query: { uploadId }, body });
-  if (xml.includes("<Error>")) await client.fail("POST", key, new Response(xml, { status: 500 }));
+  // Sent again on a 5xx or a failed connection, and on a 200 whose body is a transient error:
+  // AWS documents both as worth retrying, and the same parts complete the same object. Failing
+  // instead aborted the upload and threw away every part.
+  for (let attempt = 0;; attempt++) {
+    const xml = await client.text("POST", key, { query: { uploadId }, body, idempotent: true });
+    if (!xml.includes("<Error>")) return;
+    if (attempt < RETRIES && TRANSIENT_CODES.has(xmlValues(xml, "Code")[0] ?? "")) {
+      await backOff(attempt);
+      continue;
+    }
+    await client.fail("POST", key, new Response(xml, { status: 500 }));
+  }
 }
+
+/** Error codes S3 answers in the body of a 200 (a long copy or completion) that a retry can clear. */
+const TRANSIENT_CODES = new Set(["InternalError", "SlowDown", "ServiceUnavailable"]);
 
 async function abortMultipart(
   client: S3Client,
@@ -190,14 +210,24 @@ export async function copyParts(
         "x-amz-copy-source": `/${bucket}/${uriEncode(source.key, true)}`,
       };
       if (source.range) headers["x-amz-copy-source-range"] = `bytes=${source.range[0]}-${source.range[1]}`;
-      const result = await client.text("PUT", key, {
-        query: { partNumber: String(index + 1), uploadId },
-        headers,
-      });
-      // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body.
-      const etag = xmlValues(result, "ETag")[0];
-      if (!etag) await client.fail("PUT", key, new Response(result, { status: 500 }));
-      etags[index] = etag!;
+      // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body, sent again
+      // when it is transient.
+      for (let attempt = 0;; attempt++) {
+        const result = await client.text("PUT", key, {
+          query: { partNumber: String(index + 1), uploadId },
+          headers,
+        });
+        const etag = xmlValues(result, "ETag")[0];
+        if (etag) {
+          etags[index] = etag;
+          return;
+        }
+        if (attempt < RETRIES && TRANSIENT_CODES.has(xmlValues(result, "Code")[0] ?? "")) {
+          await backOff(attempt);
+          continue;
+        }
+        await client.fail("PUT", key, new Response(result, { status: 500 }));
+      }
     });
     if (!await options.mayPublish()) return false;
     await completeMultipart(client, key, uploadId, etags);

@@ -44,8 +44,11 @@ export interface S3Fixture {
    * with `status` 429 (R2's limit of one write of a key a second).
    */
   conflicts: { next: number; status?: 409 | 429 };
-  /** How many UploadPartCopy requests the shim served. */
-  copies: { count: number };
+  /**
+   * How many UploadPartCopy requests the shim served; the next `failNext` answer 200 with an
+   * InternalError body, as AWS may.
+   */
+  copies: { count: number; failNext: number };
   /**
    * DeleteObjects: `refuse` answers 501 NotImplemented, as a store without it does; `timeoutNext`
    * answers that many of the next requests 400 RequestTimeout, as AWS does to a body that came too
@@ -61,6 +64,12 @@ export interface S3Fixture {
    * held.
    */
   stalls: { next: number; method?: string; path?: RegExp; afterHeaders?: boolean; count: number };
+  /**
+   * Answer the next `next` CompleteMultipartUpload requests with a transient failure, as AWS may: a
+   * 500 (`status: 500`) or a 200 whose body is an InternalError (the default). `count` counts the
+   * requests served.
+   */
+  completes: { next: number; status?: 200 | 500; count: number };
   /** Keys of the objects in the bucket under `prefix`, read from s3rver's store directly. */
   keys(prefix: string): Promise<string[]>;
   /** Requests seen, as "METHOD path?query". */
@@ -176,10 +185,11 @@ export async function startS3(): Promise<S3Fixture> {
   const openKeys = new Map<string, string>();
   const partSizes = new Map<string, Map<number, number>>();
   const conflicts: { next: number; status?: 409 | 429 } = { next: 0 };
-  const copies = { count: 0 };
+  const copies = { count: 0, failNext: 0 };
   const batchDeletes = { refuse: false, timeoutNext: 0, failNext: 0, count: 0, keys: 0 };
   const stalls: S3Fixture["stalls"] = { next: 0, count: 0 };
   const held = new Set<() => void>();
+  const completes: S3Fixture["completes"] = { next: 0, count: 0 };
   const log: string[] = [];
   const locks = new Map<string, Promise<unknown>>();
 
@@ -384,6 +394,14 @@ export async function startS3(): Promise<S3Fixture> {
       return locked(ctx.path, next);
     }
     if (ctx.method === "PUT" && uploadId && ctx.query.partNumber && ctx.get("x-amz-copy-source")) {
+      if (copies.failNext > 0) {
+        copies.failNext--;
+        ctx.status = 200;
+        ctx.type = "application/xml";
+        ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>` +
+          `<Message>We encountered an internal error. Please try again.</Message></Error>`;
+        return;
+      }
       const [sourceBucket = "", ...sourceKey] = decodeURIComponent(ctx.get("x-amz-copy-source"))
         .replace(/^\//, "").split("/");
       // x-amz-copy-source-range: bytes=first-last, both inclusive.
@@ -422,6 +440,18 @@ export async function startS3(): Promise<S3Fixture> {
       return next();
     }
     if (ctx.method === "POST" && uploadId) {
+      completes.count++;
+      if (completes.next > 0) {
+        completes.next--;
+        if (completes.status === 500) {
+          return s3Error(ctx, 500, "InternalError", "We encountered an internal error");
+        }
+        ctx.status = 200;
+        ctx.type = "application/xml";
+        ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>` +
+          `<Message>We encountered an internal error. Please try again.</Message></Error>`;
+        return;
+      }
       const sizes = [...(partSizes.get(uploadId) ?? new Map<number, number>())].sort(([a], [b]) => a - b);
       if (sizes.slice(0, -1).some(([, size]) => size < MIN_PART)) {
         return s3Error(ctx, 400, "EntityTooSmall", "Your proposed upload is smaller than the minimum");
@@ -483,6 +513,7 @@ export async function startS3(): Promise<S3Fixture> {
     copies,
     batchDeletes,
     stalls,
+    completes,
     log,
     directory,
     async keys(prefix: string) {

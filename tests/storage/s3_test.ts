@@ -392,6 +392,46 @@ Deno.test("S3Storage assembles chunks of 5 MiB and more with server-side UploadP
   });
 });
 
+for (const status of [200, 500] as const) {
+  Deno.test(`S3Storage sends CompleteMultipartUpload and UploadPartCopy again when S3 answers a transient error (${status === 200 ? "200 with InternalError in the body" : "500"})`, async () => {
+    await withS3(async (s3) => {
+      const storage = storageOn(s3);
+      // Streamed in parts (chunks of 1 MiB): the completion fails once, then twice in a row.
+      for (const failures of [1, 2]) {
+        const bytes = randomBytes(6 * 1024 * 1024);
+        const rec = await uploadChunks(storage, bytes, 1024 * 1024);
+        const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+        s3.completes.next = failures;
+        s3.completes.status = status;
+        const before = s3.completes.count;
+        const stored = await storage.commitChunks(claim!, 6, fileOf(rec));
+        assert.equal(stored?.size, bytes.byteLength);
+        assert.equal(s3.completes.count - before, failures + 1);
+        const opened = await storage.openFile(rec.fileId);
+        assert.equal(
+          await digest(opened!.body),
+          await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+        );
+      }
+      if (status === 500) return;
+      // Copied part by part (chunks of 5 MiB): one copy fails in its body.
+      const bytes = randomBytes(2 * 5 * 1024 * 1024);
+      const rec = await uploadChunks(storage, bytes, 5 * 1024 * 1024);
+      const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+      s3.copies.failNext = 1;
+      const stored = await storage.commitChunks(claim!, 2, fileOf(rec));
+      assert.equal(stored?.size, bytes.byteLength);
+      assert.equal(s3.copies.failNext, 0);
+      assert.equal(s3.openMultipartUploads.size, 0);
+      const opened = await storage.openFile(rec.fileId);
+      assert.equal(
+        await digest(opened!.body),
+        await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+      );
+    });
+  });
+}
+
 Deno.test("S3Storage streams small chunks instead of copying, and refuses missing or short chunks", async () => {
   await withS3(async (s3) => {
     const storage = storageOn(s3);
