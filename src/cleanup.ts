@@ -63,12 +63,12 @@ export async function cleanupExpired(
     }
   };
   // Collect first: removing while a storage iterates its own listing is not part of the contract.
-  const stale: { key: string; completed: boolean }[] = [];
+  const stale: { key: string; completed: boolean; lastActivity: number }[] = [];
   for await (const activity of storage.listUploads()) {
     const age = now - activity.lastActivity;
     const limit = activity.completed ? options.completedExpireAfter : options.expireAfter;
     if (age > limit && !options.isActive?.(activity.key)) {
-      stale.push({ key: activity.key, completed: activity.completed });
+      stale.push({ key: activity.key, completed: activity.completed, lastActivity: activity.lastActivity });
     } else {
       report.kept++;
       // A crash between publishing a file and deleting its chunks leaves chunks nobody needs.
@@ -77,9 +77,17 @@ export async function cleanupExpired(
       }
     }
   }
-  for (const { key, completed } of stale) {
-    // Checked again right before removing: a request may have started since the listing.
+  for (const { key, completed, lastActivity } of stale) {
+    // Checked again right before removing: a request may have started since the listing, here or,
+    // as the storage tells, in another process that stored chunks meanwhile. Removing it then
+    // would delete chunks its client was told are stored.
     if (options.isActive?.(key)) {
+      report.kept++;
+      continue;
+    }
+    let since: number | undefined;
+    if (!await attempt(async () => void (since = await storage.lastActivity?.(key)))) continue;
+    if (since !== undefined && since > lastActivity) {
       report.kept++;
       continue;
     }

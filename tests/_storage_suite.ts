@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import type { StoredFile, UploadRecord, UploadStorage } from "../mod.ts";
 import { newFileId, uploadKey } from "../src/identifier.ts";
+import { cleanupExpired } from "../src/cleanup.ts";
 
 /** A fresh storage for one test, and how to dispose of it. */
 export interface StorageFixture {
@@ -353,6 +354,31 @@ export function storageSuite(name: string, make: () => Promise<StorageFixture>):
     await storage.removeFile(rec.fileId);
     await storage.removeFile(rec.fileId);
     assert.equal(await storage.openFile(rec.fileId), undefined);
+  });
+
+  step("an expiry sweep keeps an upload that was resumed after it listed it", async (storage) => {
+    if (!storage.listUploads) return;
+    const resumed = await storage.createUpload(record(9));
+    await storage.putChunk(resumed.key, 1, streamOf("abc"), { fileId: resumed.fileId });
+    const idle = await storage.createUpload(record(9));
+    // Between the listing and the removals, a client resumes one upload (here or in another
+    // process): a chunk is stored and acknowledged. Stores keep times to the second (S3).
+    const list = storage.listUploads.bind(storage);
+    storage.listUploads = async function* () {
+      yield* list();
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await storage.putChunk(resumed.key, 2, streamOf("def"), { fileId: resumed.fileId });
+    };
+    const report = await cleanupExpired(storage, {
+      expireAfter: 1,
+      completedExpireAfter: 1,
+      now: Date.now() + 60_000,
+    });
+    if (!storage.lastActivity) return;
+    assert.equal((await storage.getUpload(resumed.key))?.fileId, resumed.fileId, "the resumed upload stays");
+    assert.equal(await storage.countChunks(resumed.key), 2, "with the chunk its client was told is stored");
+    assert.equal(await storage.getUpload(idle.key), undefined, "the idle one goes");
+    assert.equal(report.expired, 1);
   });
 
   step("lists uploads with their activity, when it can", async (storage) => {

@@ -967,4 +967,17 @@ export class DenoKvStorage implements UploadStorage {
       };
     }
   }
+
+  /** The last activity of one upload, or `undefined` when it is gone. */
+  async lastActivity(key: string): Promise<number | undefined> {
+    const [upload, activity] = await this.#retry(() =>
+      this.#kv.getMany<[UploadRecord | Tombstone, number]>([
+        this.#key("upload", key),
+        this.#key("activity", key),
+      ])
+    );
+    if (!upload.value) return undefined;
+    if (isTombstone(upload.value)) return upload.value.at;
+    return Math.max(upload.value.createdAt, activity.value ?? 0);
+  }
 }

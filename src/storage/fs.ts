@@ -694,25 +694,35 @@ export class FileSystemStorage implements UploadStorage {
       if (!isUploadKey(key)) continue;
       // The calls below are synchronous under Deno: let requests run between uploads of a long sweep.
       if (++listed % 32 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
-      const dir = joinPath(root, key);
-      const chunks = joinPath(dir, "chunks");
-      let names: string[];
-      let chunkNames: string[];
-      try {
-        names = await readdir(dir);
-        chunkNames = await namesIn(chunks);
-      } catch (error) {
-        if (isMissing(error)) continue; // removed meanwhile
-        throw error;
-      }
-      const paths = [dir, chunks, ...names.map((name) => joinPath(dir, name))];
-      for (const name of chunkNames) if (name.endsWith(".tmp")) paths.push(joinPath(chunks, name));
-      yield {
-        key,
-        lastActivity: await this.#latestChange(paths),
-        completed: names.includes("complete.json"),
-      };
+      const activity = await this.#activity(key);
+      if (activity) yield activity; // else removed meanwhile
     }
+  }
+
+  /** The last activity of one upload, or `undefined` when it is gone. */
+  async lastActivity(key: string): Promise<number | undefined> {
+    return isUploadKey(key) ? (await this.#activity(key))?.lastActivity : undefined;
+  }
+
+  async #activity(key: string): Promise<UploadActivity | undefined> {
+    const dir = this.#uploadDir(key);
+    const chunks = joinPath(dir, "chunks");
+    let names: string[];
+    let chunkNames: string[];
+    try {
+      names = await readdir(dir);
+      chunkNames = await namesIn(chunks);
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+    const paths = [dir, chunks, ...names.map((name) => joinPath(dir, name))];
+    for (const name of chunkNames) if (name.endsWith(".tmp")) paths.push(joinPath(chunks, name));
+    return {
+      key,
+      lastActivity: await this.#latestChange(paths),
+      completed: names.includes("complete.json"),
+    };
   }
 
   /** Deletes a folder a removal left behind (it crashed), once the removal can no longer be running. */

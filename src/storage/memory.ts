@@ -255,6 +255,11 @@ export class MemoryStorage implements UploadStorage {
     }
   }
 
+  /** The last activity of one upload, or `undefined` when it is gone. */
+  lastActivity(key: string): Promise<number | undefined> {
+    return Promise.resolve(this.#uploads.get(key)?.lastActivity);
+  }
+
   /** Deletes a completed file. */
   removeFile(fileId: string): Promise<void> {
     this.#files.delete(fileId);

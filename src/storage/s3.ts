@@ -856,13 +856,23 @@ export class S3Storage implements UploadStorage {
       if (!dir.isPrefix) continue;
       const key = dir.key.slice(root.length, -1);
       if (!isUploadKey(key)) continue;
-      let lastActivity = 0;
-      let completed = false;
-      for await (const item of this.#client.list(dir.key)) {
-        lastActivity = Math.max(lastActivity, item.lastModified);
-        if (item.key.endsWith("/complete.json")) completed = true;
-      }
-      if (lastActivity > 0) yield { key, lastActivity, completed };
+      const activity = await this.#activity(key);
+      if (activity) yield activity;
     }
+  }
+
+  /** The last activity of one upload, or `undefined` when it is gone. */
+  async lastActivity(key: string): Promise<number | undefined> {
+    return isUploadKey(key) ? (await this.#activity(key))?.lastActivity : undefined;
+  }
+
+  async #activity(key: string): Promise<UploadActivity | undefined> {
+    let lastActivity = 0;
+    let completed = false;
+    for await (const item of this.#client.list(this.#upload(key))) {
+      lastActivity = Math.max(lastActivity, item.lastModified);
+      if (item.key.endsWith("/complete.json")) completed = true;
+    }
+    return lastActivity > 0 ? { key, lastActivity, completed } : undefined;
   }
 }

@@ -253,4 +253,11 @@ export interface UploadStorage {
   removeFile(fileId: string): Promise<void>;
   /** Lists every upload with its last activity, for expiry sweeps. Optional. */
   listUploads?(): AsyncIterable<UploadActivity>;
+  /**
+   * The last activity of one upload, as {@linkcode UploadStorage.listUploads} tells it, or
+   * `undefined` when it is gone. A sweep asks again right before it removes an upload it listed as
+   * expired: another process may have resumed it since, and a sweep can take minutes. Optional:
+   * without it, chunks stored in that time go with the upload.
+   */
+  lastActivity?(key: string): Promise<number | undefined>;
 }
