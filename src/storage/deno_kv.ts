@@ -851,6 +851,9 @@ export class DenoKvStorage implements UploadStorage {
       // A manifest an assembler wrote and never published (it lost, or died).
       if (!await this.#deletePrefix(this.#key("manifest", fileId), only)) return false;
     }
+    // Read first: every sweep cleans each completed upload it keeps, and a write (to the primary
+    // region on Deno Deploy) for a counter long gone would cost one per upload per sweep.
+    if ((await this.#get(this.#key("count", key))).value === null) return true;
     return await this.#commit((op) => (only ? op.check(only) : op).delete(this.#key("count", key)));
   }
 

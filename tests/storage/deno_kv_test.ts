@@ -626,6 +626,24 @@ Deno.test("DenoKvStorage removeFile called again after it failed among the parts
   }
 });
 
+Deno.test("DenoKvStorage: a sweep that keeps clean completed uploads writes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let commits: string[][] = [];
+  const counting = interceptedCommits(kv, (kinds) => {
+    commits.push(kinds);
+    return Promise.resolve();
+  });
+  const storage = new DenoKvStorage({ kv: counting });
+  const handler = createResumableHandler({ storage });
+  for (const name of ["a", "b", "c"]) {
+    await uploadThrough(handler, name, new TextEncoder().encode("abcdef"), 3);
+  }
+  commits = [];
+  const report = await cleanupExpired(storage, { expireAfter: 3_600_000, completedExpireAfter: 3_600_000 });
+  assert.equal(report.kept, 3);
+  assert.deepEqual(commits, [], "no commit for uploads with nothing left to clean");
+});
+
 /**
  * `kv` whose commits wait for `before(kinds)` first, where `kinds` lists what the commit sets and
  * deletes (`set file`, `delete upload`: the key's first part after the prefix), and for
