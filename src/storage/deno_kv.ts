@@ -659,10 +659,27 @@ export class DenoKvStorage implements UploadStorage {
     const value: FileValue = this.#files
       ? { file: stored, writeId: id, external: true }
       : { file: stored, writeId: id };
-    // A target's bytes stay: they are named by the file id, so they are the winner's bytes too.
     const published = await this.#publish(claim, value, id);
     if (!published && !this.#files) await this.#deletePrefix(parts);
+    // A target's bytes are named by the file id, so they are a winner's bytes too, and stay; unless
+    // the upload was removed (a cancel wins over an assembly): nobody can publish that id then, and
+    // nothing would ever delete them.
+    if (!published && this.#files && await this.#unpublishable(claim.key, file.id)) {
+      await this.#files.remove(stored).catch(() => {});
+    }
     return published;
+  }
+
+  /** Whether no file `fileId` is published, nor can be: the upload's record is no longer its own. */
+  async #unpublishable(key: string, fileId: string): Promise<boolean> {
+    const [record, published] = await this.#retry(() =>
+      this.#kv.getMany<[UploadRecord | Tombstone, FileValue]>([
+        this.#key("upload", key),
+        this.#key("file", fileId),
+      ])
+    );
+    if (published.value !== null) return false;
+    return !record.value || isTombstone(record.value) || record.value.fileId !== fileId;
   }
 
   /**

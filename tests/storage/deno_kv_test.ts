@@ -644,6 +644,38 @@ Deno.test("DenoKvStorage: a sweep that keeps clean completed uploads writes noth
   assert.deepEqual(commits, [], "no commit for uploads with nothing left to clean");
 });
 
+Deno.test("DenoKvStorage with a file target deletes what an assembly wrote there when a cancel wins over it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { bytes, target } = mapTarget();
+  let written!: () => void;
+  const wrote = new Promise<void>((resolve) => written = resolve);
+  let proceed!: () => void;
+  const cancelled = new Promise<void>((resolve) => proceed = resolve);
+  // A target slow to confirm: the bytes are there, its answer is not yet.
+  const slow: KvFileTarget = {
+    ...target,
+    async write(file, data) {
+      const result = await target.write(file, data);
+      written();
+      await cancelled;
+      return result;
+    },
+  };
+  const storage = new DenoKvStorage({ kv, files: slow });
+  const key = uploadKey("", "cancelled while assembling");
+  const record = await storage.createUpload(recordOf(key));
+  await storage.putChunk(key, 1, new Blob(["abc"]).stream(), { fileId: record.fileId });
+  await storage.putChunk(key, 2, new Blob(["def"]).stream(), { fileId: record.fileId });
+  const claim = await storage.claim(key, { owner: "assembler", ttlMs: 60_000 });
+  const assembling = storage.commitChunks(claim!, 2, fileOf(record));
+  await wrote;
+  assert.ok(bytes.has(record.fileId));
+  await storage.removeUpload(key);
+  proceed();
+  assert.equal(await assembling, undefined, "nothing is published");
+  assert.equal(bytes.has(record.fileId), false, "and nothing is left in the target");
+});
+
 /**
  * `kv` whose commits wait for `before(kinds)` first, where `kinds` lists what the commit sets and
  * deletes (`set file`, `delete upload`: the key's first part after the prefix), and for
