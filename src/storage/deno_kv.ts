@@ -149,6 +149,11 @@ const MANIFEST_ENTRIES = 1000;
 /** Parts per commit: 10 x 64 KiB stays well under the 800 KiB commit limit with keys. */
 const PARTS_PER_COMMIT = 10;
 const DELETES_PER_COMMIT = 500;
+/**
+ * Parts listed at a time to delete them: a listing returns values too, and 500 parts of 64 KiB
+ * held at once made removing a large upload cost 32 MiB of memory.
+ */
+const PARTS_PER_LISTING = 16;
 /** Upload records a handle keeps the last read of (see `#records`): about 300 bytes each. */
 const RECORDS_NOTED = 1000;
 /** Publishing commits to try while only our own lease renewals get in the way. */
@@ -413,7 +418,9 @@ export class DenoKvStorage implements UploadStorage {
         return op;
       });
     };
-    for await (const entry of this.#list({ prefix }, { batchSize: DELETES_PER_COMMIT })) {
+    const kind = prefix[this.#prefix.length];
+    const batchSize = kind === "chunkpart" || kind === "filepart" ? PARTS_PER_LISTING : DELETES_PER_COMMIT;
+    for await (const entry of this.#list({ prefix }, { batchSize })) {
       keys.push(entry.key);
       if (keys.length === DELETES_PER_COMMIT && !await flush()) return false;
     }

@@ -676,6 +676,37 @@ Deno.test("DenoKvStorage with a file target deletes what an assembly wrote there
   assert.equal(bytes.has(record.fileId), false, "and nothing is left in the target");
 });
 
+Deno.test("DenoKvStorage lists parts 16 at a time to delete them: at most 1 MiB of values held, not 32", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const listings: { kind: string; batchSize: number }[] = [];
+  const watched = new Proxy(kv, {
+    get(target, name) {
+      if (name !== "list") {
+        return Reflect.get(target, name, target).bind?.(target) ?? Reflect.get(target, name);
+      }
+      return (selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+        const prefix = "prefix" in selector ? selector.prefix : [];
+        listings.push({ kind: String(prefix[1] ?? ""), batchSize: options?.batchSize ?? 500 });
+        return target.list(selector, options);
+      };
+    },
+  });
+  const storage = new DenoKvStorage({ kv: watched });
+  const handler = createResumableHandler({ storage });
+  const id = await uploadThrough(handler, "big", new Uint8Array(randomBytes(3 * 1024 * 1024)), 1024 * 1024);
+  listings.length = 0;
+  await storage.removeUpload(uploadKey("", "big"));
+  await storage.removeFile(id);
+  const parts = listings.filter(({ kind }) => kind === "chunkpart" || kind === "filepart");
+  assert.ok(parts.length > 0, "parts were listed to be deleted");
+  for (const { kind, batchSize } of parts) {
+    assert.ok(batchSize <= 16, `${kind} listed ${batchSize} at a time`);
+  }
+  for (const kind of ["chunk", "chunkpart", "manifest", "file", "filepart"]) {
+    assert.deepEqual(await kvKeys(kv, kind), [], `no ${kind} left`);
+  }
+});
+
 /**
  * `kv` whose commits wait for `before(kinds)` first, where `kinds` lists what the commit sets and
  * deletes (`set file`, `delete upload`: the key's first part after the prefix), and for
