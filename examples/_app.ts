@@ -73,7 +73,13 @@ export function createApp(config: ExampleConfig): (request: Request) => Promise<
       return upload(request);
     }
     if (pathname.startsWith("/files/")) {
-      return serveFileDownload(storage, decodeURIComponent(pathname.slice("/files/".length)));
+      let id: string;
+      try {
+        id = decodeURIComponent(pathname.slice("/files/".length));
+      } catch {
+        return new Response("Not found", { status: 404 }); // a malformed %-escape names no file
+      }
+      return serveFileDownload(storage, id);
     }
     return serveStatic(pathname);
   };

@@ -40,6 +40,21 @@ export async function serveStatic(pathname: string): Promise<Response> {
 }
 
 /** Streams a completed file with its original name as the download name. */
+/**
+ * `attachment` with the name twice: RFC 5987's `filename*` (UTF-8, every character outside its
+ * attr-char set escaped: `encodeURIComponent` leaves `'()*`, and a browser that meets a `'` there
+ * drops the whole parameter and saves the file under its URL's last segment), and an ASCII
+ * `filename` for clients that read only that.
+ */
+export function contentDisposition(name: string): string {
+  const encoded = encodeURIComponent(name).replace(
+    /['()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+  const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, "_");
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`;
+}
+
 export async function serveFileDownload(storage: UploadStorage, id: string): Promise<Response> {
   const opened = await storage.openFile(id);
   if (!opened) return new Response("Not found", { status: 404 });
@@ -49,7 +64,7 @@ export async function serveFileDownload(storage: UploadStorage, id: string): Pro
       "content-type": "application/octet-stream",
       "content-length": String(file.size),
       // RFC 6266 with an RFC 5987 UTF-8 name; the file is always a download, never rendered inline.
-      "content-disposition": `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}`,
+      "content-disposition": contentDisposition(file.name),
       "x-content-type-options": "nosniff",
     },
   });

@@ -15,12 +15,24 @@ declare const Bun: {
   serve(options: {
     port: number;
     hostname: string;
+    development: boolean;
     fetch: (request: Request) => Promise<Response>;
+    error: (error: Error) => Response;
   }): { port: number; hostname: string; stop(closeActive?: boolean): Promise<void> };
 };
 
 const config = configFromEnv((name) => process.env[name]);
-const server = Bun.serve({ port: config.port, hostname: config.hostname, fetch: createApp(config) });
+const server = Bun.serve({
+  port: config.port,
+  hostname: config.hostname,
+  // Bun's development mode answers a thrown error with a page of the server's source and paths.
+  development: false,
+  fetch: createApp(config),
+  error: (error) => {
+    console.error(error);
+    return new Response("Internal Server Error", { status: 500 });
+  },
+});
 console.log(`Listening on http://${server.hostname}:${server.port}/`);
 
 process.on("SIGTERM", async () => {

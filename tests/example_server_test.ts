@@ -46,6 +46,23 @@ Deno.test("examples/server.ts serves the demo page, the client library, uploads 
     );
     assert.equal(await sha256(new Uint8Array(await download.arrayBuffer())), await sha256(data));
     assert.equal((await fetch(`${origin}/files/../../etc/passwd`)).status, 404);
+    const malformed = await fetch(`${origin}/files/%E0%A4%A`);
+    assert.equal(malformed.status, 404, "a malformed escape names no file");
+    await malformed.body?.cancel();
+
+    // A name with characters encodeURIComponent leaves as they are, which RFC 5987 does not allow.
+    const quoted = clientChunks(seededBytes(10, 78), {
+      identifier: "10-quoted",
+      chunkSize: 2048,
+      fileName: `it's (1)*.txt`,
+    });
+    const stored = await (await fetch(chunkRequest(`${origin}/upload`, quoted[0]!))).json();
+    const named = await fetch(`${origin}${stored.file.url}`);
+    await named.body?.cancel();
+    assert.equal(
+      named.headers.get("content-disposition"),
+      `attachment; filename="it's (1)*.txt"; filename*=UTF-8''it%27s%20%281%29%2A.txt`,
+    );
     await (await fetch(`${origin}/files/0123456789abcdef01234567`)).body?.cancel();
   } finally {
     child.kill("SIGTERM");
