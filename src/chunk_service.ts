@@ -251,6 +251,11 @@ export class ChunkService {
       ) {
         throw sentBeforeRemoval(chunk, error.cause);
       }
+      // A chunk refused before anything of its upload is stored (a body of the wrong size, one that
+      // broke off or stalled) must not hold the room the upload declared: ten one-byte requests
+      // declaring a gigabyte each would refuse every other upload for a day. The empty record stays
+      // until it expires; the next chunk of it that arrives reserves the room again.
+      if (await storage.countChunks(key).catch(() => 1) === 0) this.quota.release(key);
       throw error;
     }
     return this.#advance(request, record, chunk);

@@ -51,7 +51,9 @@ export class Quota {
     for await (const activity of this.#storage.listUploads()) {
       if (activity.completed) continue;
       const record = await this.#storage.getUpload(activity.key);
-      if (record) {
+      // An upload with nothing stored holds no room (see ChunkService#store): its next chunk
+      // reserves it again.
+      if (record && await this.#storage.countChunks(record.key) > 0) {
         fresh.set(record.key, { scope: record.scope ?? "", bytes: record.totalSize, touched: started });
       }
     }

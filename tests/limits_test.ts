@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createResumableHandler } from "../mod.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
-import { chunkRequest, type ClientChunk, clientChunks, seededBytes } from "./_helpers.ts";
+import { chunkRequest, type ClientChunk, clientChunks, seededBytes, serve } from "./_helpers.ts";
 
 const BASE = "http://localhost/upload";
 
@@ -80,6 +80,41 @@ Deno.test("maxPendingBytes: a file larger than all uploads in progress may hold 
     assert.match(refused.body.error.message, /maxPendingBytes 5000/);
   }
   assert.equal((await post(tight, upload("5000-fits", 5000)[0]!)).status, 200);
+});
+
+Deno.test("maxPendingBytes: refused one-byte first chunks declaring a gigabyte each hold no room, even after a restart", async () => {
+  const storage = new MemoryStorage();
+  const server = await serve(createResumableHandler({ storage }));
+  try {
+    // Sent chunked, without a Content-Length: the size is found wrong only once the body is read.
+    for (let n = 0; n < 12; n++) {
+      const params = new URLSearchParams({
+        resumableChunkNumber: "1",
+        resumableChunkSize: String(32 * 1024 ** 2),
+        resumableCurrentChunkSize: String(32 * 1024 ** 2),
+        resumableTotalSize: String(1024 ** 3),
+        resumableIdentifier: `squat-${n}`,
+        resumableFilename: "big.bin",
+        resumableRelativePath: "big.bin",
+        resumableTotalChunks: "32",
+      });
+      const response = await fetch(`${server.url}?${params}`, {
+        method: "POST",
+        body: new Blob(["x"]).stream(),
+      });
+      assert.equal(response.status, 400);
+      assert.equal((await response.json()).error.code, "chunk_size_mismatch");
+    }
+    const [chunk] = upload("3000-real", 3000);
+    const response = await fetch(chunkRequest(server.url, chunk!, "octet"));
+    assert.equal(response.status, 200, "an upload after them is not told the storage is full");
+    await response.body?.cancel();
+  } finally {
+    await server.close();
+  }
+  // Nor after a restart, which counts the uploads in storage again.
+  const restarted = createResumableHandler({ storage });
+  assert.equal((await post(restarted, upload("3000-after", 3000)[0]!)).status, 200);
 });
 
 Deno.test("limits count uploads already in storage when the process starts", async () => {
