@@ -327,8 +327,14 @@ function act(entry, action) {
     setState(entry, "uploading");
     client.retry(entry.file);
   } else if (action === "cancel" && entry.state !== "complete") {
-    // Cancelling sends nothing to the server (docs/protocol.md §9); stored chunks wait for a re-add.
+    // The clients send nothing when a file is cancelled (docs/protocol.md §9): tell the server, so
+    // that it removes the chunks stored so far and gives back the room the upload holds.
     client.cancel(entry.file);
+    const identifier = `${client.kind === "flow" ? "flow" : "resumable"}Identifier`;
+    fetch(`/upload?${new URLSearchParams({ [identifier]: entry.file.uniqueIdentifier })}`, {
+      method: "DELETE",
+    })
+      .catch(() => {});
     entries.delete(entry.file);
     entry.row.remove();
     renderOverall();

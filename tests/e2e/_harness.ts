@@ -190,6 +190,8 @@ export interface Sent {
 export interface Traffic {
   posts: Sent[];
   tests: Sent[];
+  /** Cancels the page sent (DELETE), with the status each was answered. */
+  deletes: (Sent & { status?: number })[];
   statuses: number[];
   maxInFlight: number;
 }
@@ -206,7 +208,7 @@ export async function openDemo(
   settings: Record<string, string | number | boolean>,
 ): Promise<DemoPage> {
   const page = await browser.context.newPage();
-  const traffic: Traffic = { posts: [], tests: [], statuses: [], maxInFlight: 0 };
+  const traffic: Traffic = { posts: [], tests: [], deletes: [], statuses: [], maxInFlight: 0 };
   let inFlight = 0;
   const isUpload = (request: PwRequest) => new URL(request.url()).pathname === "/upload";
   page.on("request", (request) => {
@@ -216,7 +218,8 @@ export async function openDemo(
     if (request.method() === "POST") {
       traffic.posts.push(sent);
       traffic.maxInFlight = Math.max(traffic.maxInFlight, ++inFlight);
-    } else traffic.tests.push(sent);
+    } else if (request.method() === "DELETE") traffic.deletes.push(sent);
+    else traffic.tests.push(sent);
   });
   const settled = (request: PwRequest) => {
     if (isUpload(request) && request.method() === "POST") inFlight--;
@@ -226,6 +229,12 @@ export async function openDemo(
   page.on("response", (response) => {
     if (isUpload(response.request()) && response.request().method() === "POST") {
       traffic.statuses.push(response.status());
+    }
+    if (isUpload(response.request()) && response.request().method() === "DELETE") {
+      const sent = traffic.deletes.find((entry) =>
+        entry.url.href === response.url() && entry.status === undefined
+      );
+      if (sent) sent.status = response.status();
     }
   });
   const query = new URLSearchParams(Object.entries(settings).map(([key, value]) => [key, String(value)]));

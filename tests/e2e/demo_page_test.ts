@@ -152,6 +152,14 @@ for (const client of ["resumable", "flow"] as const) {
         for (const [i, file] of done.entries()) await assertStored(server, file, shas[i]!);
         assert.deepEqual(await rows(page), [], "the cancelled file is gone from the list");
         assert.equal(await page.locator(`#done li`).count(), 2);
+        // The page told the server, which removed what it had stored of the file.
+        await until(() => traffic.deletes.some((sent) => sent.status === 200), "the cancel's answer");
+        assert.equal(traffic.deletes.length, 1);
+        const param = client === "flow" ? "flowIdentifier" : "resumableIdentifier";
+        assert.match(
+          traffic.deletes[0]!.url.searchParams.get(param) ?? "",
+          new RegExp(`all-${client}-3bin$`),
+        );
 
         // Cancel all: nothing more is sent.
         const more = [{ name: `later-${client}.bin`, size: 30 * CHUNK, seed: 104 }];
