@@ -93,6 +93,15 @@ for (const [name, setup] of Object.entries(setups)) {
         assert.equal(response.status, 200);
         return await response.json();
       };
+      // Both processes have served a chunk before, as processes in service have: their quotas
+      // counted the uploads in storage then, with counts of their own.
+      for (const server of servers) {
+        const [other] = clientChunks(seededBytes(3000, 8), {
+          identifier: `3000-other-${server.port}`,
+          chunkSize: 1000,
+        });
+        await send(server.url, other);
+      }
       assert.equal((await send(servers[1]!.url, first)).complete, false);
       // Chunk 2 reaches the slow process, is stored, and its count waits; chunk 3 completes the
       // upload on the fast one, whose cleanup removes the chunks.
