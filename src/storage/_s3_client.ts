@@ -81,20 +81,31 @@ export function xmlValues(xml: string, tag: string): string[] {
   return [...xml.matchAll(pattern)].map((m) => unescapeXml(m[1]!));
 }
 
-/** Runs `work` on every item (and its index), at most `limit` at a time; fails with the first failure. */
+/**
+ * Runs `work` on every item (and its index), at most `limit` at a time. After a failure no more
+ * items start, and it fails with the first failure once the work under way has ended: a caller that
+ * then aborts a multipart upload must not race part copies still landing in it (S3 may keep those
+ * parts, billed, after the abort).
+ */
 export async function eachLimited<T>(
   items: readonly T[],
   limit: number,
   work: (item: T, index: number) => Promise<void>,
 ): Promise<void> {
   let next = 0;
+  let failure: { error: unknown } | undefined;
   const worker = async () => {
-    while (next < items.length) {
+    while (next < items.length && !failure) {
       const index = next++;
-      await work(items[index]!, index);
+      try {
+        await work(items[index]!, index);
+      } catch (error) {
+        failure ??= { error };
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure) throw failure.error;
 }
 
 /** Escapes text for an XML element. */

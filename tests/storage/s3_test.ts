@@ -432,6 +432,39 @@ for (const status of [200, 500] as const) {
   });
 }
 
+Deno.test("S3Storage aborts a copied assembly that failed only once the copies under way have landed", async () => {
+  await withS3(async (s3) => {
+    const events: string[] = [];
+    const fetching: typeof fetch = async (input, init) => {
+      const url = new URL(String(input instanceof Request ? input.url : input));
+      const headers = new Headers(init?.headers);
+      if (init?.method === "PUT" && headers.has("x-amz-copy-source")) {
+        const part = url.searchParams.get("partNumber");
+        // The first copy fails for good at once; the others take a while.
+        if (part === "1") {
+          return new Response("<Error><Code>AccessDenied</Code><Message>no</Message></Error>", {
+            status: 403,
+          });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const response = await fetch(input, init);
+        events.push(`copied ${part}`);
+        return response;
+      }
+      if (init?.method === "DELETE" && url.searchParams.has("uploadId")) events.push("aborted");
+      return await fetch(input, init);
+    };
+    const storage = storageOn(s3, undefined, fetching);
+    const bytes = randomBytes(4 * 5 * 1024 * 1024);
+    const rec = await uploadChunks(storage, bytes, 5 * 1024 * 1024);
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    await assert.rejects(storage.commitChunks(claim!, 4, fileOf(rec)), /403 AccessDenied/);
+    assert.deepEqual(events.slice(-1), ["aborted"], `in this order: ${events.join(", ")}`);
+    assert.equal(events.filter((event) => event.startsWith("copied")).length, 3);
+    assert.equal(s3.openMultipartUploads.size, 0);
+  });
+});
+
 Deno.test("S3Storage streams small chunks instead of copying, and refuses missing or short chunks", async () => {
   await withS3(async (s3) => {
     const storage = storageOn(s3);
