@@ -48,7 +48,7 @@ export class ChunkService {
   constructor(storage: UploadStorage, options: ResolvedOptions) {
     this.#storage = storage;
     this.#options = options;
-    this.quota = new Quota(storage, options);
+    this.quota = new Quota(storage, options, (key) => this.#active.has(key));
   }
 
   /** The storage this service works on. */
@@ -254,8 +254,11 @@ export class ChunkService {
       // A chunk refused before anything of its upload is stored (a body of the wrong size, one that
       // broke off or stalled) must not hold the room the upload declared: ten one-byte requests
       // declaring a gigabyte each would refuse every other upload for a day. The empty record stays
-      // until it expires; the next chunk of it that arrives reserves the room again.
-      if (await storage.countChunks(key).catch(() => 1) === 0) this.quota.release(key);
+      // until it expires; the next chunk of it that arrives reserves the room again. Not while
+      // another request of the upload is under way here: its chunk may be stored yet.
+      if (this.#active.get(key) === 1 && await storage.countChunks(key).catch(() => 1) === 0) {
+        this.quota.release(key);
+      }
       throw error;
     }
     return this.#advance(request, record, chunk);

@@ -31,16 +31,19 @@ interface Reservation {
 export class Quota {
   #storage: UploadStorage;
   #limits: QuotaLimits;
+  #isActive?: (key: string) => boolean;
   #reserved = new Map<string, Reservation>();
   #seeded?: Promise<void>;
 
   /**
    * @param storage Where uploads are listed from.
    * @param limits The limits to enforce.
+   * @param isActive Whether a request of this process is working on an upload right now.
    */
-  constructor(storage: UploadStorage, limits: QuotaLimits) {
+  constructor(storage: UploadStorage, limits: QuotaLimits, isActive?: (key: string) => boolean) {
     this.#storage = storage;
     this.#limits = limits;
+    this.#isActive = isActive;
   }
 
   /** Re-reads every upload in progress from the storage. */
@@ -58,10 +61,13 @@ export class Quota {
       }
     }
     // Reservations used while listing stay, as the listing may have passed them before their record
-    // was created. The others the listing did not find were completed, cancelled or expired,
-    // possibly by another process: keeping them would hold their room for good.
+    // was created, and so do those of uploads with a request under way here (a first chunk still
+    // arriving counts as nothing stored). The others the listing did not find were completed,
+    // cancelled or expired, possibly by another process: keeping them would hold their room for good.
     for (const [key, reservation] of this.#reserved) {
-      if (!fresh.has(key) && reservation.touched >= started) fresh.set(key, reservation);
+      if (!fresh.has(key) && (reservation.touched >= started || this.#isActive?.(key))) {
+        fresh.set(key, reservation);
+      }
     }
     this.#reserved = fresh;
   }

@@ -117,6 +117,64 @@ Deno.test("maxPendingBytes: refused one-byte first chunks declaring a gigabyte e
   assert.equal((await post(restarted, upload("3000-after", 3000)[0]!)).status, 200);
 });
 
+Deno.test("maxPendingBytes: a refused first chunk keeps the room of its upload while another of its chunks is arriving", async () => {
+  const handler = createResumableHandler({ storage: new MemoryStorage(), maxPendingBytes: 5000 });
+  const x = upload("3000-x", 3000);
+  // resumable.js starts an upload with chunks in parallel: chunk 2 is still arriving...
+  let finish!: () => void;
+  const rest = new Promise<void>((resolve) => finish = resolve);
+  const slowBody = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      controller.enqueue(x[1]!.bytes.slice(0, 500));
+      await rest;
+      controller.enqueue(x[1]!.bytes.slice(500));
+      controller.close();
+    },
+  });
+  const second = handler(
+    new Request(`${BASE}?${new URLSearchParams(x[1]!.params)}`, { method: "POST", body: slowBody }),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  // ...when chunk 1 breaks off and is refused.
+  const broken = await handler(
+    new Request(`${BASE}?${new URLSearchParams(x[0]!.params)}`, {
+      method: "POST",
+      body: new Blob(["x"]).stream(),
+    }),
+  );
+  assert.equal(broken.status, 400);
+  await broken.body?.cancel();
+  finish();
+  assert.equal((await second).status, 200);
+  // The upload still holds its room: another that does not fit is refused, and its retry is not.
+  assert.equal((await post(handler, upload("3000-y", 3000)[0]!)).status, 507);
+  assert.equal((await post(handler, x[0]!)).status, 200);
+});
+
+Deno.test("maxPendingBytes: a recount while an upload's first chunk is arriving keeps that upload's room", async () => {
+  const handler = createResumableHandler({ storage: new MemoryStorage(), maxPendingBytes: 5000 });
+  const x = upload("3000-x", 3000);
+  let finish!: () => void;
+  const rest = new Promise<void>((resolve) => finish = resolve);
+  const slowBody = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      controller.enqueue(x[0]!.bytes.slice(0, 500));
+      await rest;
+      controller.enqueue(x[0]!.bytes.slice(500));
+      controller.close();
+    },
+  });
+  const first = handler(
+    new Request(`${BASE}?${new URLSearchParams(x[0]!.params)}`, { method: "POST", body: slowBody }),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  // A sweep counts the uploads in storage again: this one has nothing stored yet.
+  await handler.cleanup();
+  finish();
+  assert.equal((await first).status, 200);
+  assert.equal((await post(handler, upload("3000-y", 3000)[0]!)).status, 507);
+});
+
 Deno.test("limits count uploads already in storage when the process starts", async () => {
   const storage = new MemoryStorage();
   const first = createResumableHandler({ storage, maxUploadsPerScope: 1 });
