@@ -39,7 +39,6 @@ export async function serveStatic(pathname: string): Promise<Response> {
   }
 }
 
-/** Streams a completed file with its original name as the download name. */
 /**
  * `attachment` with the name twice: RFC 5987's `filename*` (UTF-8, every character outside its
  * attr-char set escaped: `encodeURIComponent` leaves `'()*`, and a browser that meets a `'` there
@@ -55,6 +54,7 @@ export function contentDisposition(name: string): string {
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`;
 }
 
+/** Streams a completed file with its original name as the download name. */
 export async function serveFileDownload(storage: UploadStorage, id: string): Promise<Response> {
   const opened = await storage.openFile(id);
   if (!opened) return new Response("Not found", { status: 404 });

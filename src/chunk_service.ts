@@ -131,8 +131,9 @@ export class ChunkService {
     const storage = this.#storage;
     const completed = await viaStorage(() => storage.getCompleted(key));
     if (completed) {
-      // Another file under a finished upload's identifier is not that file: "complete" would have
-      // the client skip every chunk and report it stored. Its chunks are then refused (see #store).
+      // A file of another size or name under a finished upload's identifier is not that file (one
+      // of the same name and size cannot be told apart): "complete" would have the client skip
+      // every chunk and report it stored. Its chunks are then refused (see #store).
       if (fileDisagreement(completed, chunk)) return { present: false };
       return {
         present: true,
