@@ -392,23 +392,22 @@ async function upload(
  */
 function withReportedType(raw: RawParams, contentType: string | null | undefined): RawParams {
   if (raw.type !== undefined || !contentType) return raw;
-  const type = contentType.split(";")[0]!.trim();
-  return type && type.length <= 255 ? { ...raw, type } : raw;
+  const semicolon = contentType.indexOf(";");
+  const type = (semicolon < 0 ? contentType : contentType.slice(0, semicolon)).trim();
+  // `raw` is this request's own: set in place, nothing allocated per chunk.
+  if (type && type.length <= 255) raw.type = type;
+  return raw;
 }
 
 /**
- * Runs a check of the fields before the chunk, saying so when one is missing: the streaming reader
- * does not buffer the chunk, so it cannot wait for fields sent after it.
+ * `error` of a check of the fields before the chunk, saying so when one is missing: the streaming
+ * reader does not buffer the chunk, so it cannot wait for fields sent after it.
  */
-function fieldsFirst<T>(check: () => T): T {
-  try {
-    return check();
-  } catch (error) {
-    if (error instanceof ResumableError && error.message.startsWith("Missing parameter")) {
-      throw new ResumableError(error.code, `${error.message} (form fields must precede the file part)`);
-    }
-    throw error;
+function fieldsFirst(error: unknown): unknown {
+  if (error instanceof ResumableError && error.message.startsWith("Missing parameter")) {
+    return new ResumableError(error.code, `${error.message} (form fields must precede the file part)`);
   }
+  return error;
 }
 
 /** The multipart branch with the streaming reader: the file part goes straight to storage. */
@@ -429,9 +428,15 @@ async function uploadStreamed(
     fileField,
     maxFieldBytes: multipartOverhead(options),
     maxFileFieldBytes: (fields) => {
-      const chunk = fieldsFirst(() =>
-        validateChunkRequest(readRequestParams(recordSource(url, fields), options, context), options.limits)
-      );
+      let chunk;
+      try {
+        chunk = validateChunkRequest(
+          readRequestParams(recordSource(url, fields), options, context),
+          options.limits,
+        );
+      } catch (error) {
+        throw fieldsFirst(error);
+      }
       return Math.min(chunkText, dataUrlBytes(maxChunkBytes(chunk)));
     },
   });
@@ -453,9 +458,12 @@ async function uploadStreamed(
       ({ stream, size } = chunkFromDataUrl(value, fileField));
     }
     const raw = withReportedType(readRequestParams(source, options, context), body.file?.type);
-    const chunk = body.file
-      ? fieldsFirst(() => validateChunkRequest(raw, options.limits))
-      : validateChunkRequest(raw, options.limits);
+    let chunk;
+    try {
+      chunk = validateChunkRequest(raw, options.limits);
+    } catch (error) {
+      throw body.file ? fieldsFirst(error) : error;
+    }
     if (size !== undefined && !chunk.allowedSizes.includes(size)) {
       throw new ResumableError(
         "chunk_size_mismatch",
