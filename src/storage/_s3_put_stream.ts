@@ -39,7 +39,18 @@ async function completeMultipart(
   // AWS documents both as worth retrying, and the same parts complete the same object. Failing
   // instead aborted the upload and threw away every part.
   for (let attempt = 0;; attempt++) {
-    const xml = await client.text("POST", key, { query: { uploadId }, body, idempotent: true });
+    let xml: string;
+    try {
+      xml = await client.text("POST", key, { query: { uploadId }, body, idempotent: true });
+    } catch (error) {
+      // A retry after a reply was lost finds the upload completed and gone on MinIO (AWS answers
+      // 200 again): the object is then there, made of these parts.
+      if (
+        error instanceof S3RequestError && error.code === "NoSuchUpload" &&
+        await completedAlready(client, key, etags.length)
+      ) return;
+      throw error;
+    }
     if (!xml.includes("<Error>")) return;
     if (attempt < RETRIES && TRANSIENT_CODES.has(xmlValues(xml, "Code")[0] ?? "")) {
       await backOff(attempt);
@@ -47,6 +58,16 @@ async function completeMultipart(
     }
     await client.fail("POST", key, new Response(xml, { status: 500 }));
   }
+}
+
+/**
+ * Whether `key` is an object completed from a multipart upload of `parts` parts: its ETag is then
+ * `"<digest>-<parts>"`. Only one claimant writes a file's key, and always the same bytes.
+ */
+async function completedAlready(client: S3Client, key: string, parts: number): Promise<boolean> {
+  const head = await client.send("HEAD", key).catch(() => undefined);
+  await head?.body?.cancel();
+  return head?.ok === true && (head.headers.get("etag") ?? "").replaceAll('"', "").endsWith(`-${parts}`);
 }
 
 /** Error codes S3 answers in the body of a 200 (a long copy or completion) that a retry can clear. */

@@ -189,6 +189,8 @@ export async function startS3(): Promise<S3Fixture> {
   const batchDeletes = { refuse: false, timeoutNext: 0, failNext: 0, count: 0, keys: 0 };
   const stalls: S3Fixture["stalls"] = { next: 0, count: 0 };
   const held = new Set<() => void>();
+  /** Objects being completed from a multipart upload ("bucket/key"), with their part counts. */
+  const multipartParts = new Map<string, number>();
   const completes: S3Fixture["completes"] = { next: 0, count: 0 };
   const log: string[] = [];
   const locks = new Map<string, Promise<unknown>>();
@@ -441,6 +443,11 @@ export async function startS3(): Promise<S3Fixture> {
     }
     if (ctx.method === "POST" && uploadId) {
       completes.count++;
+      // A completed upload is gone: a second completion of it (its first reply lost) is refused, as
+      // MinIO does (AWS answers it 200 again).
+      if (!open.has(uploadId)) {
+        return s3Error(ctx, 404, "NoSuchUpload", "The specified multipart upload does not exist.");
+      }
       if (completes.next > 0) {
         completes.next--;
         if (completes.status === 500) {
@@ -462,7 +469,13 @@ export async function startS3(): Promise<S3Fixture> {
       if (sizes.some(([, size], i) => i < sizes.length - 1 ? size !== first : size > first)) {
         return s3Error(ctx, 400, "InvalidPart", "All non-trailing parts must have the same length");
       }
-      await next();
+      // Stored with a multipart ETag, "<digest>-<parts>", as S3 and MinIO give one.
+      multipartParts.set(`${bucketName}/${key}`, sizes.length);
+      try {
+        await next();
+      } finally {
+        multipartParts.delete(`${bucketName}/${key}`);
+      }
       if (ctx.status === 200) open.delete(uploadId);
       return;
     }
@@ -491,7 +504,9 @@ export async function startS3(): Promise<S3Fixture> {
     if (Buffer.isBuffer(object.content)) parts.push(object.content);
     else for await (const part of object.content as AsyncIterable<Uint8Array>) parts.push(part);
     const bytes = Buffer.concat(parts);
-    const md5 = createHash("md5").update(bytes).digest("hex");
+    const digest = createHash("md5").update(bytes).digest("hex");
+    const partCount = multipartParts.get(`${object.bucket}/${object.key}`);
+    const md5 = partCount === undefined ? digest : `${digest}-${partCount}`;
     const path = store.getResourcePath(object.bucket, object.key, "object");
     await mkdir(dirname(path), { recursive: true });
     const temp = `${path}.${crypto.randomUUID()}.tmp`;

@@ -465,6 +465,42 @@ Deno.test("S3Storage aborts a copied assembly that failed only once the copies u
   });
 });
 
+Deno.test("S3Storage takes a CompleteMultipartUpload whose reply was lost, and whose retry finds the upload gone, for done once the object is there", async () => {
+  await withS3(async (s3) => {
+    let lose = true;
+    const completes: number[] = [];
+    const fetching: typeof fetch = async (input, init) => {
+      const url = new URL(String(input instanceof Request ? input.url : input));
+      const response = await fetch(input, init);
+      if (init?.method === "POST" && url.searchParams.has("uploadId")) {
+        completes.push(response.status);
+        if (lose) {
+          lose = false;
+          await response.body?.cancel();
+          throw new TypeError("error reading a body from connection: connection reset");
+        }
+      }
+      return response;
+    };
+    const storage = storageOn(s3, undefined, fetching);
+    const bytes = randomBytes(6 * 1024 * 1024);
+    const rec = await uploadChunks(storage, bytes, 1024 * 1024);
+    const claim = await storage.claim(rec.key, { owner: "o", ttlMs: 60_000 });
+    const stored = await storage.commitChunks(claim!, 6, fileOf(rec));
+    assert.equal(stored?.size, bytes.byteLength);
+    assert.deepEqual(
+      completes,
+      [200, 404],
+      "the retry found the upload completed and gone, as MinIO answers",
+    );
+    const opened = await storage.openFile(rec.fileId);
+    assert.equal(
+      await digest(opened!.body),
+      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+    );
+  });
+});
+
 Deno.test("S3Storage streams small chunks instead of copying, and refuses missing or short chunks", async () => {
   await withS3(async (s3) => {
     const storage = storageOn(s3);
