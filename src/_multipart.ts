@@ -53,6 +53,12 @@ export interface MultipartOptions {
    * be; what it throws fails the body before the value is read.
    */
   maxFileFieldBytes?: number | ((fields: ReadonlyMap<string, string>) => number);
+  /**
+   * A text field that must come before the file part: after it, it fails the body (a checksum that
+   * came after the bytes it vouches for could not be checked before they were stored, and must not
+   * pass unchecked).
+   */
+  leadingField?: string;
   /** Receives the first error of the file stream, since layers that read it may rewrap it. */
   failure?: { error?: ResumableError };
 }
@@ -515,6 +521,9 @@ export async function readMultipartStream(
         isChunk = headers.name === options.fileField;
         if (isChunk && (fileSeen || fields.has(headers.name))) {
           throw malformed(`field "${headers.name}" appears more than once`);
+        }
+        if (fileSeen && headers.name === options.leadingField) {
+          throw malformed(`field "${headers.name}" must precede the file part`);
         }
         if (isChunk && headers.filename !== undefined) {
           fileSeen = true;

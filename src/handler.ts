@@ -426,6 +426,7 @@ async function uploadStreamed(
   // much as the fields before it allow: it is buffered whole before anything else checks it.
   const body = await readMultipartStreamed(request, requestBody, limit, {
     fileField,
+    leadingField: options.checksum && options.parameterNamespace + options.checksum.parameter,
     maxFieldBytes: multipartOverhead(options),
     maxFileFieldBytes: (fields) => {
       let chunk;

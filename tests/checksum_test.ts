@@ -79,6 +79,28 @@ Deno.test("checksum: flow.js multipart sends it as a form field; mismatch is 422
   await good.body?.cancel();
 });
 
+Deno.test("checksum: a digest field after the file part is refused, never skipped, and nothing is stored", async () => {
+  for (const parser of ["stream", "native"] as const) {
+    const storage = new MemoryStorage();
+    const handler = createResumableHandler({ storage, checksum: true, multipartParser: parser });
+    const [first] = flowChunks;
+    const form = new FormData();
+    for (const [key, value] of Object.entries(first!.params)) form.set(key, value);
+    form.set("file", new Blob([first!.bytes]), "blob");
+    form.set("checksum", wrong); // after the file part: checked by nobody before the bytes are stored
+    const refused = await handler(new Request(BASE, { method: "POST", body: form }));
+    const { error } = await refused.json();
+    // The platform's parser has the whole body first, so it can check the digest.
+    if (parser === "native") assert.equal(error.code, "checksum_mismatch");
+    else {
+      assert.equal(refused.status, 415, "malformed, in flow.js' terms");
+      assert.equal(error.code, "malformed_body");
+      assert.match(error.message, /"checksum" must precede the file part/);
+    }
+    assert.equal(await storage.countChunks(uploadKey("", "2500-flow")), 0, parser);
+  }
+});
+
 Deno.test("checksum: octet chunks may carry Content-Digest (RFC 9530) or Digest (RFC 3230)", async () => {
   const { handler } = setup();
   const [first, second] = chunks;
