@@ -8,6 +8,7 @@ import {
   escapeXml,
   RETRIES,
   type S3Client,
+  type S3Request,
   S3RequestError,
   xmlValues,
 } from "./_s3_client.ts";
@@ -38,25 +39,45 @@ async function completeMultipart(
   // Sent again on a 5xx or a failed connection, and on a 200 whose body is a transient error:
   // AWS documents both as worth retrying, and the same parts complete the same object. Failing
   // instead aborted the upload and threw away every part.
+  try {
+    await textUntilDone(
+      client,
+      "POST",
+      key,
+      { query: { uploadId }, body, idempotent: true },
+      (xml) => !xml.includes("<Error>"),
+    );
+  } catch (error) {
+    // A retry after a reply was lost finds the upload completed and gone on MinIO (AWS answers
+    // 200 again): the object is then there, made of these parts.
+    if (
+      error instanceof S3RequestError && error.code === "NoSuchUpload" &&
+      await completedAlready(client, key, etags.length)
+    ) return;
+    throw error;
+  }
+}
+
+/**
+ * Sends a request whose 200 may carry an error in its body (a long copy or completion) until
+ * `done` finds the body a success, again while that error is one a retry can clear; resolves the
+ * body.
+ */
+async function textUntilDone(
+  client: S3Client,
+  method: string,
+  key: string,
+  request: S3Request,
+  done: (xml: string) => boolean,
+): Promise<string> {
   for (let attempt = 0;; attempt++) {
-    let xml: string;
-    try {
-      xml = await client.text("POST", key, { query: { uploadId }, body, idempotent: true });
-    } catch (error) {
-      // A retry after a reply was lost finds the upload completed and gone on MinIO (AWS answers
-      // 200 again): the object is then there, made of these parts.
-      if (
-        error instanceof S3RequestError && error.code === "NoSuchUpload" &&
-        await completedAlready(client, key, etags.length)
-      ) return;
-      throw error;
-    }
-    if (!xml.includes("<Error>")) return;
+    const xml = await client.text(method, key, request);
+    if (done(xml)) return xml;
     if (attempt < RETRIES && TRANSIENT_CODES.has(xmlValues(xml, "Code")[0] ?? "")) {
       await backOff(attempt);
       continue;
     }
-    await client.fail("POST", key, new Response(xml, { status: 500 }));
+    return await client.fail(method, key, new Response(xml, { status: 500 }));
   }
 }
 
@@ -231,24 +252,15 @@ export async function copyParts(
         "x-amz-copy-source": `/${bucket}/${uriEncode(source.key, true)}`,
       };
       if (source.range) headers["x-amz-copy-source-range"] = `bytes=${source.range[0]}-${source.range[1]}`;
-      // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body, sent again
-      // when it is transient.
-      for (let attempt = 0;; attempt++) {
-        const result = await client.text("PUT", key, {
-          query: { partNumber: String(index + 1), uploadId },
-          headers,
-        });
-        const etag = xmlValues(result, "ETag")[0];
-        if (etag) {
-          etags[index] = etag;
-          return;
-        }
-        if (attempt < RETRIES && TRANSIENT_CODES.has(xmlValues(result, "Code")[0] ?? "")) {
-          await backOff(attempt);
-          continue;
-        }
-        await client.fail("PUT", key, new Response(result, { status: 500 }));
-      }
+      // Like CompleteMultipartUpload, a copy can answer 200 with an error in the body.
+      const result = await textUntilDone(
+        client,
+        "PUT",
+        key,
+        { query: { partNumber: String(index + 1), uploadId }, headers },
+        (xml) => xmlValues(xml, "ETag").length > 0,
+      );
+      etags[index] = xmlValues(result, "ETag")[0]!;
     });
     if (!await options.mayPublish()) return false;
     await completeMultipart(client, key, uploadId, etags);
