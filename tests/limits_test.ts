@@ -117,24 +117,33 @@ Deno.test("maxPendingBytes: refused one-byte first chunks declaring a gigabyte e
   assert.equal((await post(restarted, upload("3000-after", 3000)[0]!)).status, 200);
 });
 
+/**
+ * Posts `chunk` octet, its first 500 bytes now and the rest once `finish()` is called: a chunk still
+ * arriving. Resolves once the handler is reading it.
+ */
+async function postArriving(handler: (r: Request) => Promise<Response>, chunk: ClientChunk) {
+  let finish!: () => void;
+  const rest = new Promise<void>((resolve) => finish = resolve);
+  const body = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      controller.enqueue(chunk.bytes.slice(0, 500));
+      await rest;
+      controller.enqueue(chunk.bytes.slice(500));
+      controller.close();
+    },
+  });
+  const response = handler(
+    new Request(`${BASE}?${new URLSearchParams(chunk.params)}`, { method: "POST", body }),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  return { response, finish };
+}
+
 Deno.test("maxPendingBytes: a refused first chunk keeps the room of its upload while another of its chunks is arriving", async () => {
   const handler = createResumableHandler({ storage: new MemoryStorage(), maxPendingBytes: 5000 });
   const x = upload("3000-x", 3000);
   // resumable.js starts an upload with chunks in parallel: chunk 2 is still arriving...
-  let finish!: () => void;
-  const rest = new Promise<void>((resolve) => finish = resolve);
-  const slowBody = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      controller.enqueue(x[1]!.bytes.slice(0, 500));
-      await rest;
-      controller.enqueue(x[1]!.bytes.slice(500));
-      controller.close();
-    },
-  });
-  const second = handler(
-    new Request(`${BASE}?${new URLSearchParams(x[1]!.params)}`, { method: "POST", body: slowBody }),
-  );
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  const { response: second, finish } = await postArriving(handler, x[1]!);
   // ...when chunk 1 breaks off and is refused.
   const broken = await handler(
     new Request(`${BASE}?${new URLSearchParams(x[0]!.params)}`, {
@@ -154,20 +163,7 @@ Deno.test("maxPendingBytes: a refused first chunk keeps the room of its upload w
 Deno.test("maxPendingBytes: a recount while an upload's first chunk is arriving keeps that upload's room", async () => {
   const handler = createResumableHandler({ storage: new MemoryStorage(), maxPendingBytes: 5000 });
   const x = upload("3000-x", 3000);
-  let finish!: () => void;
-  const rest = new Promise<void>((resolve) => finish = resolve);
-  const slowBody = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      controller.enqueue(x[0]!.bytes.slice(0, 500));
-      await rest;
-      controller.enqueue(x[0]!.bytes.slice(500));
-      controller.close();
-    },
-  });
-  const first = handler(
-    new Request(`${BASE}?${new URLSearchParams(x[0]!.params)}`, { method: "POST", body: slowBody }),
-  );
-  await new Promise((resolve) => setTimeout(resolve, 20));
+  const { response: first, finish } = await postArriving(handler, x[0]!);
   // A sweep counts the uploads in storage again: this one has nothing stored yet.
   await handler.cleanup();
   finish();
