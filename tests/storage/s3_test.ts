@@ -78,6 +78,16 @@ async function digest(stream: ReadableStream<Uint8Array>): Promise<string> {
   return Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))).join(",");
 }
 
+/** Fails unless the file `fileId` in `storage` holds exactly `bytes`. */
+async function assertFileIs(storage: S3Storage, fileId: string, bytes: Uint8Array): Promise<void> {
+  const opened = await storage.openFile(fileId);
+  assert.ok(opened, `file ${fileId} is stored`);
+  assert.equal(
+    await digest(opened.body),
+    await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
+  );
+}
+
 Deno.test("S3Storage assembles 1 MiB pieces into 5 MiB multipart parts and publishes only on completion", async () => {
   await withS3(async (s3) => {
     const prefix = "m/";
@@ -112,12 +122,7 @@ Deno.test("S3Storage assembles 1 MiB pieces into 5 MiB multipart parts and publi
     const parts = s3.log.filter((line) => line.startsWith("PUT ") && line.includes("partNumber="));
     assert.equal(parts.length, 3, "11 MiB in 5 MiB parts is 5 + 5 + 1");
     assert.equal(s3.openMultipartUploads.size, 0);
-    const opened = await storage.openFile(rec.fileId);
-    assert.ok(opened);
-    assert.equal(
-      await digest(opened.body),
-      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
-    );
+    await assertFileIs(storage, rec.fileId, bytes);
   });
 });
 
@@ -383,11 +388,7 @@ Deno.test("S3Storage assembles chunks of 5 MiB and more with server-side UploadP
     // others, as R2 does.
     assert.equal(s3.copies.count, 3, "a copy per chunk, the last one split; no bytes streamed");
     assert.equal(s3.openMultipartUploads.size, 0);
-    const opened = await storage.openFile(rec.fileId);
-    assert.equal(
-      await digest(opened!.body),
-      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
-    );
+    await assertFileIs(storage, rec.fileId, bytes);
     assert.equal(await storage.commitChunks(claim!, 2, fileOf(rec)), undefined, "publishes once");
   });
 });
@@ -407,11 +408,7 @@ for (const status of [200, 500] as const) {
         const stored = await storage.commitChunks(claim!, 6, fileOf(rec));
         assert.equal(stored?.size, bytes.byteLength);
         assert.equal(s3.completes.count - before, failures + 1);
-        const opened = await storage.openFile(rec.fileId);
-        assert.equal(
-          await digest(opened!.body),
-          await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
-        );
+        await assertFileIs(storage, rec.fileId, bytes);
       }
       if (status === 500) return;
       // Copied part by part (chunks of 5 MiB): one copy fails in its body.
@@ -423,11 +420,7 @@ for (const status of [200, 500] as const) {
       assert.equal(stored?.size, bytes.byteLength);
       assert.equal(s3.copies.failNext, 0);
       assert.equal(s3.openMultipartUploads.size, 0);
-      const opened = await storage.openFile(rec.fileId);
-      assert.equal(
-        await digest(opened!.body),
-        await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
-      );
+      await assertFileIs(storage, rec.fileId, bytes);
     });
   });
 }
@@ -493,11 +486,7 @@ Deno.test("S3Storage takes a CompleteMultipartUpload whose reply was lost, and w
       [200, 404],
       "the retry found the upload completed and gone, as MinIO answers",
     );
-    const opened = await storage.openFile(rec.fileId);
-    assert.equal(
-      await digest(opened!.body),
-      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
-    );
+    await assertFileIs(storage, rec.fileId, bytes);
   });
 });
 
@@ -512,11 +501,7 @@ Deno.test("S3Storage streams small chunks instead of copying, and refuses missin
     const stored = await storage.commitChunks(claim!, 6, fileOf(rec));
     assert.equal(stored?.size, bytes.byteLength);
     assert.equal(s3.copies.count, 0);
-    const opened = await storage.openFile(rec.fileId);
-    assert.equal(
-      await digest(opened!.body),
-      await digest(new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()),
-    );
+    await assertFileIs(storage, rec.fileId, bytes);
   });
 });
 
